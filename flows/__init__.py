@@ -1,0 +1,1 @@
+"""When, where, how reliably: the Prefect flows. Nothing imports this package."""

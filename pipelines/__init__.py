@@ -1,0 +1,1 @@
+"""What we do to data: the pipeline steps as plain functions (ingest, train, validate, publish)."""

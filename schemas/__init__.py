@@ -1,0 +1,12 @@
+"""What the data is: the schema model and the schema files of known data sets."""
+
+from pathlib import Path
+
+from schemas.model import (Column, CsvFormat, Schema, SchemaError, dump_schema, load_schema,
+                           pandas_dtype,
+                           schema_from_dict)
+
+SCHEMA_DIR = Path(__file__).parent
+
+__all__ = ["Column", "CsvFormat", "Schema", "SchemaError", "SCHEMA_DIR", "dump_schema",
+           "load_schema", "pandas_dtype", "schema_from_dict"]

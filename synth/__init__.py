@@ -1,0 +1,1 @@
+"""How to learn privately: encoders, the DP-SGD engine, privacy accounting, synthesizers."""
