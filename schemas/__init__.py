@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from schemas.model import (Column, CsvFormat, Schema, SchemaError, dump_schema, load_schema,
+from schemas.model import (DEFAULT_MISSING, Column, CsvFormat, Schema, SchemaError, dump_schema,
+                           load_schema,
                            pandas_dtype,
                            schema_from_dict)
 
 SCHEMA_DIR = Path(__file__).parent
 
-__all__ = ["Column", "CsvFormat", "Schema", "SchemaError", "SCHEMA_DIR", "dump_schema",
+__all__ = ["DEFAULT_MISSING", "Column", "CsvFormat", "Schema", "SchemaError", "SCHEMA_DIR", "dump_schema",
            "load_schema", "pandas_dtype", "schema_from_dict"]

@@ -23,7 +23,7 @@ NUMERIC_KINDS = ("integer", "float")
 TEMPORAL_KINDS = ("date", "datetime")
 ROLES = ("feature", "target")
 TRANSFORMS = ("none", "log")
-DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
+DEFAULT_MISSING = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 
 
 class SchemaError(ValueError):

@@ -1,0 +1,132 @@
+"""The ``synth`` command line.
+
+Exit status: 0 on success, 2 for bad input or usage (the message names the file, column and
+row), 3 when the synthetic data fails validation (nothing is published).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import ValidationError
+
+from pipelines.config import add_run_arguments, config_from_args
+
+EXIT_BAD_INPUT = 2
+EXIT_VALIDATION = 3
+
+EPILOG = """examples:
+  synth schema draft data.csv > schemas/mydata.yaml      # then review it by hand
+  synth schema check schemas/mydata.yaml
+  synth run --input data.csv --schema schemas/mydata.yaml --epsilon 1 --out releases/mydata
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synth", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Differentially private synthetic data: from a private table to a "
+                    "validated Parquet release.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train a DP synthesizer and publish a validated release",
+                         description="Ingest a private CSV/Parquet file, train a DP "
+                         "synthesizer under (epsilon, delta), sample, validate with Great "
+                         "Expectations and publish Parquet plus a privacy report, atomically.")
+    add_run_arguments(run)
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    schema = sub.add_parser("schema", help="draft or check a schema").add_subparsers(
+        dest="schema_command", required=True)
+    draft = schema.add_parser("draft", help="print a draft schema read from a private file "
+                              "(review it before treating it as public)")
+    draft.add_argument("data", help="CSV (with a header line) or Parquet file")
+    draft.add_argument("--name", help="data set name (default: the file name)")
+    check = schema.add_parser("check", help="parse a schema and report any contradiction")
+    check.add_argument("schema_file", metavar="SCHEMA")
+    return parser
+
+
+def _version() -> str:
+    from pipelines.report import code_version
+
+    return f"synth {code_version()}"
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("DP-SGD training"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("train", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.run import run_release
+
+    config = config_from_args(args)
+    with _progress(not args.quiet and sys.stderr.isatty()) as progress:
+        result = run_release(config, progress=progress)
+    r = result.report
+    print(f"release:  {result.release / 'data.parquet'}")
+    print(f"report:   {result.release / 'privacy_report.json'}")
+    print(f"validation: {result.release / 'validation.json'} ({r['validation']})")
+    print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "
+          f"accountant, noise multiplier {r['noise_multiplier']:.3f}, {r['steps']} steps at "
+          f"sampling rate {r['sampling_rate']:.4f}); {r['rows_released']:,} rows")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("great_expectations", "opacus"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    from pipelines.ingest import DataError
+    from pipelines.publish import PublishError
+    from pipelines.validate import ValidationFailed
+    from schemas import SchemaError, load_schema
+    from synth.privacy import BudgetError
+
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.schema_command == "draft":
+            from pipelines.draft import draft_schema
+
+            sys.stdout.write(draft_schema(args.data, name=args.name))
+            print("the draft above was read from the private data: review every bound and "
+                  "category before treating it as public", file=sys.stderr)
+            return 0
+        schema = load_schema(args.schema_file)
+        print(f"{args.schema_file}: ok ({schema.name} v{schema.version}, "
+              f"{len(schema.columns)} columns)")
+        return 0
+    except ValidationFailed as exc:
+        print(f"error: {exc}; nothing was published", file=sys.stderr)
+        return EXIT_VALIDATION
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"error: {problems}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (DataError, SchemaError, BudgetError, PublishError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

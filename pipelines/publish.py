@@ -1,0 +1,239 @@
+"""Publish: the only writer of releases, a directory that appears whole or not at all.
+
+A release is a directory holding ``data.parquet`` (typed by the Schema, not inferred from the
+frame) and extra files such as ``privacy_report.json``. Parquet writes are not atomic
+(PRIVACY-RELIABILITY-NOTES §8: ``kill -9`` mid-write leaves footer-less files), so every file is
+written into a hidden staging directory beside the target, fsynced, and the directory is then
+renamed into place: a reader sees no release or a complete one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.model import Column, Schema, pandas_dtype
+
+DATA_FILE = "data.parquet"
+PREFIX = "synth."
+_ARROW_TYPES = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(),
+                "date": pa.date32(), "datetime": pa.timestamp("us")}
+
+
+class PublishError(Exception):
+    """A release that cannot be written or read; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A published release directory.
+
+    Attributes:
+        path: the release directory.
+        data: ``path / "data.parquet"``.
+        files: the names of every file in the release, ``data.parquet`` first.
+    """
+
+    path: Path
+    data: Path
+    files: tuple[str, ...]
+
+
+def to_arrow(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str]) -> pa.Table:
+    """Builds the Arrow table of a release with types taken from the schema, not inferred.
+
+    Columns follow the schema's order; the frame's index is dropped. Missing values (NaN
+    included) become nulls. Datetimes are floored to microseconds and dates to days.
+
+    Args:
+        frame: rows with (at least castable to) the dtypes of ``schemas.pandas_dtype``.
+        schema: the declared columns; categoricals become ``dictionary<int32, string>`` over
+            the declared categories, in their declared order.
+        metadata: string key-values stored on the Arrow schema as ``synth.<key>``, plus the
+            whole mapping as JSON under ``synth.metadata``; ``synth.schema_fingerprint`` is
+            added from ``schema.fingerprint()``.
+
+    Raises:
+        PublishError: listing every problem at once (missing or unexpected columns, values
+            outside the declared categories, nulls in non-nullable columns, bad metadata).
+    """
+    problems: list[str] = []
+    missing = [n for n in schema.names if n not in frame.columns]
+    extra = [str(n) for n in frame.columns if n not in schema.names]
+    twice = sorted({str(n) for n in frame.columns[frame.columns.duplicated()]})
+    if missing:
+        problems.append(f"columns {missing} are declared but absent from the frame")
+    if extra:
+        problems.append(f"columns {extra} are not in the schema (drop them before publishing)")
+    if twice:
+        problems.append(f"columns {twice} appear more than once in the frame")
+    arrays = [_to_array(frame[c.name], c, problems) for c in schema.columns
+              if c.name not in missing and c.name not in twice]
+    meta = _metadata(metadata, schema, problems)
+    if problems:
+        raise PublishError(f"cannot publish against {schema.where}: " + "; ".join(problems))
+    fields = [pa.field(c.name, a.type, nullable=c.nullable) for c, a in zip(schema.columns, arrays)]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
+
+
+def _to_array(series: pd.Series, column: Column, problems: list[str]) -> pa.Array:
+    label = f"column '{column.name}'"
+    if column.kind == "categorical":
+        cat = pd.Categorical(series, categories=list(column.categories))
+        unknown = sorted({str(v) for v in series[series.notna() & (cat.codes == -1)]})
+        if unknown:
+            problems.append(f"{label} has values {unknown[:5]} outside its declared categories")
+        codes = cat.codes.astype("int32")  # (rows,), -1 for missing
+        array = pa.DictionaryArray.from_arrays(
+            pa.array(codes, mask=codes == -1), pa.array(column.categories, pa.string()))
+    else:
+        try:
+            values = series.astype(pandas_dtype(column))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{label} does not cast to {pandas_dtype(column)} ({exc})")
+            return pa.nulls(len(series), _ARROW_TYPES[column.kind])
+        if column.is_temporal:
+            values = values.dt.floor("D" if column.kind == "date" else "us")
+            array = pa.array(values, pa.timestamp("ns"), from_pandas=True)
+            array = array.cast(_ARROW_TYPES[column.kind])
+        else:
+            array = pa.array(values, _ARROW_TYPES[column.kind], from_pandas=True)
+    if array.null_count and not column.nullable:
+        problems.append(f"{label} has {array.null_count} missing values but is not nullable")
+    return array
+
+
+def _metadata(metadata: Mapping[str, str], schema: Schema, problems: list[str]) -> dict[str, str]:
+    merged = {"schema_fingerprint": schema.fingerprint(), **metadata}
+    bad = [k for k, v in merged.items() if not (isinstance(k, str) and k and isinstance(v, str))]
+    if bad or "metadata" in merged:
+        problems.append(f"metadata keys {bad or ['metadata']} need non-empty string keys other "
+                        "than 'metadata' and string values (json.dumps anything structured)")
+        return {}
+    if merged["schema_fingerprint"] != schema.fingerprint():
+        problems.append("metadata 'schema_fingerprint' is not this schema's fingerprint")
+    meta = {PREFIX + k: v for k, v in merged.items()}
+    meta[PREFIX + "metadata"] = json.dumps(merged, sort_keys=True)
+    return meta
+
+
+def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], out_dir: Path, *,
+            extra_files: Mapping[str, bytes] = MappingProxyType({}),
+            overwrite: bool = False) -> Release:
+    """Writes a release directory atomically: complete, or absent.
+
+    Everything is written into ``.<name>.staging-<uuid>`` beside ``out_dir``, each file and
+    the directory are fsynced, the directory is renamed to ``out_dir`` and the parent is
+    fsynced. Any failure removes the staging directory; a crash (SIGKILL, power loss) can
+    leave only that hidden directory behind, never a partial ``out_dir``. With ``overwrite``
+    the old release is renamed aside (``.<name>.old-<uuid>``), the new one renamed in, then
+    the old one deleted: between the two renames ``out_dir`` is briefly absent, never partial.
+
+    Args:
+        frame: the synthetic rows (never real ones).
+        schema: the declared columns, see ``to_arrow``.
+        metadata: string key-values for the Parquet footer, see ``to_arrow``.
+        out_dir: the release directory; missing parents are created.
+        extra_files: file name -> bytes, e.g. ``{"privacy_report.json": b"..."}``.
+        overwrite: replace an existing non-empty ``out_dir``.
+
+    Returns:
+        The Release that now exists at ``out_dir``.
+
+    Raises:
+        PublishError: the data does not fit the schema, a file name is unusable, or
+            ``out_dir`` exists and ``overwrite`` is False.
+    """
+    out_dir = Path(out_dir).absolute()
+    table = to_arrow(frame, schema, metadata)  # fail on bad data before touching the disk
+    for name, blob in extra_files.items():
+        if (not isinstance(name, str) or name in ("", ".", "..", DATA_FILE) or "/" in name
+                or os.sep in name or name.startswith(".") or not isinstance(blob, bytes)):
+            raise PublishError(f"{out_dir}: extra file {name!r} needs a plain file name other "
+                               f"than {DATA_FILE!r} and a bytes value (encode text first)")
+    if _occupied(out_dir) and not overwrite:
+        raise PublishError(f"{out_dir} already holds a release: choose another directory or "
+                           "pass overwrite=True to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.staging-{uuid.uuid4().hex}")
+    try:
+        staging.mkdir()
+        with open(staging / DATA_FILE, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        for name, blob in extra_files.items():
+            _write_file(staging / name, blob)
+        _fsync_dir(staging)
+        _swap_in(staging, out_dir, overwrite)
+    except BaseException:  # KeyboardInterrupt too: leave nothing half-written behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Release(path=out_dir, data=out_dir / DATA_FILE,
+                   files=(DATA_FILE, *extra_files))
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def _write_file(path: Path, blob: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_in(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    old = None
+    if overwrite and _occupied(out_dir):
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
+        os.rename(out_dir, old)
+    try:
+        os.rename(staging, out_dir)  # atomic; replaces an empty out_dir, fails on a full one
+    except OSError as exc:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise PublishError(f"{out_dir}: cannot move the release into place ({exc.strerror}); "
+                           "another writer may have published there: retry or pick another "
+                           "directory") from exc
+    _fsync_dir(out_dir.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_release_metadata(parquet_path: Path) -> dict[str, str]:
+    """Reads the ``synth.`` key-values of a release's Parquet footer, prefix stripped.
+
+    ``synth.metadata`` (the same mapping as JSON) is left out.
+
+    Raises:
+        PublishError: the file is missing or not Parquet.
+    """
+    try:
+        raw = pq.read_metadata(parquet_path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise PublishError(f"{parquet_path}: cannot read Parquet metadata ({exc}); "
+                           "check the path points at a release's data.parquet") from exc
+    out = {k.decode()[len(PREFIX):]: v.decode() for k, v in raw.items()
+           if k.decode().startswith(PREFIX)}
+    out.pop("metadata", None)
+    return out

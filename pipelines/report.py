@@ -1,0 +1,81 @@
+"""The privacy report and the key-value metadata a release carries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from schemas import Schema
+from synth.base import Synthesizer
+
+PACKAGE = "dp-synth"
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when run from a checkout."""
+    try:
+        version = importlib_metadata.version(PACKAGE)
+    except importlib_metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version}+g{commit}" if commit else version
+
+
+def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: int,
+                   created: str) -> dict[str, Any]:
+    """What the release claims, how it was computed, and what was treated as public."""
+    p = model.privacy_
+    return {
+        "guarantee": f"({p.epsilon:.4g}, {p.delta:.3g})-differential privacy for every record "
+                     f"of the input (add/remove one record), covering every step that read it",
+        "epsilon": p.epsilon,
+        "delta": p.delta,
+        "target_epsilon": p.target_epsilon,
+        "accountant": p.accountant,
+        "mechanism": p.mechanism,
+        "noise_multiplier": p.noise_multiplier,
+        "sampling_rate": p.sampling_rate,
+        "steps": p.steps,
+        "max_grad_norm": p.max_grad_norm,
+        "expected_batch_size": p.expected_batch_size,
+        "synthesizer": synthesizer,
+        "synthesizer_params": model.get_params(),
+        "rows_released": rows,
+        "data_set": schema.name,
+        "schema_version": schema.version,
+        "schema_fingerprint": schema.fingerprint(),
+        "public_inputs": [
+            "the schema (column names, kinds, declared bounds, categories, nullability)",
+            "the number of input records, used to set the sampling rate (as Opacus does)",
+            "the number of released rows, fixed by the configuration",
+        ],
+        "private_steps": ["ingest (coercion to the schema; no statistics kept)",
+                          "DP-SGD training of the synthesizer"],
+        "post_processing": ["sampling from the trained model", "validation against the "
+                            "schema (synthetic rows only)", "Parquet writing"],
+        "created": created,
+        "code_version": code_version(),
+    }
+
+
+def release_metadata(report: dict[str, Any], validation: str) -> dict[str, str]:
+    """Parquet key-value metadata (all strings) for a release."""
+    keys = ("data_set", "schema_version", "synthesizer", "epsilon", "delta", "accountant",
+            "noise_multiplier", "sampling_rate", "steps", "created", "code_version")
+    out = {k: str(report[k]) for k in keys}
+    out["synthesizer_params"] = json.dumps(report["synthesizer_params"], sort_keys=True)
+    out["rows"] = str(report["rows_released"])
+    out["validation"] = validation
+    return out
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
