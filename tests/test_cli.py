@@ -1,0 +1,146 @@
+"""`synth` end to end on real data, and every bad input: one-line error, non-zero exit,
+nothing written."""
+
+import json
+import textwrap
+
+import duckdb
+import pandas as pd
+import pytest
+
+from pipelines.cli import EXIT_BAD_INPUT, main
+from pipelines.publish import read_release_metadata
+from synth.privacy import epsilon_of
+from tests.conftest import ROOT
+
+ADULT_SCHEMA = str(ROOT / "schemas" / "adult.yaml")
+FAST = ["--epochs", "1", "--batch-size", "200", "--rows", "500"]
+
+TINY_SCHEMA = """\
+name: tiny
+version: "2"
+columns:
+  - {name: age, kind: integer, min: 0, max: 120}
+  - {name: colour, kind: categorical, categories: [red, green, other], catch_all: other}
+  - {name: score, kind: float, min: 0, max: 1, nullable: true}
+"""
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_synth_run_publishes_a_validated_release(adult_sample, tmp_path, capsys):
+    out = tmp_path / "releases" / "adult"
+    code, stdout, _ = run(["run", "--input", str(adult_sample), "--schema", ADULT_SCHEMA,
+                           "--epsilon", "1", "--out", str(out), "-q", *FAST], capsys)
+    assert code == 0
+    assert str(out / "data.parquet") in stdout and "privacy_report.json" in stdout
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["epsilon"] <= 1.0 and report["delta"] == 1e-9
+    assert report["epsilon"] == pytest.approx(epsilon_of(
+        report["noise_multiplier"], report["sampling_rate"], report["steps"], 1e-9, "prv"))
+    assert json.loads((out / "validation.json").read_text())["success"] is True
+    frame = pd.read_parquet(out / "data.parquet")
+    assert len(frame) == 500 and list(frame.columns)[0] == "age"
+    meta = read_release_metadata(out / "data.parquet")
+    assert meta["data_set"] == "adult" and float(meta["epsilon"]) == report["epsilon"]
+    assert duckdb.sql(f"select count(*) from '{out / 'data.parquet'}'").fetchall()[0][0] == 500
+    # a second run to the same place refuses, unless told to overwrite
+    code, _, err = run(["run", "--input", str(adult_sample), "--schema", ADULT_SCHEMA,
+                        "--epsilon", "1", "--out", str(out), "-q", *FAST], capsys)
+    assert code == EXIT_BAD_INPUT and "--overwrite" in err
+
+
+def test_schema_draft_and_check(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("age,colour\n" + "".join(f"{20 + i % 50},{'red' if i % 3 else 'blue'}\n"
+                                               for i in range(200)))
+    code, stdout, err = run(["schema", "draft", str(data)], capsys)
+    assert code == 0 and "DRAFT" in stdout and "review" in err
+    schema = tmp_path / "d.yaml"
+    schema.write_text(stdout)
+    code, stdout, _ = run(["schema", "check", str(schema)], capsys)
+    assert code == 0 and "ok" in stdout
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    schema = tmp_path / "tiny.yaml"
+    schema.write_text(TINY_SCHEMA)
+
+    def csv(body: str):
+        path = tmp_path / "in.csv"
+        path.write_text(textwrap.dedent(body))
+        return path
+
+    return schema, csv
+
+
+GOOD = "age,colour,score\n" + "30,red,0.5\n" * 20
+
+
+@pytest.mark.parametrize("body,extra,expected", [
+    (None, [], "no such file"),
+    ("", [], "is empty"),
+    ("age,colour,score\n", [], "no data rows"),
+    ("age,score\n30,0.5\n", [], "column 'colour' required by"),
+    (GOOD + "130,red,0.5\n", [], "column 'age' value 130 is above the schema's maximum "
+                                  "120 in row 21 (line 22)"),
+    (GOOD + "30,blue,0.5\n", [], "column 'colour' value 'blue' is not a declared category "
+                                  "in row 21 (line 22)"),
+    ("age,colour,score\n" + "30,red,\n" * 5, [], "column 'score' is entirely empty"),
+    (GOOD + ",red,0.5\n", [], "column 'age' is missing a value in row 21"),
+    (GOOD, ["--epsilon", "0"], "epsilon: Input should be greater than 0"),
+    (GOOD, ["--epsilon", "-1"], "epsilon: Input should be greater than 0"),
+    (GOOD, ["--delta", "1"], "delta: Input should be less than 1"),
+    (GOOD, ["--delta", "0"], "delta: Input should be greater than 0"),
+])
+def test_bad_input_is_one_clear_line_and_writes_nothing(tiny, tmp_path, capsys, body, extra,
+                                                         expected):
+    schema, csv = tiny
+    data = csv(body) if body is not None else tmp_path / "missing.csv"
+    out = tmp_path / "release"
+    argv = ["run", "--input", str(data), "--schema", str(schema), "--out", str(out), "-q",
+            "--epsilon", "1", *FAST, *extra]
+    code, _, err = run(argv, capsys)
+    assert code == EXIT_BAD_INPUT
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1]
+    assert "Traceback" not in err
+    if "epsilon" not in expected and "delta" not in expected:
+        assert str(data) in lines[-1] or "missing.csv" in lines[-1]
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()
+                                 if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("schema_text,expected", [
+    ("name: x\ncolumns:\n  - {name: a, kind: integer, min: 5, max: 1}\n", "min 5 is above max 1"),
+    ("name: x\ncolumns:\n  - {name: a, kind: boolean}\n  - {name: a, kind: boolean}\n",
+     "duplicate column name 'a'"),
+    ("name: x\ncolumns: [\n", "does not parse as YAML"),
+])
+def test_bad_schema_is_refused(tmp_path, capsys, schema_text, expected):
+    schema = tmp_path / "bad.yaml"
+    schema.write_text(schema_text)
+    data = tmp_path / "in.csv"
+    data.write_text("a\n1\n")
+    code, _, err = run(["run", "--input", str(data), "--schema", str(schema), "--epsilon", "1",
+                        "--out", str(tmp_path / "out")], capsys)
+    assert code == EXIT_BAD_INPUT
+    assert f"{schema}" in err and expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_clip_and_map_unknown_repair_instead_of_rejecting(tiny, tmp_path, capsys, caplog):
+    schema, csv = tiny
+    data = csv(GOOD + "30,red,0.5\n" * 200 + "130,blue,0.5\n")
+    out = tmp_path / "release"
+    code, _, err = run(["run", "--input", str(data), "--schema", str(schema), "--out", str(out),
+                        "-q", "--epsilon", "1", "--clip", "--map-unknown", *FAST], capsys)
+    assert code == 0, err
+    assert "clipped 1 value(s) of column 'age'" in caplog.text
+    assert "mapped 1 undeclared value(s) of column 'colour'" in caplog.text
+    assert (out / "data.parquet").exists()

@@ -1,0 +1,169 @@
+"""The DP-SGD engine against Opacus as the oracle, and mechanism checks that can fail."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from opacus import GradSampleModule
+from opacus.accountants import PRVAccountant, RDPAccountant
+from scipy import stats
+from torch import nn
+
+from synth.dpsgd import DPSGDConfig, GhostClipper, check_supported, plan, train_dp
+from synth.privacy import BudgetError, PrivacyBudget, calibrate_noise, epsilon_of
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(7, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
+                         nn.Linear(16, 3))
+
+
+def _per_sample_loss(model, batch, generator=None):
+    x, y = batch[:, :7], batch[:, 7].long()
+    return nn.functional.cross_entropy(model(x), y, reduction="none")
+
+
+def _batch(n=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 7, generator=g) * 3
+    y = torch.randint(0, 3, (n, 1), generator=g).float()
+    return torch.cat([x, y], dim=1)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.05, 1.0, 100.0])
+def test_clipped_sum_matches_opacus_per_sample_gradients(max_grad_norm):
+    batch = _batch()
+    oracle = GradSampleModule(_mlp(), loss_reduction="sum")
+    _per_sample_loss(oracle, batch).sum().backward()
+    grads = [p.grad_sample.reshape(len(batch), -1) for p in oracle.parameters()]
+    norms = torch.cat(grads, dim=1).norm(dim=1)
+    factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    expected = [(g * factor[:, None]).sum(0) for g in grads]
+
+    model = _mlp()
+    clipper = GhostClipper(model, max_grad_norm)
+    _per_sample_loss(model, batch).sum().backward()
+    assert torch.allclose(clipper.per_sample_norms(), norms, rtol=1e-4, atol=1e-6)
+    clipper.clipped_sum()
+    clipper.close()
+    for p, e in zip(model.parameters(), expected):
+        assert torch.allclose(p.grad.reshape(-1), e, rtol=1e-4, atol=1e-6)
+
+
+def test_each_clipped_per_sample_gradient_has_norm_at_most_the_bound():
+    model = _mlp()
+    clipper = GhostClipper(model, 0.1)
+    batch = _batch(n=1)  # one record: the clipped sum is its clipped gradient
+    _per_sample_loss(model, batch).sum().backward()
+    assert clipper.per_sample_norms().item() > 0.1
+    clipper.clipped_sum()
+    total = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm()
+    assert total.item() == pytest.approx(0.1, rel=1e-3)
+
+
+def test_unsupported_layers_are_refused():
+    with pytest.raises(TypeError, match="nn.Linear"):
+        check_supported(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
+
+
+def test_noise_std_is_what_the_accountant_was_told():
+    """Zero data gradient (lr so small the model does not move): each step's update is pure
+    noise of std sigma*C/B per coordinate; measure it through SGD's parameter change."""
+    torch.manual_seed(0)
+    model = nn.Linear(50, 40, bias=False)
+    nn.init.zeros_(model.weight)
+    data = torch.zeros(1000, 50)
+    config = DPSGDConfig(epochs=1, batch_size=100, max_grad_norm=2.0, lr=1e-3)
+    captured = []
+
+    def loss(m, batch, g):
+        return m(batch).sum(dim=1) * 0.0
+
+    orig_step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        captured.append(torch.cat([p.grad.reshape(-1) for p in self.param_groups[0]["params"]]))
+        return orig_step(self, *a, **k)
+
+    torch.optim.Adam.step = spy
+    try:
+        report = train_dp(model, loss, data, PrivacyBudget(5.0, 1e-5), config,
+                          torch.Generator().manual_seed(3))
+    finally:
+        torch.optim.Adam.step = orig_step
+    measured = torch.stack(captured).std().item()
+    expected = report.noise_multiplier * config.max_grad_norm / config.batch_size
+    assert measured == pytest.approx(expected, rel=0.15)
+    # halved noise would be caught
+    assert not measured == pytest.approx(expected / 2, rel=0.15)
+
+
+def test_poisson_batch_sizes_follow_binomial():
+    n, config = 2000, DPSGDConfig(epochs=10, batch_size=50)
+    sizes = []
+
+    def loss(m, batch, g):
+        sizes.append(len(batch))
+        return m(batch).sum(dim=1)
+
+    train_dp(nn.Linear(2, 1), loss, torch.zeros(n, 2), PrivacyBudget(8.0, 1e-5), config,
+             torch.Generator().manual_seed(0))
+    q, steps = plan(n, config)
+    assert len(sizes) == steps == 400
+    # chi-square goodness of fit on binned batch sizes
+    edges = [0, 40, 45, 50, 55, 60, n + 1]
+    observed = np.histogram(sizes, bins=edges)[0]
+    cdf = stats.binom.cdf(np.array(edges) - 1, n, q)
+    expected = np.diff(cdf) * len(sizes)
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_empty_batch_still_takes_a_noisy_step():
+    model = nn.Linear(3, 1)
+    sizes, snapshots = [], [model.weight.detach().clone()]
+
+    def loss(m, batch, g):
+        sizes.append(len(batch))
+        return m(batch).sum(dim=1)
+
+    config = DPSGDConfig(epochs=3, batch_size=1, lr=0.1)  # q = 1/4: many empty batches
+    train_dp(model, loss, torch.zeros(4, 3), PrivacyBudget(10.0, 1e-5), config,
+             torch.Generator().manual_seed(0),
+             progress=lambda i, n: snapshots.append(model.weight.detach().clone()))
+    assert len(snapshots) == 13  # every one of the 12 steps ran
+    assert len(sizes) < 12  # the loss was skipped for empty batches ...
+    for before, after in zip(snapshots, snapshots[1:]):
+        assert not torch.equal(before, after)  # ... yet every step moved the weights (noise)
+
+
+@pytest.mark.parametrize("accountant,oracle", [("prv", PRVAccountant), ("rdp", RDPAccountant)])
+def test_reported_epsilon_equals_opacus_accountant(accountant, oracle):
+    data = _batch(n=400)
+    config = DPSGDConfig(epochs=3, batch_size=40, accountant=accountant)
+    budget = PrivacyBudget(2.0, 1e-9)
+    report = train_dp(_mlp(), _per_sample_loss, data, budget, config,
+                      torch.Generator().manual_seed(0))
+    acct = oracle()
+    for _ in range(report.steps):
+        acct.step(noise_multiplier=report.noise_multiplier, sample_rate=report.sampling_rate)
+    assert report.epsilon == pytest.approx(acct.get_epsilon(delta=1e-9), rel=1e-9)
+    assert report.epsilon <= budget.epsilon
+    assert report.epsilon > 0.9 * budget.epsilon  # calibrated, not wastefully over-noised
+    assert report.sampling_rate == pytest.approx(40 / 400)
+    assert report.steps == math.ceil(3 / 0.1)
+
+
+def test_calibration_and_budget_errors():
+    sigma = calibrate_noise(PrivacyBudget(1.0, 1e-9), 0.01, 1000, "rdp")
+    assert epsilon_of(sigma, 0.01, 1000, 1e-9, "rdp") <= 1.0
+    assert epsilon_of(sigma * 0.8, 0.01, 1000, 1e-9, "rdp") > 1.0
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(BudgetError, match="epsilon"):
+            PrivacyBudget(bad)
+    for bad in (0, 1, 1.5, -1e-9):
+        with pytest.raises(BudgetError, match="delta"):
+            PrivacyBudget(1.0, bad)
+    with pytest.raises(BudgetError, match="accountant"):
+        epsilon_of(1.0, 0.1, 10, 1e-5, "gdp")
