@@ -1,0 +1,81 @@
+"""The Prefect flow end to end on real Adult rows, against a real (temporary) Prefect server."""
+
+import json
+import os
+
+import duckdb
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+REQUIRED_METADATA = {"data_set", "schema_version", "schema_fingerprint", "synthesizer",
+                     "synthesizer_params", "epsilon", "delta", "accountant",
+                     "noise_multiplier", "sampling_rate", "steps", "rows", "created",
+                     "code_version", "validation"}
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield home
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adult_sample,
+                                                              tmp_path):
+    from flows.release import release
+    from pipelines.config import RunConfig
+
+    out = tmp_path / "adult"
+    config = RunConfig(input=str(adult_sample), schema_file=str(ROOT / "schemas" / "adult.yaml"),
+                       out=str(out), epsilon=1.0, rows=800, epochs=2, batch_size=200)
+    result = release(config)
+
+    # the flow returns where the release is and what it claims, never rows
+    assert set(result) == {"release", "privacy_report"}
+    report = result["privacy_report"]
+    assert report["epsilon"] <= 1.0 and report["delta"] == 1e-9
+    assert json.loads((out / "privacy_report.json").read_text()) == report
+
+    data = out / "data.parquet"
+    frame = pd.read_parquet(data)
+    assert len(frame) == 800
+    assert str(frame["age"].dtype) == "int64" and str(frame["income"].dtype) == "category"
+    types = dict(duckdb.sql(f"select column_name, column_type from (describe select * from "
+                            f"read_parquet('{data}'))").fetchall())
+    assert types["age"] == "BIGINT" and types["capital-gain"] == "BIGINT"
+    assert types["income"] == "VARCHAR"
+    income = {row[0] for row in duckdb.sql(f"select distinct income from '{data}'").fetchall()}
+    assert income <= {"<=50K", ">50K"}
+
+    kv = {k.decode().removeprefix("synth."): v.decode() for k, v in duckdb.sql(
+        f"select key, value from parquet_kv_metadata('{data}')").fetchall()}
+    assert REQUIRED_METADATA <= set(kv)
+    assert float(kv["epsilon"]) == report["epsilon"] and kv["rows"] == "800"
+    assert kv["accountant"] == "prv" and int(kv["steps"]) == report["steps"]
+    assert kv["validation"].startswith("passed")
+
+
+def test_prefect_persisted_nothing_private(prefect_home, adult_sample):
+    """Private tasks run with persistence and caching off: no result files, and no real
+    value in anything Prefect wrote to its storage."""
+    storage = prefect_home / "storage"
+    files = [p for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
+    assert files == []
+    real_fnlwgts = {line.split(",")[2].strip() for line in adult_sample.read_text().splitlines()}
+    for path in prefect_home.rglob("*"):
+        if path.is_file() and path.suffix not in (".db", ".db-wal", ".db-shm"):
+            text = path.read_bytes()
+            assert not any(v.encode() in text for v in list(real_fnlwgts)[:200]), path
