@@ -55,7 +55,9 @@ def _column(name: str, values: pd.Series) -> tuple[dict, list[str]]:
     if len(present) and stamps.notna().all():
         col["kind"] = "date" if (stamps == stamps.dt.normalize()).all() else "datetime"
         low = dt.date(stamps.min().year, 1, 1)
-        high = dt.date(stamps.max().year + 1, 1, 1) - dt.timedelta(days=1)
+        high = dt.datetime(stamps.max().year + 1, 1, 1) - dt.timedelta(seconds=1)
+        if col["kind"] == "date":
+            high = high.date()
         col["min"], col["max"] = low.isoformat(), high.isoformat()
         return col, notes
     counts = present.astype(str).value_counts()
@@ -94,6 +96,7 @@ def draft_schema(path: str | Path, name: str | None = None) -> str:
         raise DataError(f"{path}: cannot read input: {str(exc).splitlines()[0]}") from None
     if frame.empty:
         raise DataError(f"{path}: the file has no data rows")
+    frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.apply(lambda s: s.str.strip().mask(s.str.strip().isin(DEFAULT_MISSING))
                         if s.dtype == object else s)
     lines = [

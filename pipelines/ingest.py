@@ -236,7 +236,7 @@ class _Context:
         if col.kind == "integer":
             frac = ~np.isnan(numbers.to_numpy()) & (numbers.to_numpy() % 1 != 0)
             if frac.any():
-                self.problem(col, frac, f"value {numbers[np.flatnonzero(frac)[0]]!r} is not a "
+                self.problem(col, frac, f"value {_number(numbers[np.flatnonzero(frac)[0]])} is not a "
                              "whole number", f"fix the data or declare the column float in "
                              f"{self.schema.where}")
                 numbers = numbers.round()

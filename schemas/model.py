@@ -221,8 +221,12 @@ def _parse_column(raw: Any, index: int, problems: list[str]) -> Column | None:
         else:
             minimum = _parse_bound(raw["min"], kind, f"{label}: min", problems)
             maximum = _parse_bound(raw["max"], kind, f"{label}: max", problems)
-            if minimum is not None and maximum is not None and minimum > maximum:
-                problems.append(f"{label}: min {raw['min']} is above max {raw['max']}")
+            try:
+                if minimum is not None and maximum is not None and minimum > maximum:
+                    problems.append(f"{label}: min {raw['min']} is above max {raw['max']}")
+            except TypeError:  # e.g. a timezone-aware bound beside a naive one
+                problems.append(f"{label}: min {raw['min']} and max {raw['max']} cannot be "
+                                "compared (give both with or both without a timezone)")
     elif "min" in raw or "max" in raw:
         problems.append(f"{label}: 'min'/'max' only apply to numeric and temporal columns")
     categories: tuple[str, ...] = ()
@@ -291,11 +295,13 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
         cols_raw = []
     parsed = [_parse_column(c, i, problems) for i, c in enumerate(cols_raw)]
     columns = [c for c in parsed if c is not None]
-    seen: set[str] = set()
-    for c in columns:
-        if c.name in seen:
-            problems.append(f"duplicate column name '{c.name}'")
-        seen.add(c.name)
+    names = [c.get("name") for c in cols_raw if isinstance(c, dict)]
+    for dupe in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
+        problems.append(f"duplicate column name '{dupe}'")
+    known = {"name", "version", "description", "source", "license", "missing_values", "csv",
+             "columns"}
+    for key in sorted(set(map(str, raw)) - known):
+        problems.append(f"unknown key '{key}' (known: {', '.join(sorted(known))})")
     if sum(c.role == "target" for c in columns) > 1:
         problems.append("more than one column has role 'target'")
     missing = raw.get("missing_values", list(DEFAULT_MISSING))

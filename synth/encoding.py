@@ -146,7 +146,12 @@ def _decode(block: Block, codes: np.ndarray, rng: np.random.Generator) -> pd.Ser
         if col.kind == "float":
             out = pd.Series(x).mask(missing)
         elif col.kind == "integer":
-            out = pd.Series(np.floor(x + 0.5)).mask(missing)
+            x = np.floor(x + 0.5)
+            if not block.integer_values:  # keep the rounded value inside its bin when it can
+                first = np.ceil(_inverse(col, block.edges[safe]))
+                last = np.ceil(_inverse(col, block.edges[safe + 1])) - 1
+                x = np.where(first <= last, np.clip(x, first, last), x)
+            out = pd.Series(x).mask(missing)
         else:
             unit = "D" if col.kind == "date" else "s"
             stamps = np.floor(x + (0.5 if block.integer_values else 0)).astype("int64")

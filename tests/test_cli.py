@@ -144,3 +144,17 @@ def test_clip_and_map_unknown_repair_instead_of_rejecting(tiny, tmp_path, capsys
     assert "clipped 1 value(s) of column 'age'" in caplog.text
     assert "mapped 1 undeclared value(s) of column 'colour'" in caplog.text
     assert (out / "data.parquet").exists()
+
+
+def test_flchain_release_with_its_declared_schema(tmp_path, capsys):
+    from tests.conftest import shared
+
+    data = shared("flchain/flchain.csv")
+    out = tmp_path / "flchain"
+    code, _, err = run(["run", "--input", str(data), "--schema",
+                        str(ROOT / "schemas" / "flchain.yaml"), "--epsilon", "1",
+                        "--out", str(out), "-q", *FAST], capsys)
+    assert code == 0, err
+    frame = pd.read_parquet(out / "data.parquet")
+    assert frame["mgus"].dtype == "bool" and frame["chapter"].isna().any()
+    assert json.loads((out / "validation.json").read_text())["success"] is True

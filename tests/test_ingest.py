@@ -1,0 +1,410 @@
+"""Tests for pipelines.ingest on real Adult rows: the full UCI files once, then small copies
+(the first 200 lines of adult.data) corrupted one way at a time. Every rejection is a one-line
+DataError naming the file, the column, and the first row (and line) where it happens."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.ingest import DataError, Ingested, ingest
+from schemas import SCHEMA_DIR, CsvFormat, load_schema, pandas_dtype, schema_from_dict
+from tests.conftest import DATASETS
+
+DATA = DATASETS / "adult"
+ADULT_DATA = DATA / "adult.data"
+ADULT_TEST = DATA / "adult.test"
+SAMPLE_ROWS = 200
+
+pytestmark = pytest.mark.skipif(not ADULT_DATA.exists(), reason=f"{ADULT_DATA} is not available")
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return load_schema(SCHEMA_DIR / "adult.yaml")
+
+
+@pytest.fixture(scope="module")
+def header_schema(schema):
+    """The Adult schema for CSV files that carry a header line."""
+    return dataclasses.replace(schema, csv=CsvFormat())
+
+
+@pytest.fixture(scope="module")
+def sample_lines() -> list[str]:
+    """The first 200 raw lines of adult.data (no header, ", " separated)."""
+    with open(ADULT_DATA) as f:
+        return [next(f).rstrip("\n") for _ in range(SAMPLE_ROWS)]
+
+
+@pytest.fixture(scope="module")
+def expected(schema, sample_lines, tmp_path_factory) -> pd.DataFrame:
+    """The sample as ingest reads it from the untouched file."""
+    path = tmp_path_factory.mktemp("expected") / "sample.csv"
+    path.write_text("\n".join(sample_lines) + "\n")
+    return ingest(path, schema).frame
+
+
+def fields(line: str) -> list[str]:
+    return line.split(", ")
+
+
+def corrupt(lines: list[str], record: int, column: str, value: str, schema) -> list[str]:
+    """A copy of headerless Adult ``lines`` with ``column`` of the 1-based ``record`` set."""
+    out = list(lines)
+    parts = fields(out[record - 1])
+    parts[schema.names.index(column)] = value
+    out[record - 1] = ", ".join(parts)
+    return out
+
+
+def write(tmp_path, lines: list[str], name: str = "adult.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def rejection(path, schema, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        ingest(path, schema, **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert "\n" not in message
+    return message
+
+
+def check_dtypes(frame: pd.DataFrame, schema) -> None:
+    assert list(frame.columns) == schema.names
+    for col in schema.columns:
+        assert frame[col.name].dtype == pandas_dtype(col), col.name
+
+
+# --- the real files ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def adult_train(schema) -> Ingested:
+    return ingest(ADULT_DATA, schema)
+
+
+@pytest.fixture(scope="module")
+def adult_test(schema) -> Ingested:
+    return ingest(ADULT_TEST, schema)
+
+
+def test_adult_data_whole_file(adult_train, schema):
+    frame, report = adult_train.frame, adult_train.report
+    assert len(frame) == report.rows == 32_561
+    check_dtypes(frame, schema)
+    # "?" marks missing in exactly these three columns (UCI's documented counts).
+    nulls = frame.isna().sum()
+    assert nulls[nulls > 0].to_dict() == {"workclass": 1_836, "occupation": 1_843,
+                                          "native-country": 583}
+    assert report.source == str(ADULT_DATA)
+    assert report.clipped == {} and report.mapped_to_catch_all == {}
+    assert report.dropped_columns == ()
+    assert frame["age"].min() == 17 and frame["age"].max() == 90
+    assert set(frame["income"]) == {"<=50K", ">50K"}
+    # First record of the file, spaces after the separators stripped.
+    first = frame.iloc[0]
+    assert (first["age"], first["workclass"], first["fnlwgt"]) == (39, "State-gov", 77_516)
+    assert first["native-country"] == "United-States"
+
+
+def test_adult_test_file(adult_test, schema):
+    frame = adult_test.frame
+    assert len(frame) == adult_test.report.rows == 16_281  # "|1x3 Cross validator" skipped
+    check_dtypes(frame, schema)
+    # Labels "<=50K." / ">50K." reach the declared categories through the schema's aliases.
+    assert frame["income"].notna().all()
+    assert frame["income"].value_counts().to_dict() == {"<=50K": 12_435, ">50K": 3_846}
+    assert (frame.iloc[0]["age"], frame.iloc[0]["education"]) == (25, "11th")
+    assert frame.isna().sum()[["workclass", "occupation", "native-country"]].gt(0).all()
+
+
+# --- other layouts of the same rows -----------------------------------------------------------
+
+def test_csv_with_header_in_any_order(tmp_path, header_schema, sample_lines, expected):
+    raw = pd.DataFrame([fields(line) for line in sample_lines], columns=header_schema.names)
+    shuffled = raw[list(reversed(header_schema.names))].assign(extra="ignored")
+    path = tmp_path / "with_header.csv"
+    shuffled.to_csv(path, index=False)
+    result = ingest(path, header_schema)
+    pd.testing.assert_frame_equal(result.frame, expected)
+    assert result.report.dropped_columns == ("extra",)
+
+
+def test_parquet_of_strings(tmp_path, schema, sample_lines, expected):
+    raw = pd.DataFrame([fields(line) for line in sample_lines], columns=schema.names)
+    assert (raw["workclass"] == "?").any()
+    path = tmp_path / "adult.parquet"
+    raw.to_parquet(path)
+    result = ingest(path, schema)
+    pd.testing.assert_frame_equal(result.frame, expected)
+    assert result.frame["workclass"].isna().sum() == (raw["workclass"] == "?").sum()
+
+
+def test_parquet_with_types(tmp_path, schema, expected):
+    path = tmp_path / "typed.parquet"
+    expected.to_parquet(path)
+    pd.testing.assert_frame_equal(ingest(path, schema).frame, expected)
+    # Plain numpy types (int64, object strings with None) are coerced too.
+    plain = expected.astype({c.name: "float64" if c.is_numeric else object
+                             for c in schema.columns})
+    plain.to_parquet(path)
+    pd.testing.assert_frame_equal(ingest(path, schema).frame, expected)
+
+
+def test_gzipped_csv(tmp_path, schema, sample_lines, expected):
+    path = tmp_path / "adult.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(sample_lines) + "\n")
+    pd.testing.assert_frame_equal(ingest(path, schema).frame, expected)
+
+
+def test_stray_whitespace_is_stripped(tmp_path, schema, header_schema, sample_lines, expected):
+    padded = ["  " + ",".join(f" {v}\t " for v in fields(line)) + "  " for line in sample_lines]
+    pd.testing.assert_frame_equal(ingest(write(tmp_path, padded), schema).frame, expected)
+    header = " , ".join(f" {n} " for n in header_schema.names)
+    path = write(tmp_path, [header] + padded, "with_header.csv")
+    pd.testing.assert_frame_equal(ingest(path, header_schema).frame, expected)
+
+
+def test_blank_lines_are_skipped(tmp_path, schema, sample_lines, expected):
+    lines = sample_lines[:3] + ["", "   "] + sample_lines[3:]
+    pd.testing.assert_frame_equal(ingest(write(tmp_path, lines), schema).frame, expected)
+
+
+# --- input that cannot be read ----------------------------------------------------------------
+
+def test_missing_file(tmp_path, schema):
+    path = tmp_path / "absent.csv"
+    assert "no such file" in rejection(path, schema)
+
+
+def test_empty_file(tmp_path, schema):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    assert "is empty" in rejection(path, schema)
+
+
+def test_header_only_file(tmp_path, header_schema):
+    path = write(tmp_path, [",".join(header_schema.names)])
+    assert "no data rows" in rejection(path, header_schema)
+
+
+def test_comment_only_file(tmp_path, schema):
+    path = write(tmp_path, ["|1x3 Cross validator"])
+    assert "no data rows" in rejection(path, schema)
+
+
+def test_required_column_missing(tmp_path, header_schema, sample_lines):
+    raw = pd.DataFrame([fields(line) for line in sample_lines[:5]], columns=header_schema.names)
+    path = tmp_path / "no_age.csv"
+    raw.drop(columns=["age", "sex"]).to_csv(path, index=False)
+    message = rejection(path, header_schema)
+    assert "columns 'age', 'sex' required by" in message
+    assert str(SCHEMA_DIR / "adult.yaml") in message
+    assert "are missing" in message
+
+
+def test_too_many_fields(tmp_path, schema, sample_lines):
+    lines = list(sample_lines[:10])
+    lines[3] += ", surplus"
+    assert "line 4" in rejection(write(tmp_path, lines), schema)
+
+
+# --- values that do not fit the schema --------------------------------------------------------
+
+def test_value_above_max(tmp_path, schema, sample_lines):
+    path = write(tmp_path, corrupt(sample_lines, 3, "age", "153", schema))
+    message = rejection(path, schema)
+    assert ("column 'age' value 153 is above the schema's maximum 90 in row 3 (line 3)"
+            in message)
+    assert "adult.yaml" in message and "--clip" in message
+
+
+def test_clip_clips_and_counts(tmp_path, schema, sample_lines, expected):
+    lines = corrupt(sample_lines, 3, "age", "153", schema)
+    lines = corrupt(lines, 7, "age", "200", schema)
+    lines = corrupt(lines, 9, "age", "12", schema)
+    lines = corrupt(lines, 9, "hours-per-week", "0", schema)
+    result = ingest(write(tmp_path, lines), schema, clip=True)
+    age = result.frame["age"]
+    assert (age[2], age[6], age[8]) == (90, 90, 17)
+    assert result.frame["hours-per-week"][8] == 1
+    assert result.report.clipped == {"age": 3, "hours-per-week": 1}
+    untouched = [i for i in range(SAMPLE_ROWS) if i not in (2, 6, 8)]
+    assert age[untouched].tolist() == expected["age"][untouched].tolist()
+    assert age.dtype == pd.Int64Dtype()
+
+
+def test_value_below_min(tmp_path, schema, sample_lines):
+    path = write(tmp_path, corrupt(sample_lines, 4, "hours-per-week", "0", schema))
+    message = rejection(path, schema)
+    assert ("column 'hours-per-week' value 0 is below the schema's minimum 1 in row 4 (line 4)"
+            in message)
+
+
+def test_unknown_category_rejected(tmp_path, schema, sample_lines):
+    lines = corrupt(sample_lines, 2, "workclass", "Astronaut", schema)
+    lines = corrupt(lines, 11, "workclass", "Pirate", schema)
+    message = rejection(write(tmp_path, lines), schema, map_unknown=True)  # no catch_all here
+    assert ("column 'workclass' value 'Astronaut' is not a declared category in row 2 (line 2) "
+            "(2 rows in all)") in message
+    assert "catch_all" in message
+
+
+@pytest.fixture(scope="module")
+def catch_all_schema(schema):
+    raw = schema.to_dict()
+    workclass = next(c for c in raw["columns"] if c["name"] == "workclass")
+    workclass["categories"].append("Other")
+    workclass["catch_all"] = "Other"
+    return schema_from_dict(raw, path="adult-with-other.yaml")
+
+
+def test_unknown_category_mapped_to_catch_all(tmp_path, catch_all_schema, sample_lines,
+                                              expected):
+    lines = corrupt(sample_lines, 2, "workclass", "Astronaut", catch_all_schema)
+    lines = corrupt(lines, 11, "workclass", "Pirate", catch_all_schema)
+    path = write(tmp_path, lines)
+    message = rejection(path, catch_all_schema)  # map_unknown not asked for: still rejected
+    assert "value 'Astronaut' is not a declared category in row 2 (line 2)" in message
+    assert "--map-unknown" in message
+    result = ingest(path, catch_all_schema, map_unknown=True)
+    workclass = result.frame["workclass"]
+    assert (workclass[1], workclass[10]) == ("Other", "Other")
+    assert result.report.mapped_to_catch_all == {"workclass": 2}
+    others = [i for i in range(SAMPLE_ROWS) if i not in (1, 10)]
+    assert workclass[others].astype(object).equals(expected["workclass"][others].astype(object))
+    assert workclass.isna().sum() == expected["workclass"].isna().sum()  # "?" is still missing
+
+
+def test_entirely_null_column(tmp_path, schema, sample_lines):
+    lines = sample_lines
+    for record in range(1, SAMPLE_ROWS + 1):
+        lines = corrupt(lines, record, "occupation", "?", schema)
+    message = rejection(write(tmp_path, lines), schema)
+    assert "column 'occupation' is entirely empty in row 1 (line 1)" in message
+
+
+def test_null_in_non_nullable_column(tmp_path, schema, sample_lines):
+    lines = corrupt(sample_lines, 4, "education", "?", schema)
+    lines = corrupt(lines, 6, "education", "", schema)
+    message = rejection(write(tmp_path, lines), schema)
+    assert ("column 'education' is missing a value in row 4 (line 4) (2 rows in all)"
+            in message)
+    assert "nullable" in message
+
+
+def test_non_numeric_value_in_integer_column(tmp_path, schema, sample_lines):
+    path = write(tmp_path, corrupt(sample_lines, 8, "fnlwgt", "lots", schema))
+    message = rejection(path, schema)
+    assert "column 'fnlwgt' value 'lots' is not a number in row 8 (line 8)" in message
+
+
+def test_non_whole_number_in_integer_column(tmp_path, schema, sample_lines):
+    path = write(tmp_path, corrupt(sample_lines, 3, "age", "38.5", schema))
+    message = rejection(path, schema)
+    assert "column 'age' value " in message
+    assert "is not a whole number in row 3 (line 3)" in message
+    assert "declare the column float" in message
+
+
+def test_non_whole_number_message_shows_the_value(tmp_path, schema, sample_lines):
+    path = write(tmp_path, corrupt(sample_lines, 3, "age", "38.5", schema))
+    assert "column 'age' value 38.5 is not a whole number" in rejection(path, schema)
+
+
+def test_several_problems_in_one_message(tmp_path, schema, sample_lines):
+    lines = corrupt(sample_lines, 2, "age", "153", schema)
+    lines = corrupt(lines, 5, "sex", "Robot", schema)
+    message = rejection(write(tmp_path, lines), schema)
+    assert message.count("; ") == 1
+    assert "column 'age' value 153 is above" in message
+    assert "column 'sex' value 'Robot' is not a declared category in row 5 (line 5)" in message
+    assert "more problem" not in message
+
+
+def test_more_than_three_problems_are_counted(tmp_path, schema, sample_lines):
+    lines = corrupt(sample_lines, 2, "age", "153", schema)
+    lines = corrupt(lines, 3, "sex", "Robot", schema)
+    lines = corrupt(lines, 4, "education", "?", schema)
+    lines = corrupt(lines, 5, "fnlwgt", "many", schema)
+    lines = corrupt(lines, 6, "race", "Martian", schema)
+    message = rejection(write(tmp_path, lines), schema)
+    # Columns are checked in schema order: age, fnlwgt, education are spelled out.
+    assert "column 'age'" in message and "column 'fnlwgt'" in message
+    assert "column 'education'" in message
+    assert message.endswith("; and 2 more problems")
+    lines = corrupt(lines, 6, "race", "White", schema)
+    assert rejection(write(tmp_path, lines), schema).endswith("; and 1 more problem")
+
+
+# --- rows and lines ---------------------------------------------------------------------------
+
+def test_row_and_line_headerless(tmp_path, schema, sample_lines):
+    path = write(tmp_path, corrupt(sample_lines, 5, "age", "abc", schema))
+    assert "column 'age' value 'abc' is not a number in row 5 (line 5):" in rejection(path, schema)
+
+
+def test_row_and_line_after_comment_line(tmp_path, schema, sample_lines):
+    lines = ["|1x3 Cross validator"] + corrupt(sample_lines, 1, "age", "abc", schema)
+    assert "in row 1 (line 2):" in rejection(write(tmp_path, lines), schema)
+    lines = ["|1x3 Cross validator"] + corrupt(sample_lines, 5, "age", "abc", schema)
+    assert "in row 5 (line 6):" in rejection(write(tmp_path, lines), schema)
+
+
+def test_row_and_line_with_header_and_blank_lines(tmp_path, header_schema, sample_lines):
+    lines = corrupt(sample_lines, 5, "age", "abc", header_schema)
+    lines = [",".join(header_schema.names)] + lines[:2] + [""] + lines[2:]
+    message = rejection(write(tmp_path, lines), header_schema)
+    assert "in row 5 (line 7):" in message
+
+
+def test_row_in_the_real_test_file(tmp_path, schema):
+    with open(ADULT_TEST) as f:
+        lines = [next(f).rstrip("\n") for _ in range(20)]
+    lines[1] = lines[1].replace("<=50K.", "<=60K.").replace(">50K.", ">60K.")
+    message = rejection(write(tmp_path, lines, "adult.test"), schema)
+    assert "column 'income' value" in message and "in row 1 (line 2):" in message
+
+
+def test_parquet_rows_have_no_line(tmp_path, schema, sample_lines):
+    raw = pd.DataFrame([fields(line) for line in sample_lines], columns=schema.names)
+    raw.loc[4, "age"] = "153"
+    path = tmp_path / "bad.parquet"
+    raw.to_parquet(path)
+    message = rejection(path, schema)
+    assert "column 'age' value 153 is above the schema's maximum 90 in row 5:" in message
+    assert "(line" not in message
+
+
+# --- other kinds (booleans, dates) on a tiny hand-made file -----------------------------------
+
+def test_boolean_and_date_columns(tmp_path):
+    schema = schema_from_dict({"name": "t", "columns": [
+        {"name": "flag", "kind": "boolean", "nullable": True},
+        {"name": "day", "kind": "date", "min": "2020-01-01", "max": "2020-12-31"},
+        {"name": "at", "kind": "datetime", "min": "2020-01-01T00:00:00",
+         "max": "2020-12-31T23:59:59"},
+    ]}, path="t.yaml")
+    good = write(tmp_path, ["flag,day,at", "yes,2020-03-01,2020-03-01T10:00:00",
+                            "F,2020-12-31,2020-12-31 23:00:00", ",2020-01-01,2020-01-01T00:00:00"])
+    frame = ingest(good, schema).frame
+    check_dtypes(frame, schema)
+    assert frame["flag"].tolist() == [True, False, pd.NA]
+    assert frame["day"].tolist() == [pd.Timestamp(d) for d in
+                                     ("2020-03-01", "2020-12-31", "2020-01-01")]
+    assert frame["at"][1] == pd.Timestamp("2020-12-31 23:00:00")
+    bad = write(tmp_path, ["flag,day,at", "maybe,2021-01-01,2020-03-01T10:00:00",
+                           "yes,2020-01-01,soon"], "bad.csv")
+    message = rejection(bad, schema)
+    assert "column 'flag' value 'maybe' is not a boolean in row 1 (line 2)" in message
+    assert ("column 'day' value 2021-01-01 is above the schema's maximum 2020-12-31 in row 1 "
+            "(line 2)") in message
+    assert "column 'at' value 'soon' is not an ISO datetime in row 2 (line 3)" in message
