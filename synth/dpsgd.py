@@ -72,13 +72,16 @@ def check_supported(module: nn.Module) -> list[nn.Linear]:
 
 
 class GhostClipper:
-    """Records each Linear layer's input and output gradient for one forward/backward, then
-    forms the sum of per-sample gradients clipped to ``max_grad_norm`` in ``.grad``."""
+    """Records each Linear layer's input and output in the forward pass; ``backward`` then
+    asks autograd only for the gradients of those outputs (no weight gradients: they would be
+    thrown away), and ``clipped_sum`` forms the sum of per-sample gradients clipped to
+    ``max_grad_norm`` in each parameter's ``.grad``."""
 
     def __init__(self, module: nn.Module, max_grad_norm: float):
         self.layers = check_supported(module)
         self.max_grad_norm = max_grad_norm
         self.inputs: dict[nn.Linear, torch.Tensor] = {}
+        self.outputs: dict[nn.Linear, torch.Tensor] = {}
         self.grads: dict[nn.Linear, torch.Tensor] = {}
         self._handles = [m.register_forward_hook(self._record) for m in self.layers]
 
@@ -86,8 +89,15 @@ class GhostClipper:
         if layer in self.inputs:
             raise RuntimeError("a Linear layer was called twice in one forward pass")
         self.inputs[layer] = args[0].detach()  # (batch, in)
-        if output.requires_grad:
-            output.register_hook(lambda g, layer=layer: self.grads.__setitem__(layer, g))
+        self.outputs[layer] = output  # (batch, out)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Output gradients g of every Linear layer for the summed per-sample ``loss``."""
+        grads = torch.autograd.grad(loss, [self.outputs[m] for m in self.layers],
+                                    allow_unused=True)
+        self.grads = {m: torch.zeros_like(self.outputs[m]) if g is None else g
+                      for m, g in zip(self.layers, grads)}
+        self.outputs.clear()
 
     def per_sample_norms(self) -> torch.Tensor:
         """(batch,) exact norms of each record's full gradient."""
@@ -117,6 +127,46 @@ class GhostClipper:
             h.remove()
 
 
+class DPStep:
+    """One DP-SGD update: clip each record's gradient, sum, add noise, scale, step.
+
+    Args:
+        module: the model (parameters in nn.Linear layers only).
+        optimizer: any torch optimizer over the module's parameters.
+        noise_multiplier: sigma; the noise std on the clipped sum is sigma * max_grad_norm.
+        max_grad_norm: per-sample clipping bound C.
+        expected_batch_size: the divisor of the noised sum (q * N under Poisson sampling).
+        generator: source of the noise.
+    """
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
+                 noise_multiplier: float, max_grad_norm: float, expected_batch_size: int,
+                 generator: torch.Generator):
+        self.clipper = GhostClipper(module, max_grad_norm)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = optimizer
+        self.noise_std = noise_multiplier * max_grad_norm
+        self.expected_batch_size = expected_batch_size
+        self.generator = generator
+
+    def __call__(self, per_sample_loss: Callable[[], torch.Tensor] | None) -> None:
+        """Steps once; ``per_sample_loss`` computes (batch,) losses, None for an empty batch."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if per_sample_loss is not None:
+            self.clipper.backward(per_sample_loss().sum())
+            self.clipper.clipped_sum()
+        for p in self.params:
+            noise = torch.normal(0.0, self.noise_std, p.shape, generator=self.generator,
+                                 device=p.device)
+            clipped = p.grad if p.grad is not None else torch.zeros_like(p)
+            p.grad = (clipped + noise) / self.expected_batch_size
+        self.optimizer.step()
+
+    def close(self) -> None:
+        self.clipper.close()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
 def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
              budget: PrivacyBudget, config: DPSGDConfig, generator: torch.Generator,
              progress: Progress | None = None) -> PrivacyReport:
@@ -136,31 +186,22 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     n = len(data)
     q, steps = plan(n, config)
     sigma = calibrate_noise(budget, q, steps, config.accountant)
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+    step_once = DPStep(module, optimizer, sigma, config.max_grad_norm, config.batch_size,
+                       generator)
     accountant = create_accountant(mechanism=config.accountant)
-    clipper = GhostClipper(module, config.max_grad_norm)
     module.train()
     try:
         for step in range(steps):
             keep = torch.rand(n, generator=generator, device=data.device) < q  # Poisson
             batch = data[keep]
-            optimizer.zero_grad(set_to_none=True)
-            if len(batch):
-                per_sample_loss(module, batch, generator).sum().backward()
-                clipper.clipped_sum()
-            for p in params:
-                noise = torch.normal(0.0, sigma * config.max_grad_norm, p.shape,
-                                     generator=generator, device=p.device)
-                clipped = p.grad if p.grad is not None else torch.zeros_like(p)
-                p.grad = (clipped + noise) / config.batch_size
-            optimizer.step()
+            step_once((lambda: per_sample_loss(module, batch, generator)) if len(batch)
+                      else None)
             accountant.step(noise_multiplier=sigma, sample_rate=q)
             if progress is not None:
                 progress(step + 1, steps)
     finally:
-        clipper.close()
-        optimizer.zero_grad(set_to_none=True)
+        step_once.close()
         module.eval()
     return PrivacyReport(
         epsilon=float(accountant.get_epsilon(delta=budget.delta)), delta=budget.delta,
