@@ -19,7 +19,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import run as steps
+from pipelines.cli import guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
+from pipelines.ingest import DataError
+
+local = logging.getLogger("synth.local")  # stdlib logging: not shipped to Prefect's API
 
 # Private data must never be written to Prefect's result storage or cache.
 PRIVATE = {"persist_result": False, "cache_policy": NO_CACHE}
@@ -32,7 +36,13 @@ def prepare(config: RunConfig) -> steps.Plan:
 
 @task(name="ingest", **PRIVATE)
 def ingest(plan: steps.Plan):
-    return steps.load(plan).frame
+    try:
+        return steps.load(plan).frame
+    except DataError as exc:
+        # The full message quotes values from the private file: it goes to this process's
+        # stderr only. Prefect stores state messages and logs, so it gets the redacted one.
+        local.error("%s", exc)
+        raise DataError(exc.public) from None
 
 
 @task(name="train", **PRIVATE)
@@ -62,7 +72,6 @@ def release(config: RunConfig) -> dict:
     plan = prepare(config)
     data = ingest(plan)
     model = train(plan, data)
-    del data
     synthetic = sample(plan, model)
     outcome = validate(plan, synthetic)
     result = publish(plan, model, synthetic, outcome)
@@ -80,14 +89,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.release",
                                      description="Run the release flow locally under Prefect.")
     add_run_arguments(parser)
-    config = config_from_args(parser.parse_args(argv))
-    for noisy in ("great_expectations", "opacus"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    result = release(config)
-    print(f"release: {result['release']}/data.parquet")
-    print(f"report:  {result['release']}/privacy_report.json")
-    return 0
+    args = parser.parse_args(argv)
+    quiet_libraries()
 
+    def run() -> int:
+        result = release(config_from_args(args))
+        print(f"release: {result['release']}/data.parquet")
+        print(f"report:  {result['release']}/privacy_report.json")
+        return 0
+
+    return guarded(run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pydantic import ValidationError
@@ -90,32 +90,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
-    for noisy in ("great_expectations", "opacus"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+def guarded(call: Callable[[], int]) -> int:
+    """Runs ``call``; a known failure becomes one ``error:`` line and its exit status."""
     from pipelines.ingest import DataError
     from pipelines.publish import PublishError
     from pipelines.validate import ValidationFailed
-    from schemas import SchemaError, load_schema
+    from schemas import SchemaError
     from synth.privacy import BudgetError
 
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.schema_command == "draft":
-            from pipelines.draft import draft_schema
-
-            sys.stdout.write(draft_schema(args.data, name=args.name))
-            print("the draft above was read from the private data: review every bound and "
-                  "category before treating it as public", file=sys.stderr)
-            return 0
-        schema = load_schema(args.schema_file)
-        print(f"{args.schema_file}: ok ({schema.name} v{schema.version}, "
-              f"{len(schema.columns)} columns)")
-        return 0
+        return call()
     except ValidationFailed as exc:
         print(f"error: {exc}; nothing was published", file=sys.stderr)
         return EXIT_VALIDATION
@@ -127,6 +111,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+
+def quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("great_expectations", "opacus"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.schema_command == "draft":
+        from pipelines.draft import draft_schema
+
+        sys.stdout.write(draft_schema(args.data, name=args.name))
+        print("the draft above was read from the private data: review every bound and "
+              "category before treating it as public", file=sys.stderr)
+        return 0
+    from schemas import load_schema
+
+    schema = load_schema(args.schema_file)
+    print(f"{args.schema_file}: ok ({schema.name} v{schema.version}, "
+          f"{len(schema.columns)} columns)")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,16 @@ MAX_LISTED = 3  # problems spelled out in the one-line error; the rest are count
 
 
 class DataError(ValueError):
-    """Input data that cannot be read or does not fit its schema."""
+    """Input data that cannot be read or does not fit its schema.
+
+    ``str(error)`` quotes the offending values, for the operator's terminal; ``public`` is
+    the same message with every value from the data replaced by ``<redacted>``, for places
+    that store messages (an orchestrator's logs and state history).
+    """
+
+    def __init__(self, message: str, public: str | None = None):
+        super().__init__(message)
+        self.public = public if public is not None else message
 
 
 @dataclass(frozen=True)
@@ -37,15 +46,20 @@ class Problem:
     first_row: int  # 1-based record number
     first_line: int | None  # CSV line number, when known
     count: int
-    message: str  # e.g. "value 153 is above the schema's maximum 90"
+    message: str  # e.g. "value {value} is above the schema's maximum 90"
     remedy: str
+    value: str | None = None  # the offending value, quoted from the data
 
-    def describe(self) -> str:
+    def describe(self, redact: bool = False) -> str:
+        value = "<redacted>" if redact else self.value
+        message = self.message.format(value=value)
+        if self.first_row == 0:  # a problem of the whole column
+            return f"column '{self.column}' {message}: {self.remedy}"
         at = f"row {self.first_row:,}"
         if self.first_line is not None:
             at += f" (line {self.first_line:,})"
         more = f" ({self.count:,} rows in all)" if self.count > 1 else ""
-        return f"column '{self.column}' {self.message} in {at}{more}: {self.remedy}"
+        return f"column '{self.column}' {message} in {at}{more}: {self.remedy}"
 
 
 @dataclass(frozen=True)
@@ -144,10 +158,11 @@ def coerce(raw: pd.DataFrame, schema: Schema, *, source: str, lines: np.ndarray 
     ctx = _Context(source, schema, lines, clip, map_unknown, problems)
     out = {c.name: ctx.column(c, raw[c.name]) for c in schema.columns}
     if problems:
-        listed = "; ".join(p.describe() for p in problems[:MAX_LISTED])
         rest = len(problems) - MAX_LISTED
         more = f"; and {rest} more problem{'s' if rest > 1 else ''}" if rest > 0 else ""
-        raise DataError(f"{source}: {listed}{more}")
+        listed = ["; ".join(p.describe(redact) for p in problems[:MAX_LISTED])
+                  for redact in (False, True)]
+        raise DataError(f"{source}: {listed[0]}{more}", public=f"{source}: {listed[1]}{more}")
     frame = pd.DataFrame(out)
     report = IngestReport(source=source, rows=len(frame), dropped_columns=dropped,
                           clipped=ctx.clipped, mapped_to_catch_all=ctx.mapped)
@@ -163,11 +178,13 @@ class _Context:
         self.clipped: dict[str, int] = {}
         self.mapped: dict[str, int] = {}
 
-    def problem(self, col: Column, mask: np.ndarray, message: str, remedy: str) -> None:
+    def problem(self, col: Column, mask: np.ndarray, message: str, remedy: str,
+                value: str | None = None) -> None:
         idx = np.flatnonzero(mask)
         first = int(idx[0])
         line = int(self.lines[first]) if self.lines is not None else None
-        self.problems.append(Problem(col.name, first + 1, line, len(idx), message, remedy))
+        self.problems.append(Problem(col.name, first + 1, line, len(idx), message, remedy,
+                                     value))
 
     def column(self, col: Column, values: pd.Series) -> pd.Series:
         values = values.reset_index(drop=True)
@@ -176,8 +193,9 @@ class _Context:
             values = values.mask(values.isin(self.schema.missing_values))
         is_null = values.isna().to_numpy()
         if is_null.all():
-            self.problem(col, is_null, "is entirely empty",
-                         "a column with no values cannot be synthesized; drop it from the schema")
+            self.problems.append(Problem(
+                col.name, 0, None, len(values), f"has no value in any of its {len(values):,} "
+                "rows", "a column with no values cannot be synthesized; drop it from the schema"))
             return pd.Series(pd.NA, index=values.index, dtype=object)
         if is_null.any() and not col.nullable:
             self.problem(col, is_null, "is missing a value",
@@ -207,7 +225,8 @@ class _Context:
                           if col.catch_all is not None else
                           f"fix the data, add it to the categories in {self.schema.where}, "
                           f"or declare a catch_all category there")
-                self.problem(col, unknown, f"value {first!r} is not a declared category", remedy)
+                self.problem(col, unknown, "value {value} is not a declared category", remedy,
+                             repr(first))
         return labels
 
     def _boolean(self, col: Column, values: pd.Series, is_null: np.ndarray) -> pd.Series:
@@ -218,8 +237,8 @@ class _Context:
         falsity = lowered.isin(FALSE_TOKENS).to_numpy()
         bad = ~is_null & ~truth & ~falsity
         if bad.any():
-            self.problem(col, bad, f"value {values[np.flatnonzero(bad)[0]]!r} is not a boolean",
-                         "use true/false, yes/no or 1/0")
+            self.problem(col, bad, "value {value} is not a boolean",
+                         "use true/false, yes/no or 1/0", repr(values[np.flatnonzero(bad)[0]]))
         out = pd.Series(pd.NA, index=values.index, dtype="boolean")
         out[truth] = True
         out[falsity] = False
@@ -231,14 +250,14 @@ class _Context:
         numbers = pd.to_numeric(values, errors="coerce").astype("float64")
         bad = ~is_null & numbers.isna().to_numpy()
         if bad.any():
-            self.problem(col, bad, f"value {values[np.flatnonzero(bad)[0]]!r} is not a number",
-                         "fix the data")
+            self.problem(col, bad, "value {value} is not a number", "fix the data",
+                         repr(values[np.flatnonzero(bad)[0]]))
         if col.kind == "integer":
             frac = ~np.isnan(numbers.to_numpy()) & (numbers.to_numpy() % 1 != 0)
             if frac.any():
-                self.problem(col, frac, f"value {_number(numbers[np.flatnonzero(frac)[0]])} is not a "
-                             "whole number", f"fix the data or declare the column float in "
-                             f"{self.schema.where}")
+                self.problem(col, frac, "value {value} is not a whole number",
+                             f"fix the data or declare the column float in {self.schema.where}",
+                             _number(numbers[np.flatnonzero(frac)[0]]))
                 numbers = numbers.round()
         return numbers
 
@@ -248,8 +267,8 @@ class _Context:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         bad = ~is_null & stamps.isna().to_numpy()
         if bad.any():
-            self.problem(col, bad, f"value {values[np.flatnonzero(bad)[0]]!r} is not an ISO "
-                         f"{col.kind}", "write dates as YYYY-MM-DD")
+            self.problem(col, bad, "value {value} is not an ISO " + col.kind,
+                         "write dates as YYYY-MM-DD", repr(values[np.flatnonzero(bad)[0]]))
         if col.kind == "date":
             stamps = stamps.dt.normalize()
         return stamps
@@ -268,9 +287,9 @@ class _Context:
             else:
                 word = "minimum" if side == "below" else "maximum"
                 value = values[np.flatnonzero(mask)[0]]
-                self.problem(col, mask, f"value {show(value)} is {side} the schema's {word} "
+                self.problem(col, mask, f"value {{value}} is {side} the schema's {word} "
                              f"{show(bound)}", f"fix the data, widen the bound in "
-                             f"{self.schema.where}, or pass --clip")
+                             f"{self.schema.where}, or pass --clip", show(value))
         return values
 
 

@@ -61,15 +61,19 @@ def prepare(config: RunConfig) -> Plan:
     out = Path(config.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
         raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
-    if not Path(config.input).is_file():
-        raise DataError(f"{config.input}: cannot read input: no such file")
     return Plan(config=config, schema=schema, budget=budget, out=out)
 
 
 def load(plan: Plan) -> Ingested:
     """Reads and coerces the private input (the only read of private data)."""
     cfg = plan.config
-    return ingest(cfg.input, plan.schema, clip=cfg.clip, map_unknown=cfg.map_unknown)
+    data = ingest(cfg.input, plan.schema, clip=cfg.clip, map_unknown=cfg.map_unknown)
+    for column, count in data.report.clipped.items():
+        log.warning("clipped %d value(s) of column '%s' to its declared bounds", count, column)
+    for column, count in data.report.mapped_to_catch_all.items():
+        log.warning("mapped %d undeclared value(s) of column '%s' to its catch_all", count,
+                    column)
+    return data
 
 
 def fit(plan: Plan, data: pd.DataFrame,
@@ -117,11 +121,6 @@ def run_release(config: RunConfig,
     """The whole job, in process: what ``synth run`` does."""
     plan = prepare(config)
     data = load(plan)
-    for column, count in data.report.clipped.items():
-        log.warning("clipped %d value(s) of column '%s' to its declared bounds", count, column)
-    for column, count in data.report.mapped_to_catch_all.items():
-        log.warning("mapped %d undeclared value(s) of column '%s' to its catch_all", count,
-                    column)
     model = fit(plan, data.frame, progress)
     del data  # private rows are not needed past training
     synthetic = generate(plan, model)

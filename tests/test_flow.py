@@ -79,3 +79,39 @@ def test_prefect_persisted_nothing_private(prefect_home, adult_sample):
         if path.is_file() and path.suffix not in (".db", ".db-wal", ".db-shm"):
             text = path.read_bytes()
             assert not any(v.encode() in text for v in list(real_fnlwgts)[:200]), path
+
+
+def test_failed_flow_leaves_no_private_value_in_prefect(prefect_home, tmp_path, capsys,
+                                                        caplog):
+    """A bad input fails the flow with a one-line error; the private value it quotes reaches
+    the operator's stderr, but not Prefect's database, logs or result storage."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    from flows.release import main
+
+    marker = "Zebra-secret-9931"
+    data = tmp_path / "bad.csv"
+    data.write_text("39, " + marker + ", 77516, Bachelors, 13, Never-married, Adm-clerical, "
+                    "Not-in-family, White, Male, 2174, 0, 40, United-States, <=50K\n")
+    code = main(["--input", str(data), "--schema", str(ROOT / "schemas" / "adult.yaml"),
+                 "--epsilon", "1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: " in err and "column 'workclass' value <redacted>" in err
+    assert marker not in err
+    # the full message goes to this process's own (non-Prefect) logger only
+    assert any(marker in r.getMessage() for r in caplog.records if r.name == "synth.local")
+    assert not (tmp_path / "out").exists()
+
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value()
+    db = url.split("///", 1)[1] if url and "sqlite" in url else None
+    places = [prefect_home] + ([__import__("pathlib").Path(db).parent] if db else [])
+    scanned = 0
+    for place in places:
+        for path in place.rglob("*"):
+            if path.is_file():
+                blob = path.read_bytes()
+                scanned += 1
+                assert marker.encode() not in blob, path
+                assert __import__("base64").b64encode(marker.encode())[:12] not in blob, path
+    assert scanned > 0 and db is not None

@@ -289,7 +289,7 @@ def test_entirely_null_column(tmp_path, schema, sample_lines):
     for record in range(1, SAMPLE_ROWS + 1):
         lines = corrupt(lines, record, "occupation", "?", schema)
     message = rejection(write(tmp_path, lines), schema)
-    assert "column 'occupation' is entirely empty in row 1 (line 1)" in message
+    assert "column 'occupation' has no value in any of its 200 rows" in message
 
 
 def test_null_in_non_nullable_column(tmp_path, schema, sample_lines):
@@ -408,3 +408,15 @@ def test_boolean_and_date_columns(tmp_path):
     assert ("column 'day' value 2021-01-01 is above the schema's maximum 2020-12-31 in row 1 "
             "(line 2)") in message
     assert "column 'at' value 'soon' is not an ISO datetime in row 2 (line 3)" in message
+
+
+def test_public_message_redacts_every_value(tmp_path, schema, sample_lines):
+    lines = corrupt(sample_lines, 3, "age", "153", schema)
+    lines = corrupt(lines, 4, "workclass", "Secret-employer", schema)
+    path = write(tmp_path, lines)
+    with pytest.raises(DataError) as caught:
+        ingest(path, schema)
+    assert "153" in str(caught.value) and "Secret-employer" in str(caught.value)
+    public = caught.value.public
+    assert "153" not in public and "Secret-employer" not in public
+    assert "column 'age' value <redacted> is above the schema's maximum 90 in row 3" in public
