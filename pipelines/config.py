@@ -33,7 +33,11 @@ class RunConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping bound")
     lr: float = Field(2e-3, gt=0, description="Learning rate")
     accountant: Literal["prv", "rdp"] = Field("prv", description="Opacus privacy accountant")
-    seed: int = Field(0, description="Seed for training and sampling")
+    seed: int = Field(0, description="Seed for weight initialisation and sampling")
+    noise_seed: int | None = Field(None, description="Seed of the private randomness (DP "
+                                   "noise, Poisson sampling). Leave empty: a fresh seed from "
+                                   "the operating system is drawn per run. A fixed one makes "
+                                   "the run reproducible for tests and must never be published")
     clip: bool = Field(False, description="Clip out-of-bounds values instead of rejecting")
     map_unknown: bool = Field(False, description="Map undeclared categories to the column's "
                               "declared catch_all instead of rejecting")
@@ -42,7 +46,7 @@ class RunConfig(BaseModel):
     def synthesizer_params(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "max_grad_norm": self.max_grad_norm, "accountant": self.accountant,
-                "seed": self.seed}
+                "seed": self.seed, "noise_seed": self.noise_seed}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +66,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Synthesizer (default: dp-vae)")
     parser.add_argument("--accountant", choices=["prv", "rdp"], default="prv",
                         help=fields["accountant"].description + " (default: prv)")
+    parser.add_argument("--noise-seed", type=int, default=None,
+                        help=fields["noise_seed"].description)
     for name in ("clip", "map_unknown", "overwrite"):
         parser.add_argument("--" + name.replace("_", "-"), action="store_true",
                             help=fields[name].description)

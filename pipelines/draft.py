@@ -31,7 +31,10 @@ def bounds(low: float, high: float, whole: bool) -> tuple[float, float]:
     """Declared bounds around observed extremes, rounded outward to half the range's power of
     ten, so they do not reveal the exact extremes: age 17..90 -> 15..90, 12,285..1,484,705 ->
     0..1,500,000."""
-    step = 10 ** math.floor(math.log10(max(high - low, 1e-9))) / 2
+    if high == low:  # never publish a constant: widen to the neighbouring round numbers
+        step = 10 ** math.floor(math.log10(max(abs(low), 1.0)))
+        return round_out(low, step, True) - step, round_out(high, step, False) + step
+    step = 10 ** math.floor(math.log10(high - low)) / 2
     step = max(step, 1.0) if whole else step
     return round_out(low, step, True), round_out(high, step, False)
 
@@ -109,6 +112,9 @@ def draft_schema(path: str | Path, name: str | None = None) -> str:
         "columns:",
     ]
     for column in frame.columns:
+        if frame[column].isna().all():
+            lines.append(f"  # REVIEW: column '{column}' has no values: left out")
+            continue
         col, notes = _column(str(column), frame[column])
         lines += [f"  # REVIEW: {n}" for n in notes]
         body = yaml.safe_dump([col], sort_keys=False, width=100, allow_unicode=True)

@@ -33,6 +33,10 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
                    created: str) -> dict[str, Any]:
     """What the release claims, how it was computed, and what was treated as public."""
     p = model.privacy_
+    params = model.get_params()
+    fixed = params.get("noise_seed") is not None
+    if fixed:
+        params["noise_seed"] = "fixed (value withheld)"
     return {
         "guarantee": f"({p.epsilon:.4g}, {p.delta:.3g})-differential privacy for every record "
                      f"of the input (add/remove one record), covering every step that read it",
@@ -47,14 +51,19 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
         "max_grad_norm": p.max_grad_norm,
         "expected_batch_size": p.expected_batch_size,
         "synthesizer": synthesizer,
-        "synthesizer_params": model.get_params(),
+        "synthesizer_params": params,
+        "noise": ("torch's Gaussian generator, seeded " + (
+            "with a FIXED noise_seed: reproducible, for testing only; anyone who knows the "
+            "seed can regenerate the noise, so do not rely on this release's guarantee"
+            if fixed else "afresh from the operating system's entropy for this run")),
         "rows_released": rows,
         "data_set": schema.name,
         "schema_version": schema.version,
         "schema_fingerprint": schema.fingerprint(),
         "public_inputs": [
             "the schema (column names, kinds, declared bounds, categories, nullability)",
-            "the number of input records, used to set the sampling rate (as Opacus does)",
+            "the number of input records: it sets the sampling rate (as in Opacus), so it can "
+            "be read off sampling_rate and expected_batch_size",
             "the number of released rows, fixed by the configuration",
         ],
         "private_steps": ["ingest (coercion to the schema; no statistics kept)",

@@ -107,10 +107,8 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame,
     report = privacy_report(plan.schema, plan.config.synthesizer, model, len(synthetic), now())
     verdict = f"passed {outcome.evaluated} of {outcome.evaluated} expectations"
     report["validation"] = verdict
-    result = {"success": outcome.success, "evaluated": outcome.evaluated,
-              "failed": list(outcome.failed), "result": outcome.result}
     files = {REPORT_FILE: json.dumps(report, indent=2).encode(),
-             VALIDATION_FILE: json.dumps(result, indent=2, default=str).encode()}
+             VALIDATION_FILE: outcome.to_json().encode()}
     published = publish(synthetic, plan.schema, release_metadata(report, verdict), plan.out,
                         extra_files=files, overwrite=plan.config.overwrite)
     return published, report

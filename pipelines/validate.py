@@ -48,6 +48,12 @@ class ValidationOutcome:
     failed: tuple[str, ...]
     result: dict
 
+    def to_json(self) -> str:
+        """A summary, then GX's full result, as indented JSON."""
+        doc = {"success": self.success, "evaluated": self.evaluated,
+               "failed": list(self.failed), "result": self.result}
+        return json.dumps(doc, indent=2) + "\n"
+
 
 class ValidationFailed(Exception):
     """A synthetic table broke its schema's expectations; ``outcome`` says which."""
@@ -146,9 +152,7 @@ def save_outcome(outcome: ValidationOutcome, path: Path) -> None:
         outcome: what ``validate_synthetic`` returned.
         path: the JSON file to write; its folder must exist.
     """
-    doc = {"success": outcome.success, "evaluated": outcome.evaluated,
-           "failed": list(outcome.failed), "result": outcome.result}
-    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    Path(path).write_text(outcome.to_json(), encoding="utf-8")
 
 
 def _jsonable(value: Any) -> Any:

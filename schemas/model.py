@@ -182,7 +182,10 @@ def _parse_bound(raw: Any, kind: str, what: str, problems: list[str]) -> Any:
             return raw if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime) else (
                 dt.date.fromisoformat(str(raw)))
         if kind == "datetime":
-            return raw if isinstance(raw, dt.datetime) else dt.datetime.fromisoformat(str(raw))
+            value = raw if isinstance(raw, dt.datetime) else dt.datetime.fromisoformat(str(raw))
+            if value.tzinfo is not None:  # compare as naive UTC, as ingest stores stamps
+                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            return value
         if isinstance(raw, bool):
             raise ValueError
         value = float(raw)

@@ -88,6 +88,9 @@ class GhostClipper:
     def _record(self, layer: nn.Linear, args, output: torch.Tensor) -> None:
         if layer in self.inputs:
             raise RuntimeError("a Linear layer was called twice in one forward pass")
+        if args[0].dim() != 2:  # ||g_i|| ||a_i|| is the norm only for one vector per record
+            raise RuntimeError(f"ghost clipping needs (batch, features) inputs to Linear "
+                               f"layers, got shape {tuple(args[0].shape)}")
         self.inputs[layer] = args[0].detach()  # (batch, in)
         self.outputs[layer] = output  # (batch, out)
 
@@ -140,7 +143,7 @@ class DPStep:
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 noise_multiplier: float, max_grad_norm: float, expected_batch_size: int,
+                 noise_multiplier: float, max_grad_norm: float, expected_batch_size: float,
                  generator: torch.Generator):
         self.clipper = GhostClipper(module, max_grad_norm)
         self.params = [p for p in module.parameters() if p.requires_grad]
@@ -187,7 +190,8 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     q, steps = plan(n, config)
     sigma = calibrate_noise(budget, q, steps, config.accountant)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
-    step_once = DPStep(module, optimizer, sigma, config.max_grad_norm, config.batch_size,
+    expected_batch = q * n  # = batch_size, unless N < batch_size (then q = 1)
+    step_once = DPStep(module, optimizer, sigma, config.max_grad_norm, expected_batch,
                        generator)
     accountant = create_accountant(mechanism=config.accountant)
     module.train()
@@ -207,4 +211,4 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
         epsilon=float(accountant.get_epsilon(delta=budget.delta)), delta=budget.delta,
         target_epsilon=budget.epsilon, accountant=config.accountant, noise_multiplier=sigma,
         sampling_rate=q, steps=steps, max_grad_norm=config.max_grad_norm,
-        expected_batch_size=config.batch_size)
+        expected_batch_size=expected_batch)

@@ -113,6 +113,8 @@ def _block(col: Column, max_bins: int) -> Block:
 def _encode(block: Block, values: pd.Series) -> np.ndarray:
     col = block.column
     missing = values.isna().to_numpy()
+    if missing.any() and not col.nullable:
+        raise ValueError(f"column '{col.name}' has missing values but is not nullable")
     if col.kind == "categorical":
         codes = pd.Categorical(values, categories=col.categories).codes.astype("int64")
     elif col.kind == "boolean":

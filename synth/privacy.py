@@ -62,7 +62,7 @@ class PrivacyReport:
     sampling_rate: float
     steps: int
     max_grad_norm: float
-    expected_batch_size: int
+    expected_batch_size: float
     mechanism: str = ("DP-SGD (Opacus): Poisson sampling, per-sample gradient clipping, "
                       "Gaussian noise")
 

@@ -8,6 +8,7 @@ DP-SGD; sampling decodes Gaussian latents and is post-processing.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -75,13 +76,17 @@ class DPVAE:
         max_bins: bins per numeric column (the schema may set its own).
         accountant: "prv" or "rdp".
         device: "auto" (CUDA when available), "cpu" or "cuda".
-        seed: seeds initialisation, sampling, noise and latents.
+        seed: seeds the weight initialisation.
+        noise_seed: seeds the private randomness (Poisson sampling, DP noise, latents while
+            training). None, the default, draws a fresh seed from the operating system for
+            every fit: the DP guarantee needs noise nobody can regenerate. Fix it only for
+            reproducible tests, and never publish it.
     """
 
     def __init__(self, epochs: int = 10, batch_size: int = 1024, lr: float = 2e-3,
                  max_grad_norm: float = 1.0, latent_dim: int = 32, hidden: int = 256,
                  max_bins: int = DEFAULT_MAX_BINS, accountant: str = "prv",
-                 device: str = "auto", seed: int = 0):
+                 device: str = "auto", seed: int = 0, noise_seed: int | None = None):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -92,11 +97,13 @@ class DPVAE:
         self.accountant = accountant
         self.device = device
         self.seed = seed
+        self.noise_seed = noise_seed
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "max_grad_norm",
                                               "latent_dim", "hidden", "max_bins",
-                                              "accountant", "device", "seed")}
+                                              "accountant", "device", "seed",
+                                              "noise_seed")}
 
     def _device(self) -> torch.device:
         if self.device == "auto":
@@ -112,7 +119,8 @@ class DPVAE:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model_ = _VAE(self.encoder_.sizes, self.latent_dim, self.hidden).to(device)
-        generator = torch.Generator(device=device).manual_seed(self.seed)
+        private_seed = secrets.randbits(63) if self.noise_seed is None else self.noise_seed
+        generator = torch.Generator(device=device).manual_seed(private_seed)
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant)
@@ -123,7 +131,7 @@ class DPVAE:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
         """n synthetic rows with the schema's dtypes; the same seed gives the same rows."""
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "privacy_"):
             raise NotFittedError("DPVAE.sample called before fit")
         if n < 1:
             raise ValueError(f"the number of rows to sample must be positive, got {n}")

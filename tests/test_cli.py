@@ -43,6 +43,7 @@ def test_synth_run_publishes_a_validated_release(adult_sample, tmp_path, capsys)
     assert report["epsilon"] == pytest.approx(epsilon_of(
         report["noise_multiplier"], report["sampling_rate"], report["steps"], 1e-9, "prv"))
     assert json.loads((out / "validation.json").read_text())["success"] is True
+    assert report["synthesizer_params"]["noise_seed"] is None and "afresh" in report["noise"]
     frame = pd.read_parquet(out / "data.parquet")
     assert len(frame) == 500 and list(frame.columns)[0] == "age"
     meta = read_release_metadata(out / "data.parquet")
@@ -158,3 +159,28 @@ def test_flchain_release_with_its_declared_schema(tmp_path, capsys):
     frame = pd.read_parquet(out / "data.parquet")
     assert frame["mgus"].dtype == "bool" and frame["chapter"].isna().any()
     assert json.loads((out / "validation.json").read_text())["success"] is True
+
+
+def test_validation_failure_publishes_nothing(tiny, tmp_path, capsys, monkeypatch):
+    """Synthetic rows that break the schema (forced here) stop publication: exit 3, the GX
+    result saved in <out>.rejected/, no release."""
+    import pipelines.run as steps
+
+    real_generate = steps.generate
+
+    def broken(plan, model):
+        frame = real_generate(plan, model)
+        frame.loc[0, "age"] = 999
+        return frame
+
+    monkeypatch.setattr(steps, "generate", broken)
+    schema, csv = tiny
+    data = csv(GOOD * 1)
+    out = tmp_path / "release"
+    code, _, err = run(["run", "--input", str(data), "--schema", str(schema), "--out", str(out),
+                        "-q", "--epsilon", "1", *FAST], capsys)
+    assert code == 3
+    assert "expect_column_values_to_be_between(age" in err and "nothing was published" in err
+    assert not out.exists()
+    saved = json.loads((tmp_path / "release.rejected" / "validation.json").read_text())
+    assert saved["success"] is False and saved["failed"]

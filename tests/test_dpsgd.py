@@ -167,3 +167,18 @@ def test_calibration_and_budget_errors():
             PrivacyBudget(1.0, bad)
     with pytest.raises(BudgetError, match="accountant"):
         epsilon_of(1.0, 0.1, 10, 1e-5, "gdp")
+
+
+def test_small_data_averages_over_its_own_size():
+    """N < batch_size: q is 1 and the noised sum is divided by N, as the report says."""
+    report = train_dp(_mlp(), _per_sample_loss, _batch(n=30), PrivacyBudget(5.0, 1e-5),
+                      DPSGDConfig(epochs=2, batch_size=100), torch.Generator().manual_seed(0))
+    assert report.sampling_rate == 1.0 and report.expected_batch_size == 30
+
+
+def test_sequence_inputs_to_linear_layers_are_refused():
+    model = nn.Linear(4, 2)
+    clipper = GhostClipper(model, 1.0)
+    with pytest.raises(RuntimeError, match="batch, features"):
+        model(torch.zeros(3, 5, 4))
+    clipper.close()

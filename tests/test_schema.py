@@ -386,7 +386,11 @@ def test_temporal_bounds(tmp_path):
     assert schema.column("t").maximum == dt.datetime(2020, 12, 31, 23, 59, 59)
 
 
-def test_mixed_timezone_bounds_are_a_schema_error(tmp_path):
-    text = ("name: t\ncolumns:\n"
-            "  - {name: t, kind: datetime, min: 2020-01-01T00:00:00Z, max: 2020-12-31 00:00:00}\n")
-    schema_error(tmp_path, text)
+def test_timezone_aware_bounds_are_read_as_naive_utc(tmp_path):
+    import datetime as dt
+
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\ncolumns:\n  - {name: t, kind: datetime, "
+                    "min: 2020-01-01T01:00:00+01:00, max: 2020-12-31 00:00:00}\n")
+    column = load_schema(path).column("t")
+    assert column.minimum == dt.datetime(2020, 1, 1) and column.minimum.tzinfo is None
