@@ -84,13 +84,6 @@ class Column:
     def alias_map(self) -> dict[str, str]:
         return dict(self.aliases)
 
-    @property
-    def allowed_values(self) -> tuple[str, ...]:
-        """The category labels of a categorical or boolean column."""
-        if self.kind == "boolean":
-            return ("false", "true")
-        return self.categories
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.role != "feature":
