@@ -12,9 +12,11 @@ import pytest
 from pipelines.ingest import ingest
 from schemas import SCHEMA_DIR, load_schema, pandas_dtype, schema_from_dict
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
-from tests.conftest import DATASETS
+from tests.conftest import DATASETS, DEMO_ADULT
 
 ADULT_DATA = DATASETS / "adult" / "adult.data"
+if not ADULT_DATA.exists():  # the identical gzipped copy that ships in the repo
+    ADULT_DATA = DEMO_ADULT
 
 
 @pytest.fixture(scope="module")
