@@ -4,6 +4,7 @@ For an MLP d-256-256-1 (the size of a CTGAN discriminator) and each batch size, 
 wall time of one training step (forward, backward, update, on a fixed batch) for:
   plain          non-private Adam step
   ours           synth.dpsgd.DPStep: ghost-norm clipping, one reweighted matmul per layer
+  ours_secure    the same with secure_noise=True (noise from the OS CSPRNG)
   opacus_hooks   Opacus 1.6 make_private, grad_sample_mode="hooks" (the default)
   opacus_ghost   Opacus 1.6 make_private, grad_sample_mode="ghost" (fast gradient clipping)
 All DP variants use the same noise multiplier and clipping bound.
@@ -72,6 +73,12 @@ def bench_batch(batch: int, d_in: int, device: torch.device, warmup: int, iters:
     step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch, g)
     out["ours"] = median_ms(lambda: step(lambda: bce(model(x), y)[:, 0]), warmup, iters, sync)
     step.close()
+    model = mlp(d_in).to(device)
+    step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch, g,
+                  secure_noise=True)
+    out["ours_secure"] = median_ms(lambda: step(lambda: bce(model(x), y)[:, 0]), warmup, iters,
+                                   sync)
+    step.close()
 
     loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch)
     for mode in ("hooks", "ghost"):
@@ -104,11 +111,13 @@ def machine() -> str:
 def table(results: list[dict], name: str) -> str:
     rows = [f"Machine: {name}; torch {torch.__version__}; median ms per step "
             f"(MLP {results[0]['d_in']}-256-256-1).", "",
-            "| batch | plain | ours | Opacus hooks | Opacus ghost | ours / plain | "
-            "hooks / ours | ghost / ours |", "|---|---|---|---|---|---|---|---|"]
+            "| batch | plain | ours | ours, secure noise | Opacus hooks | Opacus ghost | "
+            "ours / plain | hooks / ours | ghost / ours |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = r["ms"]
         rows.append(f"| {r['batch']:,} | {t['plain']:.2f} | {t['ours']:.2f} | "
+                    f"{t['ours_secure']:.2f} | "
                     f"{t['opacus_hooks']:.2f} | {t['opacus_ghost']:.2f} | "
                     f"{t['ours'] / t['plain']:.2f} | {t['opacus_hooks'] / t['ours']:.1f} | "
                     f"{t['opacus_ghost'] / t['ours']:.1f} |")

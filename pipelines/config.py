@@ -38,6 +38,8 @@ class RunConfig(BaseModel):
                                    "noise, Poisson sampling). Leave empty: a fresh seed from "
                                    "the operating system is drawn per run. A fixed one makes "
                                    "the run reproducible for tests and must never be published")
+    secure_noise: bool = Field(False, description="Draw the DP noise from the operating "
+                               "system's cryptographically secure generator (slower)")
     clip: bool = Field(False, description="Clip out-of-bounds values instead of rejecting")
     map_unknown: bool = Field(False, description="Map undeclared categories to the column's "
                               "declared catch_all instead of rejecting")
@@ -46,7 +48,8 @@ class RunConfig(BaseModel):
     def synthesizer_params(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "max_grad_norm": self.max_grad_norm, "accountant": self.accountant,
-                "seed": self.seed, "noise_seed": self.noise_seed}
+                "seed": self.seed, "noise_seed": self.noise_seed,
+                "secure_noise": self.secure_noise}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +71,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=fields["accountant"].description + " (default: prv)")
     parser.add_argument("--noise-seed", type=int, default=None,
                         help=fields["noise_seed"].description)
-    for name in ("clip", "map_unknown", "overwrite"):
+    for name in ("secure_noise", "clip", "map_unknown", "overwrite"):
         parser.add_argument("--" + name.replace("_", "-"), action="store_true",
                             help=fields[name].description)
 

@@ -52,10 +52,13 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
         "expected_batch_size": p.expected_batch_size,
         "synthesizer": synthesizer,
         "synthesizer_params": params,
-        "noise": ("torch's Gaussian generator, seeded " + (
-            "with a FIXED noise_seed: reproducible, for testing only; anyone who knows the "
-            "seed can regenerate the noise, so do not rely on this release's guarantee"
-            if fixed else "afresh from the operating system's entropy for this run")),
+        "noise": ("Gaussian noise from the operating system's CSPRNG (os.urandom, "
+                  "Box-Muller in float64)" if params.get("secure_noise") else
+                  "torch's Gaussian generator, seeded " + (
+                      "with a FIXED noise_seed: reproducible, for testing only; anyone who "
+                      "knows the seed can regenerate the noise, so do not rely on this "
+                      "release's guarantee" if fixed else
+                      "afresh from the operating system's entropy for this run")),
         "rows_released": rows,
         "data_set": schema.name,
         "schema_version": schema.version,

@@ -19,6 +19,7 @@ Reads like Opacus's optimizer step: sample, clip, noise, scale, account.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ class DPSGDConfig:
         max_grad_norm: per-sample clipping bound C.
         lr: Adam learning rate.
         accountant: "prv" (tighter) or "rdp".
+        secure_noise: draw DP noise from the OS CSPRNG (slower; see ``secure_normal``).
     """
 
     epochs: int = 10
@@ -49,6 +51,7 @@ class DPSGDConfig:
     max_grad_norm: float = 1.0
     lr: float = 1e-3
     accountant: str = "prv"
+    secure_noise: bool = False
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.max_grad_norm <= 0 or self.lr <= 0:
@@ -130,6 +133,17 @@ class GhostClipper:
             h.remove()
 
 
+def secure_normal(shape: tuple[int, ...], std: float, device: torch.device) -> torch.Tensor:
+    """Gaussian noise from the operating system's CSPRNG (``os.urandom``), by Box-Muller in
+    float64: nobody can regenerate it from a seed or a leaked generator state. It does not
+    address floating-point representation attacks on the sampled values."""
+    n = math.prod(shape)
+    raw = torch.frombuffer(bytearray(os.urandom(16 * n)), dtype=torch.int64).view(2, n)
+    u = (((raw >> 11) & (2**53 - 1)).double() + 1.0) / 2.0**53  # 53 random bits -> (0, 1]
+    z = torch.sqrt(-2.0 * torch.log(u[0])) * torch.cos(2.0 * math.pi * u[1])
+    return (z * std).to(device=device, dtype=torch.float32).view(shape)
+
+
 class DPStep:
     """One DP-SGD update: clip each record's gradient, sum, add noise, scale, step.
 
@@ -140,11 +154,13 @@ class DPStep:
         max_grad_norm: per-sample clipping bound C.
         expected_batch_size: the divisor of the noised sum (q * N under Poisson sampling).
         generator: source of the noise.
+        secure_noise: draw the noise from the OS CSPRNG (``secure_normal``) instead.
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
                  noise_multiplier: float, max_grad_norm: float, expected_batch_size: float,
-                 generator: torch.Generator):
+                 generator: torch.Generator, secure_noise: bool = False):
+        self.secure_noise = secure_noise
         self.clipper = GhostClipper(module, max_grad_norm)
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = optimizer
@@ -159,8 +175,9 @@ class DPStep:
             self.clipper.backward(per_sample_loss().sum())
             self.clipper.clipped_sum()
         for p in self.params:
-            noise = torch.normal(0.0, self.noise_std, p.shape, generator=self.generator,
-                                 device=p.device)
+            noise = (secure_normal(p.shape, self.noise_std, p.device) if self.secure_noise
+                     else torch.normal(0.0, self.noise_std, p.shape, generator=self.generator,
+                                       device=p.device))
             clipped = p.grad if p.grad is not None else torch.zeros_like(p)
             p.grad = (clipped + noise) / self.expected_batch_size
         self.optimizer.step()
@@ -192,7 +209,7 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     expected_batch = q * n  # = batch_size, unless N < batch_size (then q = 1)
     step_once = DPStep(module, optimizer, sigma, config.max_grad_norm, expected_batch,
-                       generator)
+                       generator, secure_noise=config.secure_noise)
     accountant = create_accountant(mechanism=config.accountant)
     module.train()
     try:

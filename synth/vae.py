@@ -81,12 +81,14 @@ class DPVAE:
             training). None, the default, draws a fresh seed from the operating system for
             every fit: the DP guarantee needs noise nobody can regenerate. Fix it only for
             reproducible tests, and never publish it.
+        secure_noise: draw the DP noise from the operating system's CSPRNG.
     """
 
     def __init__(self, epochs: int = 10, batch_size: int = 1024, lr: float = 2e-3,
                  max_grad_norm: float = 1.0, latent_dim: int = 32, hidden: int = 256,
                  max_bins: int = DEFAULT_MAX_BINS, accountant: str = "prv",
-                 device: str = "auto", seed: int = 0, noise_seed: int | None = None):
+                 device: str = "auto", seed: int = 0, noise_seed: int | None = None,
+                 secure_noise: bool = False):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -98,12 +100,13 @@ class DPVAE:
         self.device = device
         self.seed = seed
         self.noise_seed = noise_seed
+        self.secure_noise = secure_noise
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "max_grad_norm",
                                               "latent_dim", "hidden", "max_bins",
                                               "accountant", "device", "seed",
-                                              "noise_seed")}
+                                              "noise_seed", "secure_noise")}
 
     def _device(self) -> torch.device:
         if self.device == "auto":
@@ -123,7 +126,7 @@ class DPVAE:
         generator = torch.Generator(device=device).manual_seed(private_seed)
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
-                             accountant=self.accountant)
+                             accountant=self.accountant, secure_noise=self.secure_noise)
         self.privacy_ = train_dp(self.model_, _loss, codes, budget, config, generator, progress)
         self.epsilon_spent_ = self.privacy_.epsilon
         return self

@@ -182,3 +182,23 @@ def test_sequence_inputs_to_linear_layers_are_refused():
     with pytest.raises(RuntimeError, match="batch, features"):
         model(torch.zeros(3, 5, 4))
     clipper.close()
+
+
+def test_secure_noise_is_standard_normal_and_used_by_the_step():
+    from synth.dpsgd import secure_normal
+
+    z = secure_normal((200_000,), 2.0, torch.device("cpu"))
+    assert z.dtype == torch.float32 and abs(z.mean().item()) < 0.03
+    assert z.std().item() == pytest.approx(2.0, rel=0.01)
+    assert stats.kstest(z.numpy() / 2.0, "norm").pvalue > 1e-3
+    # two models with the same generator seed diverge only because the noise is not seeded
+    finals = []
+    for _ in range(2):
+        model = nn.Linear(3, 1)
+        torch.nn.init.zeros_(model.weight)
+        train_dp(model, lambda m, b, g: m(b).sum(dim=1), torch.zeros(50, 3),
+                 PrivacyBudget(5.0, 1e-5), DPSGDConfig(epochs=1, batch_size=10,
+                                                        secure_noise=True),
+                 torch.Generator().manual_seed(0))
+        finals.append(model.weight.detach().clone())
+    assert not torch.equal(*finals)
