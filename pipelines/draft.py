@@ -39,7 +39,7 @@ def bounds(low: float, high: float, whole: bool) -> tuple[float, float]:
     return round_out(low, step, True), round_out(high, step, False)
 
 
-def _column(name: str, values: pd.Series) -> tuple[dict, list[str]]:
+def _column(name: str, values: pd.Series) -> tuple[dict | None, list[str]]:
     notes: list[str] = []
     col: dict = {"name": name}
     present = values.dropna()
@@ -70,9 +70,11 @@ def _column(name: str, values: pd.Series) -> tuple[dict, list[str]]:
         col["kind"] = "boolean"
         return col, notes
     col["kind"] = "categorical"
-    if len(counts) > MAX_CATEGORIES:
-        notes.append(f"{len(counts)} distinct values: likely an identifier or free text; "
-                     "drop it or declare its categories by hand")
+    if len(counts) > MAX_CATEGORIES:  # never list the values of a likely identifier
+        notes.append(f"column '{name}' has {len(counts):,} distinct values: likely an "
+                     "identifier or free text, left out; declare its categories by hand if "
+                     "it must be synthesized")
+        return None, notes
     col["categories"] = sorted(counts.index.tolist())
     rare = sorted(counts[counts < RARE].index.tolist())
     if rare:
@@ -117,6 +119,8 @@ def draft_schema(path: str | Path, name: str | None = None) -> str:
             continue
         col, notes = _column(str(column), frame[column])
         lines += [f"  # REVIEW: {n}" for n in notes]
+        if col is None:
+            continue
         body = yaml.safe_dump([col], sort_keys=False, width=100, allow_unicode=True)
         lines += ["  " + ln for ln in body.rstrip().splitlines()]
     return "\n".join(lines) + "\n"

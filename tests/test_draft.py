@@ -172,3 +172,13 @@ def test_nothing_to_draft_from(tmp_path, content):
     with pytest.raises(DataError) as info:
         draft_schema(path)
     assert str(info.value).startswith(f"{path}: ")
+
+
+def test_identifier_like_column_is_left_out_without_its_values(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("mrn,sex\n" + "".join(f"MRN{i:05d},{'F' if i % 2 else 'M'}\n"
+                                           for i in range(300)))
+    text = draft_schema(path)
+    assert "MRN00042" not in text and "300 distinct values" in text
+    drafted = schema_from_dict(yaml.safe_load(text))
+    assert [c.name for c in drafted.columns] == ["sex"]
