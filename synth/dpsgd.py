@@ -5,12 +5,11 @@ Reads like Opacus's optimizer step: sample, clip, noise, scale, account.
 * Sampling: each step keeps every record independently with probability q, drawn from a
   seeded generator, so batch sizes follow Binomial(N, q) as the accountant assumes; an empty
   batch still takes a noise-only step.
-* Clipping: exact per-sample gradient norms without materialising per-sample gradients. For
-  a Linear layer the per-sample weight gradient is the outer product g_i a_i^T of the output
-  gradient and the input, so its norm is ||g_i|| ||a_i|| ("ghost norms"); the clipped sum is
-  then one reweighted matmul per layer, (c * g)^T a. Only Linear layers may hold parameters,
-  each called once per forward: ``check_supported`` enforces it. Opacus's
-  ``GradSampleModule`` is the oracle for this step in the tests.
+* Clipping: exact per-sample gradient norms without materialising a per-sample gradient
+  for every parameter (``synth.ghost``): for a Linear layer the per-sample weight gradient
+  is g_i a_i^T, so its norm is ||g_i|| ||a_i||, and the clipped sum is one reweighted matmul,
+  (c * g)^T a; convolutions, embeddings and normalisation layers have rules of their own.
+  Opacus's ``GradSampleModule`` is the oracle in the tests.
 * Noise and accounting: Gaussian noise of std sigma * C on the clipped sum, divided by the
   expected batch size; sigma is calibrated, and epsilon computed, by Opacus's accountant from
   exactly the (sigma, q, steps) history executed.
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from synth.ghost import GhostClipper
 from synth.privacy import PrivacyBudget, PrivacyReport, calibrate_noise
 
 # per_sample_loss(module, batch, generator) -> (batch,) losses
@@ -62,75 +62,6 @@ def plan(n_records: int, config: DPSGDConfig) -> tuple[float, int]:
     """Sampling rate and number of steps for a data set of ``n_records``."""
     q = min(1.0, config.batch_size / n_records)
     return q, max(1, math.ceil(config.epochs / q))
-
-
-def check_supported(module: nn.Module) -> list[nn.Linear]:
-    """The module's Linear layers; raises if any parameter lives outside one."""
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    covered = {id(p) for m in linears for p in m.parameters()}
-    stray = [n for n, p in module.named_parameters() if p.requires_grad and id(p) not in covered]
-    if stray:
-        raise TypeError(f"DP-SGD here supports parameters in nn.Linear layers only: {stray}")
-    return linears
-
-
-class GhostClipper:
-    """Records each Linear layer's input and output in the forward pass; ``backward`` then
-    asks autograd only for the gradients of those outputs (no weight gradients: they would be
-    thrown away), and ``clipped_sum`` forms the sum of per-sample gradients clipped to
-    ``max_grad_norm`` in each parameter's ``.grad``."""
-
-    def __init__(self, module: nn.Module, max_grad_norm: float):
-        self.layers = check_supported(module)
-        self.max_grad_norm = max_grad_norm
-        self.inputs: dict[nn.Linear, torch.Tensor] = {}
-        self.outputs: dict[nn.Linear, torch.Tensor] = {}
-        self.grads: dict[nn.Linear, torch.Tensor] = {}
-        self._handles = [m.register_forward_hook(self._record) for m in self.layers]
-
-    def _record(self, layer: nn.Linear, args, output: torch.Tensor) -> None:
-        if layer in self.inputs:
-            raise RuntimeError("a Linear layer was called twice in one forward pass")
-        if args[0].dim() != 2:  # ||g_i|| ||a_i|| is the norm only for one vector per record
-            raise RuntimeError(f"ghost clipping needs (batch, features) inputs to Linear "
-                               f"layers, got shape {tuple(args[0].shape)}")
-        self.inputs[layer] = args[0].detach()  # (batch, in)
-        self.outputs[layer] = output  # (batch, out)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        """Output gradients g of every Linear layer for the summed per-sample ``loss``."""
-        grads = torch.autograd.grad(loss, [self.outputs[m] for m in self.layers],
-                                    allow_unused=True)
-        self.grads = {m: torch.zeros_like(self.outputs[m]) if g is None else g
-                      for m, g in zip(self.layers, grads)}
-        self.outputs.clear()
-
-    def per_sample_norms(self) -> torch.Tensor:
-        """(batch,) exact norms of each record's full gradient."""
-        sq = 0.0
-        for layer in self.layers:
-            a, g = self.inputs[layer], self.grads[layer]
-            g_sq = g.pow(2).sum(1)
-            sq = sq + g_sq * a.pow(2).sum(1)  # ||g_i a_i^T||^2 = ||g_i||^2 ||a_i||^2
-            if layer.bias is not None:
-                sq = sq + g_sq
-        return torch.as_tensor(sq).sqrt()
-
-    def clipped_sum(self) -> None:
-        """Sets each parameter's ``.grad`` to the sum of clipped per-sample gradients."""
-        norms = self.per_sample_norms()
-        scale = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # (batch,)
-        for layer in self.layers:
-            a, g = self.inputs[layer], self.grads[layer] * scale[:, None]
-            layer.weight.grad = g.T @ a  # (out, in)
-            if layer.bias is not None:
-                layer.bias.grad = g.sum(0)
-        self.inputs.clear()
-        self.grads.clear()
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
 
 
 def secure_normal(shape: tuple[int, ...], std: float, device: torch.device) -> torch.Tensor:
