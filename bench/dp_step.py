@@ -1,6 +1,7 @@
 """DP-SGD step time against its peers, in one run on one machine, printed as ratios.
 
-For an MLP d-256-256-1 (the size of a CTGAN discriminator) and each batch size, the median
+For an MLP d-256-256-1 (the size of a CTGAN discriminator) and a small CNN on 28x28 images
+(Conv 1-32, GroupNorm, Conv 32-64 stride 2, Linear), and each batch size, the median
 wall time of one training step (forward, backward, update, on a fixed batch) for:
   plain          non-private Adam step
   ours           synth.dpsgd.DPStep: ghost-norm clipping, one reweighted matmul per layer
@@ -34,6 +35,28 @@ def mlp(d_in: int) -> nn.Module:
                          nn.LeakyReLU(0.2), nn.Linear(256, 1))
 
 
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.norm = nn.GroupNorm(8, 32)
+        self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.head = nn.Linear(64 * 14 * 14, 1)
+
+    def forward(self, x):
+        h = nn.functional.leaky_relu(self.norm(self.conv1(x)), 0.2)
+        return self.head(nn.functional.leaky_relu(self.conv2(h), 0.2).flatten(1))
+
+
+def cnn(_d_in: int) -> nn.Module:
+    torch.manual_seed(0)
+    return SmallCNN()
+
+
+MODELS = {"mlp": (mlp, lambda b, d, dev, g: torch.randn(b, d, device=dev, generator=g)),
+          "cnn": (cnn, lambda b, d, dev, g: torch.randn(b, 1, 28, 28, device=dev, generator=g))}
+
+
 def median_ms(step, warmup: int, iters: int, sync) -> float:
     for _ in range(warmup):
         step()
@@ -47,19 +70,21 @@ def median_ms(step, warmup: int, iters: int, sync) -> float:
     return statistics.median(times)
 
 
-def bench_batch(batch: int, d_in: int, device: torch.device, warmup: int, iters: int) -> dict:
+def bench_batch(kind: str, batch: int, d_in: int, device: torch.device, warmup: int,
+                iters: int) -> dict:
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
     g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(batch, d_in, device=device, generator=g)
+    make, inputs = MODELS[kind]
+    x = inputs(batch, d_in, device, g)
     y = (torch.rand(batch, 1, device=device, generator=g) < 0.5).float()
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     sigma, clip = 1.0, 1.0
     bce = nn.BCEWithLogitsLoss(reduction="none")
     out = {}
 
-    model = mlp(d_in).to(device)
+    model = make(d_in).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def plain():
@@ -69,11 +94,11 @@ def bench_batch(batch: int, d_in: int, device: torch.device, warmup: int, iters:
 
     out["plain"] = median_ms(plain, warmup, iters, sync)
 
-    model = mlp(d_in).to(device)
+    model = make(d_in).to(device)
     step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch, g)
     out["ours"] = median_ms(lambda: step(lambda: bce(model(x), y)[:, 0]), warmup, iters, sync)
     step.close()
-    model = mlp(d_in).to(device)
+    model = make(d_in).to(device)
     step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch, g,
                   secure_noise=True)
     out["ours_secure"] = median_ms(lambda: step(lambda: bce(model(x), y)[:, 0]), warmup, iters,
@@ -82,7 +107,7 @@ def bench_batch(batch: int, d_in: int, device: torch.device, warmup: int, iters:
 
     loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch)
     for mode in ("hooks", "ghost"):
-        model = mlp(d_in).to(device)
+        model = make(d_in).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         made = PrivacyEngine(accountant="prv").make_private(
             module=model, optimizer=opt, criterion=nn.BCEWithLogitsLoss(), data_loader=loader,
@@ -110,13 +135,13 @@ def machine() -> str:
 
 def table(results: list[dict], name: str) -> str:
     rows = [f"Machine: {name}; torch {torch.__version__}; median ms per step "
-            f"(MLP {results[0]['d_in']}-256-256-1).", "",
-            "| batch | plain | ours | ours, secure noise | Opacus hooks | Opacus ghost | "
+            f"(MLP {results[0]['d_in']}-256-256-1; CNN as in bench/dp_step.py).", "",
+            "| model | batch | plain | ours | ours, secure noise | Opacus hooks | Opacus ghost | "
             "ours / plain | hooks / ours | ghost / ours |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = r["ms"]
-        rows.append(f"| {r['batch']:,} | {t['plain']:.2f} | {t['ours']:.2f} | "
+        rows.append(f"| {r['model']} | {r['batch']:,} | {t['plain']:.2f} | {t['ours']:.2f} | "
                     f"{t['ours_secure']:.2f} | "
                     f"{t['opacus_hooks']:.2f} | {t['opacus_ghost']:.2f} | "
                     f"{t['ours'] / t['plain']:.2f} | {t['opacus_hooks'] / t['ours']:.1f} | "
@@ -128,15 +153,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny smoke run; writes nothing")
     parser.add_argument("--batches", type=int, nargs="+", default=[512, 4096])
+    parser.add_argument("--cnn-batches", type=int, nargs="+", default=[256])
     parser.add_argument("--d-in", type=int, default=256)
     parser.add_argument("--iters", type=int, default=30)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.small:
-        args.batches, args.iters, args.d_in = [64], 5, 32
-    results = [{"batch": b, "d_in": args.d_in,
-                "ms": bench_batch(b, args.d_in, device, warmup=3, iters=args.iters)}
-               for b in args.batches]
+        args.batches, args.cnn_batches, args.iters, args.d_in = [64], [8], 5, 32
+    runs = [("mlp", b) for b in args.batches] + [("cnn", b) for b in args.cnn_batches]
+    results = [{"model": kind, "batch": b, "d_in": args.d_in,
+                "ms": bench_batch(kind, b, args.d_in, device, warmup=3, iters=args.iters)}
+               for kind, b in runs]
     name = machine()
     text = table(results, name)
     print(text)

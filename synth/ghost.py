@@ -45,14 +45,16 @@ def _as_tokens(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
     return a.reshape(len(a), -1, a.shape[-1]), g.reshape(len(g), -1, g.shape[-1])
 
 
-def _matmul_norm_sq(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """(batch,) squared norms of sum_t g_t a_t^T, by the cheaper of ghost and instantiation."""
+def _matmul_norm_sq(a: torch.Tensor, g: torch.Tensor):
+    """(batch,) squared norms of sum_t g_t a_t^T, by the cheaper of ghost and instantiation,
+    and the instantiated per-sample gradients (batch, d_out, d_in) when that was cheaper."""
     t, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
     if t == 1:
-        return g[:, 0].pow(2).sum(1) * a[:, 0].pow(2).sum(1)
+        return g[:, 0].pow(2).sum(1) * a[:, 0].pow(2).sum(1), None
     if t * t <= d_in * d_out:
-        return (a @ a.transpose(1, 2) * (g @ g.transpose(1, 2))).sum((1, 2))
-    return torch.einsum("bto,bti->boi", g, a).pow(2).sum((1, 2))
+        return (a @ a.transpose(1, 2) * (g @ g.transpose(1, 2))).sum((1, 2)), None
+    per_sample = torch.bmm(g.transpose(1, 2), a)  # (batch, d_out, d_in)
+    return per_sample.pow(2).sum((1, 2)), per_sample
 
 
 def _normalized(layer: nn.Module, a: torch.Tensor) -> torch.Tensor:
@@ -72,25 +74,35 @@ def _norm_layer_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
     return w.flatten(1), b.flatten(1)
 
 
-def norm_sq(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """(batch,) squared norm of each record's gradient over this layer's parameters."""
+def norm_sq(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
+    """(batch,) squared norm of each record's gradient over this layer's parameters, and
+    what ``set_clipped_grads`` can reuse (unfolded tokens, instantiated gradients)."""
     if isinstance(layer, nn.Embedding):
         idx, gt = a.reshape(len(a), -1), g.reshape(len(g), -1, g.shape[-1])  # (b,T), (b,T,d)
         same = (idx[:, :, None] == idx[:, None, :]).to(gt.dtype)
-        return (same * (gt @ gt.transpose(1, 2))).sum((1, 2))
+        return (same * (gt @ gt.transpose(1, 2))).sum((1, 2)), None
     if isinstance(layer, (nn.GroupNorm, nn.LayerNorm)):
         w, b = _norm_layer_grads(layer, a, g)
-        return w.pow(2).sum(1) + (b.pow(2).sum(1) if layer.bias is not None else 0.0)
+        return w.pow(2).sum(1) + (b.pow(2).sum(1) if layer.bias is not None else 0.0), None
     at, gt = _as_tokens(layer, a, g)
-    sq = _matmul_norm_sq(at, gt)
+    sq, per_sample = _matmul_norm_sq(at, gt)
     if layer.bias is not None:
         sq = sq + (gt[:, 0] if gt.shape[1] == 1 else gt.sum(1)).pow(2).sum(1)
-    return sq
+    return sq, (at, gt, per_sample)
 
 
 def set_clipped_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor,
-                      scale: torch.Tensor) -> None:
-    """Sets ``.grad`` of the layer's parameters to sum_i scale_i * (record i's gradient)."""
+                      scale: torch.Tensor, cache=None) -> None:
+    """Sets ``.grad`` of the layer's parameters to sum_i scale_i * (record i's gradient);
+    ``cache`` is what ``norm_sq`` returned for the same a and g."""
+    if cache is not None:
+        at, gt, per_sample = cache
+        if per_sample is not None:
+            layer.weight.grad = torch.einsum("b,boi->oi", scale, per_sample).view_as(
+                layer.weight)
+            if layer.bias is not None:
+                layer.bias.grad = scale @ gt.sum(1)
+            return
     g = g * scale.view(-1, *([1] * (g.dim() - 1)))
     if isinstance(layer, nn.Embedding):
         grad = torch.zeros_like(layer.weight)
@@ -103,7 +115,7 @@ def set_clipped_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor,
         if layer.bias is not None:
             layer.bias.grad = b.sum(0).view_as(layer.bias)
         return
-    at, gt = _as_tokens(layer, a, g)
+    at, gt = _as_tokens(layer, a, g) if cache is None else (cache[0], cache[1] * scale[:, None, None])
     gt, at = gt.reshape(-1, gt.shape[-1]), at.reshape(-1, at.shape[-1])  # (batch*T, d)
     layer.weight.grad = (gt.T @ at).view_as(layer.weight)  # one matmul
     if layer.bias is not None:
@@ -140,16 +152,18 @@ class GhostClipper:
 
     def per_sample_norms(self) -> torch.Tensor:
         """(batch,) exact norms of each record's full gradient."""
-        sq = sum(norm_sq(m, self.inputs[m], self.grads[m]) for m in self.layers)
-        return torch.as_tensor(sq).sqrt()
+        results = {m: norm_sq(m, self.inputs[m], self.grads[m]) for m in self.layers}
+        self._caches = {m: cache for m, (_, cache) in results.items()}
+        return torch.as_tensor(sum(sq for sq, _ in results.values())).sqrt()
 
     def clipped_sum(self) -> None:
         """Sets each parameter's ``.grad`` to the sum of clipped per-sample gradients."""
         scale = (self.max_grad_norm / (self.per_sample_norms() + 1e-6)).clamp(max=1.0)
         for m in self.layers:
-            set_clipped_grads(m, self.inputs[m], self.grads[m], scale)
+            set_clipped_grads(m, self.inputs[m], self.grads[m], scale, self._caches[m])
         self.inputs.clear()
         self.grads.clear()
+        self._caches = {}
 
     def close(self) -> None:
         for h in self._handles:

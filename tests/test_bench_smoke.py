@@ -11,4 +11,5 @@ def test_dp_step_benchmark_runs_small():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     print(done.stdout)
-    assert "ours / plain" in done.stdout and "| 64 |" in done.stdout
+    assert "ours / plain" in done.stdout
+    assert "| mlp | 64 |" in done.stdout and "| cnn | 8 |" in done.stdout
