@@ -27,6 +27,8 @@ def supported_layers(module: nn.Module) -> list[nn.Module]:
               and any(p.requires_grad for p in m.parameters(recurse=False))]
     covered = {id(p) for m in layers for p in m.parameters(recurse=False)}
     stray = [n for n, p in module.named_parameters() if p.requires_grad and id(p) not in covered]
+    stray += [n for n, m in module.named_modules() if isinstance(m, nn.Embedding)
+              and (m.sparse or m.max_norm is not None)]
     if stray:
         names = ", ".join(t.__name__ for t in SUPPORTED)
         raise TypeError(f"DP-SGD here supports parameters in {names} layers only: {stray}")
@@ -74,11 +76,19 @@ def _norm_layer_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
     return w.flatten(1), b.flatten(1)
 
 
+def _embedding_grads(layer: nn.Embedding, a: torch.Tensor, g: torch.Tensor):
+    """Indices (batch, T) and output gradients (batch, T, d); padding rows get no gradient."""
+    idx, gt = a.reshape(len(a), -1), g.reshape(len(g), -1, g.shape[-1])
+    if layer.padding_idx is not None:
+        gt = gt * (idx != layer.padding_idx).unsqueeze(-1)
+    return idx, gt
+
+
 def norm_sq(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
     """(batch,) squared norm of each record's gradient over this layer's parameters, and
     what ``set_clipped_grads`` can reuse (unfolded tokens, instantiated gradients)."""
     if isinstance(layer, nn.Embedding):
-        idx, gt = a.reshape(len(a), -1), g.reshape(len(g), -1, g.shape[-1])  # (b,T), (b,T,d)
+        idx, gt = _embedding_grads(layer, a, g)
         same = (idx[:, :, None] == idx[:, None, :]).to(gt.dtype)
         return (same * (gt @ gt.transpose(1, 2))).sum((1, 2)), None
     if isinstance(layer, (nn.GroupNorm, nn.LayerNorm)):
@@ -105,8 +115,9 @@ def set_clipped_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor,
             return
     g = g * scale.view(-1, *([1] * (g.dim() - 1)))
     if isinstance(layer, nn.Embedding):
+        idx, gt = _embedding_grads(layer, a, g)
         grad = torch.zeros_like(layer.weight)
-        grad.index_add_(0, a.reshape(-1), g.reshape(-1, g.shape[-1]))
+        grad.index_add_(0, idx.reshape(-1), gt.reshape(-1, gt.shape[-1]))
         layer.weight.grad = grad
         return
     if isinstance(layer, (nn.GroupNorm, nn.LayerNorm)):

@@ -24,9 +24,9 @@ class ConvNet(nn.Module):  # an image discriminator in miniature: Conv2d + Group
 
 
 class SeqNet(nn.Module):  # Embedding + LayerNorm + Linear over a sequence (batch, T, d)
-    def __init__(self):
+    def __init__(self, padding_idx=None):
         super().__init__()
-        self.emb = nn.Embedding(7, 5)
+        self.emb = nn.Embedding(7, 5, padding_idx=padding_idx)
         self.norm = nn.LayerNorm(5)
         self.mix = nn.Linear(5, 8)
         self.head = nn.Linear(8, 3)
@@ -79,3 +79,29 @@ def test_ghost_and_instantiated_norms_agree():
     assert torch.allclose(_matmul_norm_sq(a[:, :2], gr[:, :2])[0],
                           torch.einsum("bto,bti->boi", gr[:, :2], a[:, :2]).pow(2).sum((1, 2)),
                           rtol=1e-5)
+
+
+def test_embedding_padding_rows_get_no_gradient_as_in_pytorch():
+    """Opacus counts padding rows in per-sample norms; PyTorch gives them no gradient. The
+    oracle here is the slow exact version: one backward per record."""
+    x, y = _data("seq")
+    loss = nn.CrossEntropyLoss(reduction="sum")
+    torch.manual_seed(1)
+    model = SeqNet(padding_idx=0)
+    per_record = []
+    for i in range(len(x)):
+        model.zero_grad()
+        loss(model(x[i:i + 1]), y[i:i + 1]).backward()
+        per_record.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    per_record = torch.stack(per_record)
+    norms = per_record.norm(dim=1)
+    expected = (per_record * (0.5 / (norms + 1e-6)).clamp(max=1.0)[:, None]).sum(0)
+
+    model.zero_grad()
+    clipper = GhostClipper(model, 0.5)
+    clipper.backward(loss(model(x), y))
+    assert torch.allclose(clipper.per_sample_norms(), norms, rtol=1e-4, atol=1e-6)
+    clipper.clipped_sum()
+    clipper.close()
+    got = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
