@@ -119,10 +119,14 @@ def validate_synthetic(frame: pd.DataFrame, schema: Schema) -> ValidationOutcome
         The outcome; it does not raise on failure (raise ``ValidationFailed`` to stop).
     """
     import great_expectations as gx
+    from great_expectations.data_context.types.base import (DataContextConfig,
+                                                            InMemoryStoreBackendDefaults)
 
-    # A fresh ephemeral context per call, with unique names, so that repeated calls in one
-    # process never collide in GX's stores.
-    context = gx.get_context(mode="ephemeral")
+    # A fresh in-memory context per call, with unique names, so that repeated calls in one
+    # process never collide in GX's stores; no Data Docs site (GX's default ephemeral context
+    # would create a temporary directory for one on every call and leave it behind).
+    context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)))
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     tag = uuid.uuid4().hex[:12]
     batch = (context.data_sources.add_pandas(name=f"synthetic-{tag}")
