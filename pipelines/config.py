@@ -30,8 +30,8 @@ class RunConfig(BaseModel):
     synthesizer: Literal["dp-vae"] = Field("dp-vae", description="Synthesizer")
     epochs: int = Field(10, ge=1, le=10_000, description="DP-SGD epochs")
     batch_size: int = Field(1024, ge=1, description="Expected batch size (Poisson sampling)")
-    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping bound")
-    lr: float = Field(2e-3, gt=0, description="Learning rate")
+    max_grad_norm: float = Field(0.1, gt=0, description="Per-sample gradient clipping bound")
+    lr: float = Field(1e-2, gt=0, description="Learning rate")
     accountant: Literal["prv", "rdp"] = Field("prv", description="Opacus privacy accountant")
     seed: int = Field(0, description="Seed for weight initialisation and sampling")
     noise_seed: int | None = Field(None, description="Seed of the private randomness (DP "

@@ -84,8 +84,8 @@ class DPVAE:
         secure_noise: draw the DP noise from the operating system's CSPRNG.
     """
 
-    def __init__(self, epochs: int = 10, batch_size: int = 1024, lr: float = 2e-3,
-                 max_grad_norm: float = 1.0, latent_dim: int = 32, hidden: int = 256,
+    def __init__(self, epochs: int = 10, batch_size: int = 1024, lr: float = 1e-2,
+                 max_grad_norm: float = 0.1, latent_dim: int = 8, hidden: int = 256,
                  max_bins: int = DEFAULT_MAX_BINS, accountant: str = "prv",
                  device: str = "auto", seed: int = 0, noise_seed: int | None = None,
                  secure_noise: bool = False):

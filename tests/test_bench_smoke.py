@@ -13,3 +13,13 @@ def test_dp_step_benchmark_runs_small():
     print(done.stdout)
     assert "ours / plain" in done.stdout
     assert "| mlp | 64 |" in done.stdout and "| cnn | 8 |" in done.stdout
+
+
+def test_fidelity_benchmark_runs_small():
+    from tests.conftest import shared
+
+    shared("adult/adult.test")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "fidelity.py"), "--small"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| train on real |" in done.stdout and "| dp-vae | 1 |" in done.stdout

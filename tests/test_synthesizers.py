@@ -66,3 +66,12 @@ def test_fit_is_deterministic_for_a_seed(name, adult):
 def test_unknown_synthesizer_is_named():
     with pytest.raises(ValueError, match="unknown synthesizer 'nope'.*dp-vae"):
         make_synthesizer("nope")
+
+
+def test_run_config_defaults_match_the_synthesizer_defaults():
+    from pipelines.config import RunConfig
+
+    config = RunConfig(input="x", schema_file="y", out="z", epsilon=1.0)
+    defaults = make_synthesizer(config.synthesizer).get_params()
+    for key, value in config.synthesizer_params().items():
+        assert defaults[key] == value, key
