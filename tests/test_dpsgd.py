@@ -2,12 +2,10 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from opacus import GradSampleModule
 from opacus.accountants import PRVAccountant, RDPAccountant
-from scipy import stats
 from torch import nn
 
 from synth.dpsgd import DPSGDConfig, plan, train_dp
@@ -99,26 +97,6 @@ def test_noise_std_is_what_the_accountant_was_told():
     assert measured == pytest.approx(expected, rel=0.15)
     # halved noise would be caught
     assert not measured == pytest.approx(expected / 2, rel=0.15)
-
-
-def test_poisson_batch_sizes_follow_binomial():
-    n, config = 2000, DPSGDConfig(epochs=10, batch_size=50)
-    sizes = []
-
-    def loss(m, batch, g):
-        sizes.append(len(batch))
-        return m(batch).sum(dim=1)
-
-    train_dp(nn.Linear(2, 1), loss, torch.zeros(n, 2), PrivacyBudget(8.0, 1e-5), config,
-             torch.Generator().manual_seed(0))
-    q, steps = plan(n, config)
-    assert len(sizes) == steps == 400
-    # chi-square goodness of fit on binned batch sizes
-    edges = [0, 40, 45, 50, 55, 60, n + 1]
-    observed = np.histogram(sizes, bins=edges)[0]
-    cdf = stats.binom.cdf(np.array(edges) - 1, n, q)
-    expected = np.diff(cdf) * len(sizes)
-    assert stats.chisquare(observed, expected).pvalue > 1e-3
 
 
 def test_empty_batch_still_takes_a_noisy_step():
