@@ -6,6 +6,7 @@ import pytest
 import torch
 from opacus import GradSampleModule
 from opacus.accountants import PRVAccountant, RDPAccountant
+from scipy import stats
 from torch import nn
 
 from synth.dpsgd import DPSGDConfig, plan, train_dp
@@ -153,3 +154,23 @@ def test_small_data_averages_over_its_own_size():
     report = train_dp(_mlp(), _per_sample_loss, _batch(n=30), PrivacyBudget(5.0, 1e-5),
                       DPSGDConfig(epochs=2, batch_size=100), torch.Generator().manual_seed(0))
     assert report.sampling_rate == 1.0 and report.expected_batch_size == 30
+
+
+def test_secure_noise_is_standard_normal_and_used_by_the_step():
+    from synth.dpsgd import secure_normal
+
+    z = secure_normal((200_000,), 2.0, torch.device("cpu"))
+    assert z.dtype == torch.float32 and abs(z.mean().item()) < 0.03
+    assert z.std().item() == pytest.approx(2.0, rel=0.01)
+    assert stats.kstest(z.numpy() / 2.0, "norm").pvalue > 1e-3
+    # two models with the same generator seed diverge only because the noise is not seeded
+    finals = []
+    for _ in range(2):
+        model = nn.Linear(3, 1)
+        torch.nn.init.zeros_(model.weight)
+        train_dp(model, lambda m, b, g: m(b).sum(dim=1), torch.zeros(50, 3),
+                 PrivacyBudget(5.0, 1e-5), DPSGDConfig(epochs=1, batch_size=10,
+                                                        secure_noise=True),
+                 torch.Generator().manual_seed(0))
+        finals.append(model.weight.detach().clone())
+    assert not torch.equal(*finals)
