@@ -69,7 +69,8 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
             "be read off sampling_rate and expected_batch_size",
             "the number of released rows, fixed by the configuration",
         ],
-        "private_steps": ["ingest (coercion to the schema; no statistics kept)",
+        "private_steps": [("ingest (coercion to the schema; nothing released; counts of repaired "
+                           "values go to the operator's log only)"),
                           "DP-SGD training of the synthesizer"],
         "post_processing": ["sampling from the trained model", "validation against the "
                             "schema (synthetic rows only)", "Parquet writing"],

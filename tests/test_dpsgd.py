@@ -9,7 +9,7 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from scipy import stats
 from torch import nn
 
-from synth.dpsgd import DPSGDConfig, plan, train_dp
+from synth.dpsgd import DPSGDConfig, train_dp
 from synth.ghost import GhostClipper, supported_layers
 from synth.privacy import BudgetError, PrivacyBudget, calibrate_noise, epsilon_of
 

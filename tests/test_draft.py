@@ -3,7 +3,6 @@ rounded outward and rare categories flagged, that ingest then accepts."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
