@@ -84,9 +84,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"release:  {result.release / 'data.parquet'}")
     print(f"report:   {result.release / 'privacy_report.json'}")
     print(f"validation: {result.release / 'validation.json'} ({r['validation']})")
+    how = (f"noise multiplier {r['noise_multiplier']:.3f}, {r['steps']} steps at sampling "
+           f"rate {r['sampling_rate']:.4f}" if "steps" in r else
+           f"{len(r.get('measurements', []))} private measurements")
     print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "
-          f"accountant, noise multiplier {r['noise_multiplier']:.3f}, {r['steps']} steps at "
-          f"sampling rate {r['sampling_rate']:.4f}); {r['rows_released']:,} rows")
+          f"accountant, {how}); {r['synthesizer']}, {r['rows_released']:,} rows")
     return 0
 
 

@@ -37,7 +37,8 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
     fixed = params.get("noise_seed") is not None
     if fixed:
         params["noise_seed"] = "fixed (value withheld)"
-    return {
+    dpsgd = p.steps is not None
+    report = {
         "guarantee": f"({p.epsilon:.4g}, {p.delta:.3g})-differential privacy for every record "
                      f"of the input (add/remove one record), covering every step that read it",
         "epsilon": p.epsilon,
@@ -45,45 +46,61 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
         "target_epsilon": p.target_epsilon,
         "accountant": p.accountant,
         "mechanism": p.mechanism,
-        "noise_multiplier": p.noise_multiplier,
-        "sampling_rate": p.sampling_rate,
-        "steps": p.steps,
-        "max_grad_norm": p.max_grad_norm,
-        "expected_batch_size": p.expected_batch_size,
+    }
+    if dpsgd:
+        report.update(noise_multiplier=p.noise_multiplier, sampling_rate=p.sampling_rate,
+                      steps=p.steps, max_grad_norm=p.max_grad_norm,
+                      expected_batch_size=p.expected_batch_size)
+    if p.measurements:
+        report["measurements"] = list(p.measurements)
+    report.update({
         "synthesizer": synthesizer,
         "synthesizer_params": params,
-        "noise": ("Gaussian noise from the operating system's CSPRNG (os.urandom, "
-                  "Box-Muller in float64)" if params.get("secure_noise") else
-                  "torch's Gaussian generator, seeded " + (
-                      "with a FIXED noise_seed: reproducible, for testing only; anyone who "
-                      "knows the seed can regenerate the noise, so do not rely on this "
-                      "release's guarantee" if fixed else
-                      "afresh from the operating system's entropy for this run")),
+        "noise": _noise(params, fixed, dpsgd),
         "rows_released": rows,
         "data_set": schema.name,
         "schema_version": schema.version,
         "schema_fingerprint": schema.fingerprint(),
         "public_inputs": [
             "the schema (column names, kinds, declared bounds, categories, nullability)",
-            "the number of input records: it sets the sampling rate (as in Opacus), so it can "
-            "be read off sampling_rate and expected_batch_size",
+            ("the number of input records: it sets the sampling rate (as in Opacus), so it can "
+             "be read off sampling_rate and expected_batch_size") if dpsgd else
+            ("nothing about the input records: even their number is only used through noisy "
+             "counts"),
             "the number of released rows, fixed by the configuration",
         ],
         "private_steps": [("ingest (coercion to the schema; nothing released; counts of repaired "
                            "values go to the operator's log only)"),
-                          "DP-SGD training of the synthesizer"],
-        "post_processing": ["sampling from the trained model", "validation against the "
+                          p.mechanism],
+        "post_processing": ["sampling from the fitted model", "validation against the "
                             "schema (synthetic rows only)", "Parquet writing"],
         "created": created,
         "code_version": code_version(),
-    }
+    })
+    return report
+
+
+def _noise(params: dict[str, Any], fixed: bool, dpsgd: bool) -> str:
+    if fixed:
+        return ("seeded with a FIXED noise_seed: reproducible, for testing only; anyone who "
+                "knows the seed can regenerate the noise, so do not rely on this release's "
+                "guarantee")
+    if params.get("secure_noise"):
+        return "Gaussian noise from the operating system's CSPRNG (os.urandom, Box-Muller in " \
+               "float64)"
+    if dpsgd:
+        return "torch's Gaussian generator, seeded afresh from the operating system's entropy " \
+               "for this run"
+    return "OpenDP's exact samplers (discrete Gaussian, Gumbel), fed by the operating " \
+           "system's cryptographically secure generator, afresh for this run"
 
 
 def release_metadata(report: dict[str, Any], validation: str) -> dict[str, str]:
     """Parquet key-value metadata (all strings) for a release."""
     keys = ("data_set", "schema_version", "synthesizer", "epsilon", "delta", "accountant",
-            "noise_multiplier", "sampling_rate", "steps", "created", "code_version")
-    out = {k: str(report[k]) for k in keys}
+            "mechanism", "noise_multiplier", "sampling_rate", "steps", "created",
+            "code_version")
+    out = {k: str(report[k]) for k in keys if k in report}
     out["synthesizer_params"] = json.dumps(report["synthesizer_params"], sort_keys=True)
     out["rows"] = str(report["rows_released"])
     out["validation"] = validation

@@ -58,6 +58,10 @@ def prepare(config: RunConfig) -> Plan:
     """
     schema = load_schema(config.schema_file)
     budget = PrivacyBudget(config.epsilon, config.delta)
+    try:
+        config.synthesizer_params()
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     out = Path(config.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
         raise DataError(f"{out} already exists: choose another --out or pass --overwrite")

@@ -32,9 +32,10 @@ class Synthesizer(Protocol):
 
 
 def _registry() -> dict[str, type]:
+    from synth.marginals import DPIndependent, DPMarginals
     from synth.vae import DPVAE
 
-    return {"dp-vae": DPVAE}
+    return {"dp-marginals": DPMarginals, "dp-independent": DPIndependent, "dp-vae": DPVAE}
 
 
 def synthesizer_names() -> list[str]:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,13 @@ def plan(n_records: int, config: DPSGDConfig) -> tuple[float, int]:
     """Sampling rate and number of steps for a data set of ``n_records``."""
     q = min(1.0, config.batch_size / n_records)
     return q, max(1, math.ceil(config.epochs / q))
+
+
+def poisson_mask(n: int, q: float, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n,) bool: keeps each of n records independently with probability q (one step of
+    Poisson sampling, as the accountant assumes)."""
+    return torch.rand(n, generator=generator, device=device) < q
 
 
 def secure_normal(shape: tuple[int, ...], std: float, device: torch.device) -> torch.Tensor:
@@ -113,6 +121,17 @@ class DPStep:
             p.grad = (clipped + noise) / self.expected_batch_size
         self.optimizer.step()
 
+    @contextmanager
+    def public_forward(self) -> Iterator[None]:
+        """Forward passes inside the block are not recorded for clipping: for losses that
+        read no private rows but go through the module (a GAN generator's step through the
+        DP discriminator). Their gradients are the caller's business, not DP-SGD's."""
+        try:
+            yield
+        finally:
+            self.clipper.inputs.clear()
+            self.clipper.outputs.clear()
+
     def close(self) -> None:
         self.clipper.close()
         self.optimizer.zero_grad(set_to_none=True)
@@ -145,8 +164,7 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     module.train()
     try:
         for step in range(steps):
-            keep = torch.rand(n, generator=generator, device=data.device) < q  # Poisson
-            batch = data[keep]
+            batch = data[poisson_mask(n, q, generator, data.device)]
             step_once((lambda: per_sample_loss(module, batch, generator)) if len(batch)
                       else None)
             accountant.step(noise_multiplier=sigma, sample_rate=q)

@@ -39,35 +39,81 @@ class PrivacyBudget:
 
 @dataclass(frozen=True)
 class PrivacyReport:
-    """What a DP-SGD training run spent, and how it was computed.
+    """What fitting spent, and how it was computed.
 
     Attributes:
         epsilon: the epsilon the accountant gives for the executed history at ``delta``.
         delta: the delta of the guarantee.
         target_epsilon: the epsilon that was asked for (``epsilon`` never exceeds it).
-        accountant: Opacus accountant name ("prv" or "rdp").
-        noise_multiplier: sigma, the Gaussian noise std in units of ``max_grad_norm``.
-        sampling_rate: q, the Poisson sampling probability of each record per step.
-        steps: DP-SGD steps executed.
-        max_grad_norm: per-sample clipping bound C.
-        expected_batch_size: q times the number of records.
-        mechanism: a one-line description of the mechanism.
+        accountant: how the steps were composed: an Opacus accountant name ("prv" or "rdp")
+            for DP-SGD, "zcdp" for Gaussian and exponential mechanisms composed in zero-
+            concentrated DP.
+        mechanism: a one-line description of the whole mechanism.
+        noise_multiplier, sampling_rate, steps, max_grad_norm, expected_batch_size: the
+            DP-SGD part (sigma, Poisson rate q, steps, clipping bound C, q times N); None
+            when the synthesizer does not train by DP-SGD.
+        measurements: every other private step, one dict each (mechanism, its parameters and
+            its privacy cost), in the order run.
     """
 
     epsilon: float
     delta: float
     target_epsilon: float
     accountant: str
-    noise_multiplier: float
-    sampling_rate: float
-    steps: int
-    max_grad_norm: float
-    expected_batch_size: float
     mechanism: str = ("DP-SGD (Opacus): Poisson sampling, per-sample gradient clipping, "
                       "Gaussian noise")
+    noise_multiplier: float | None = None
+    sampling_rate: float | None = None
+    steps: int | None = None
+    max_grad_norm: float | None = None
+    expected_batch_size: float | None = None
+    measurements: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def zcdp_delta(rho: float, epsilon: float) -> float:
+    """The delta at which rho-zCDP implies (epsilon, delta)-DP, by the tight conversion of
+    Canonne, Kamath and Steinke (2020, Proposition 7 / Corollary 13):
+    delta = min over alpha > 1 of exp((alpha-1)(alpha*rho - epsilon)) / (alpha-1)
+    * (1 - 1/alpha)^alpha."""
+    if rho <= 0:
+        return 0.0
+    if epsilon <= rho:
+        return 1.0
+
+    def log_delta(alpha: float) -> float:
+        return ((alpha - 1) * (alpha * rho - epsilon) + alpha * math.log1p(-1 / alpha)
+                - math.log(alpha - 1))
+
+    # log_delta is convex in alpha: ternary search on (1, upper]
+    lo, hi = 1.0 + 1e-9, max(2.0, (epsilon + 1) / (2 * rho) + 2)
+    for _ in range(200):
+        a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        if log_delta(a) < log_delta(b):
+            hi = b
+        else:
+            lo = a
+    return min(1.0, math.exp(log_delta((lo + hi) / 2)))
+
+
+def zcdp_epsilon(rho: float, delta: float) -> float:
+    """The smallest epsilon such that rho-zCDP implies (epsilon, delta)-DP."""
+    lo, hi = rho, rho + 2 * math.sqrt(rho * math.log(1 / delta)) + 1e-12  # the classic bound
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if zcdp_delta(rho, mid) > delta else (lo, mid)
+    return hi
+
+
+def zcdp_rho(budget: PrivacyBudget) -> float:
+    """The largest rho whose zCDP guarantee implies the budget's (epsilon, delta)-DP."""
+    lo, hi = 0.0, budget.epsilon
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if zcdp_delta(mid, budget.epsilon) <= budget.delta else (lo, mid)
+    return lo
 
 
 def _check_accountant(accountant: str) -> None:
@@ -107,3 +153,80 @@ def calibrate_noise(budget: PrivacyBudget, sampling_rate: float, steps: int,
                           f"with {steps} steps at sampling rate {sampling_rate:.4g}: {exc}") \
             from None
     return float(sigma)
+
+
+# --- composition of several Gaussian mechanisms --------------------------------------------
+# A history is a list of (noise_multiplier, sampling_rate, steps), as Opacus's accountants
+# keep it: a Gaussian mechanism run once on all the data (a noised histogram, say) is the
+# entry (std / L2 sensitivity, 1.0, 1); DP-SGD is (sigma, q, steps).
+
+History = list[tuple[float, float, int]]
+
+
+def epsilon_of_history(history: History, delta: float, accountant: str = "prv") -> float:
+    """Epsilon of a composition of (subsampled) Gaussian mechanisms, by a fresh Opacus
+    accountant given the whole ``history``."""
+    import warnings
+
+    from opacus.accountants import create_accountant
+
+    _check_accountant(accountant)
+    acct = create_accountant(mechanism=accountant)
+    acct.history = [(float(s), float(q), int(t)) for s, q, t in history]
+    with warnings.catch_warnings():  # PRV takes log(1 - q), -inf at q = 1: harmless there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(acct.get_epsilon(delta=delta))
+
+
+def _smallest_sigma(epsilon_at, target: float, what: str, tolerance: float = 0.01) -> float:
+    """The smallest sigma (to ``tolerance`` of the target) with epsilon_at(sigma) <= target;
+    epsilon_at must decrease in sigma."""
+    high = 1.0
+    while epsilon_at(high) > target:
+        high *= 2.0
+        if high > 1e6:
+            raise BudgetError(f"cannot reach epsilon={target:.4g} for {what}, even at noise "
+                              f"multiplier 1e6: raise the budget")
+    low = 0.0
+    while high - low > 1e-4 * high:
+        mid = (low + high) / 2
+        eps = epsilon_at(mid)
+        if eps > target:
+            low = mid
+        else:
+            high = mid
+            if eps >= (1 - tolerance) * target:
+                break
+    return high
+
+
+def gaussian_noise_multiplier(epsilon: float, delta: float, accountant: str = "prv") -> float:
+    """Noise multiplier (noise std / L2 sensitivity) of one Gaussian release on all the data
+    whose epsilon alone, at ``delta``, is at most ``epsilon``.
+
+    Raises:
+        BudgetError: the accountant cannot certify ``epsilon`` at any noise level (Opacus's
+            RDP orders stop at 63, which floors its epsilon for a single release).
+    """
+    return _smallest_sigma(lambda s: epsilon_of_history([(s, 1.0, 1)], delta, accountant),
+                           epsilon, "one Gaussian release")
+
+
+def calibrate_noise_after(budget: PrivacyBudget, prior: History, sampling_rate: float,
+                          steps: int, accountant: str = "prv") -> float:
+    """The smallest DP-SGD noise multiplier (to 1% of the budget's epsilon) such that the
+    ``prior`` mechanisms followed by ``steps`` steps at ``sampling_rate`` compose, by the
+    accountant, to at most ``budget.epsilon``.
+
+    Raises:
+        BudgetError: the prior mechanisms alone already spend the budget, or it cannot be
+            reached.
+    """
+    _check_accountant(accountant)
+    if prior and epsilon_of_history(prior, budget.delta, accountant) >= budget.epsilon:
+        raise BudgetError(f"the mechanisms before DP-SGD already spend epsilon="
+                          f"{budget.epsilon} at delta={budget.delta}: raise the budget")
+    return _smallest_sigma(
+        lambda s: epsilon_of_history(list(prior) + [(s, sampling_rate, steps)], budget.delta,
+                                     accountant),
+        budget.epsilon, f"{steps} DP-SGD steps at sampling rate {sampling_rate:.4g}")

@@ -14,7 +14,8 @@ from synth.privacy import epsilon_of
 from tests.conftest import ROOT
 
 ADULT_SCHEMA = str(ROOT / "schemas" / "adult.yaml")
-FAST = ["--epochs", "1", "--batch-size", "200", "--rows", "500"]
+# the DP-SGD path at its smallest (the default synthesizer is tested in test_flow.py)
+FAST = ["--synthesizer", "dp-vae", "--epochs", "1", "--batch-size", "200", "--rows", "500"]
 
 TINY_SCHEMA = """\
 name: tiny
@@ -53,6 +54,15 @@ def test_synth_run_publishes_a_validated_release(adult_sample, tmp_path, capsys)
     code, _, err = run(["run", "--input", str(adult_sample), "--schema", ADULT_SCHEMA,
                         "--epsilon", "1", "--out", str(out), "-q", *FAST], capsys)
     assert code == EXIT_BAD_INPUT and "--overwrite" in err
+
+
+def test_a_setting_the_synthesizer_lacks_is_refused_before_reading(tmp_path, capsys):
+    code, _, err = run(["run", "--input", str(tmp_path / "missing.csv"), "--schema",
+                        ADULT_SCHEMA, "--epsilon", "1", "--out", str(tmp_path / "o"),
+                        "--epochs", "3"], capsys)
+    assert code == EXIT_BAD_INPUT
+    assert err.count("\n") == 1 and "--epochs does not apply to synthesizer dp-marginals" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_schema_draft_and_check(tmp_path, capsys):

@@ -7,11 +7,12 @@ import duckdb
 import pandas as pd
 import pytest
 
+from synth.privacy import zcdp_epsilon
 from tests.conftest import ROOT
 
 REQUIRED_METADATA = {"data_set", "schema_version", "schema_fingerprint", "synthesizer",
-                     "synthesizer_params", "epsilon", "delta", "accountant",
-                     "noise_multiplier", "sampling_rate", "steps", "rows", "created",
+                     "synthesizer_params", "epsilon", "delta", "accountant", "mechanism",
+                     "rows", "created",
                      "code_version", "validation"}
 
 
@@ -40,7 +41,7 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
 
     out = tmp_path / "adult"
     config = RunConfig(input=str(adult_sample), schema_file=str(ROOT / "schemas" / "adult.yaml"),
-                       out=str(out), epsilon=1.0, rows=800, epochs=2, batch_size=200)
+                       out=str(out), epsilon=1.0, rows=800)  # the default synthesizer
     result = release(config)
 
     # the flow returns where the release is and what it claims, never rows
@@ -64,7 +65,10 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
         f"select key, value from parquet_kv_metadata('{data}')").fetchall()}
     assert REQUIRED_METADATA <= set(kv)
     assert float(kv["epsilon"]) == report["epsilon"] and kv["rows"] == "800"
-    assert kv["accountant"] == "prv" and int(kv["steps"]) == report["steps"]
+    assert kv["synthesizer"] == "dp-marginals" and kv["accountant"] == "zcdp"
+    # the stated epsilon is the zCDP total of OpenDP's own privacy maps, converted
+    rho = sum(m["rho"] for m in report["measurements"])
+    assert report["epsilon"] == pytest.approx(zcdp_epsilon(rho, 1e-9))
     assert kv["validation"].startswith("passed")
 
 
