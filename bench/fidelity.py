@@ -303,8 +303,16 @@ def run_dp(bench: Bench, name: str, eps: float, seed: int, params: dict) -> dict
     return {"synthesizer": name, "kind": "dp", "epsilon": eps, "delta": DELTA, "seed": seed,
             "params": _jsonable(model.get_params()),
             "epsilon_spent": None if spent is None else float(spent),
-            "privacy": _jsonable(privacy.to_dict()) if hasattr(privacy, "to_dict") else None,
-            **result}
+            "privacy": _privacy_summary(privacy), **result}
+
+
+def _privacy_summary(privacy) -> dict | None:
+    """The privacy report without its per-measurement list (kept short: counted instead)."""
+    if not hasattr(privacy, "to_dict"):
+        return None
+    out = privacy.to_dict()
+    out["measurements"] = len(out.get("measurements", ()))
+    return _jsonable(out)
 
 
 @contextlib.contextmanager

@@ -32,10 +32,12 @@ class Synthesizer(Protocol):
 
 
 def _registry() -> dict[str, type]:
+    from synth.gan import DPCTGAN
     from synth.marginals import DPIndependent, DPMarginals
     from synth.vae import DPVAE
 
-    return {"dp-marginals": DPMarginals, "dp-independent": DPIndependent, "dp-vae": DPVAE}
+    return {"dp-marginals": DPMarginals, "dp-independent": DPIndependent, "dp-vae": DPVAE,
+            "dp-ctgan": DPCTGAN}
 
 
 def synthesizer_names() -> list[str]:

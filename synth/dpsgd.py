@@ -123,9 +123,10 @@ class DPStep:
 
     @contextmanager
     def public_forward(self) -> Iterator[None]:
-        """Forward passes inside the block are not recorded for clipping: for losses that
-        read no private rows but go through the module (a GAN generator's step through the
-        DP discriminator). Their gradients are the caller's business, not DP-SGD's."""
+        """A forward pass inside the block (one per block) is dropped from the clipper's
+        records on exit: for losses that read no private rows but go through the module (a
+        GAN generator's step through the DP discriminator). Their gradients are the
+        caller's business, not DP-SGD's."""
         try:
             yield
         finally:

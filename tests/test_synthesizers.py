@@ -13,6 +13,8 @@ from tests.conftest import ROOT
 
 # Small settings per synthesizer, so the contract runs fast; a name missing here runs its defaults.
 SMALL_PARAMS = {
+    "dp-ctgan": {"epochs": 2, "batch_size": 200, "hidden": 32, "latent_dim": 8,
+                 "discriminator_hidden": 32},
     "dp-marginals": {"rounds_per_column": 2, "components": 64, "iterations": 10},
     "dp-vae": {"epochs": 2, "batch_size": 200, "hidden": 32, "latent_dim": 8},
 }
