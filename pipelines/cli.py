@@ -23,6 +23,7 @@ EPILOG = """examples:
   synth schema draft data.csv > schemas/mydata.yaml      # then review it by hand
   synth schema check schemas/mydata.yaml
   synth run --input data.csv --schema schemas/mydata.yaml --epsilon 1 --out releases/mydata
+  synth budget                                            # what each data set has spent
 """
 
 
@@ -47,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     draft.add_argument("--name", help="data set name (default: the file name)")
     check = schema.add_parser("check", help="parse a schema and report any contradiction")
     check.add_argument("schema_file", metavar="SCHEMA")
+    budget = sub.add_parser("budget", help="show the privacy budget ledger: what each data "
+                            "set's releases have spent",
+                            description="Every run reserves its (epsilon, delta) in the ledger "
+                            "before reading data; a data set's releases add up (basic "
+                            "composition) against the total its schema declares.")
+    budget.add_argument("--ledger", metavar="DB", help="ledger database (default: "
+                        "$SYNTH_HOME/ledger.db, else ~/.dp-synth/ledger.db)")
     return parser
 
 
@@ -64,7 +72,7 @@ def _progress(enabled: bool) -> Iterator:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    with Progress(TextColumn("DP-SGD training"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("DP training"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task("train", total=None)
 
@@ -89,6 +97,30 @@ def _run(args: argparse.Namespace) -> int:
            f"{len(r.get('measurements', []))} private measurements")
     print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "
           f"accountant, {how}); {r['synthesizer']}, {r['rows_released']:,} rows")
+    return 0
+
+
+def _budget(args: argparse.Namespace) -> int:
+    from pipelines.ledger import COUNTED, Ledger
+
+    ledger = Ledger(args.ledger)
+    entries = ledger.history() if ledger.path.exists() else []
+    if not entries:
+        print(f"{ledger.path}: no runs recorded")
+        return 0
+    print(f"ledger: {ledger.path}")
+    print(f"{'id':>4}  {'created':25}  {'data set':12}  {'source sha256':14}  {'state':9}  "
+          f"{'epsilon':>8}  {'delta':>8}  synthesizer     release")
+    for e in entries:
+        print(f"{e['id']:>4}  {e['created']:25}  {e['name'][:12]:12}  {e['data_set'][:12]}..  "
+              f"{e['state']:9}  {e['epsilon']:>8.4g}  {e['delta']:>8.2g}  "
+              f"{e['synthesizer']:15} {e['release']}")
+    print("spent per data set (every state but cancelled counts):")
+    for data_set in dict.fromkeys(e["data_set"] for e in entries):
+        rows = [e for e in entries if e["data_set"] == data_set and e["state"] in COUNTED]
+        print(f"  {entries[[e['data_set'] for e in entries].index(data_set)]['name']} "
+              f"({data_set[:12]}..): epsilon {sum(e['epsilon'] for e in rows):.4g}, "
+              f"delta {sum(e['delta'] for e in rows):.3g} over {len(rows)} run(s)")
     return 0
 
 
@@ -130,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(args)
+    if args.command == "budget":
+        return _budget(args)
     if args.schema_command == "draft":
         from pipelines.draft import draft_schema
 

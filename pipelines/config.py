@@ -56,6 +56,8 @@ class RunConfig(BaseModel):
     map_unknown: bool = Field(False, description="Map undeclared categories to the column's "
                               "declared catch_all instead of rejecting")
     overwrite: bool = Field(False, description="Replace an existing release at `out`")
+    ledger: str | None = Field(None, description="Privacy budget ledger database (default: "
+                               "$SYNTH_HOME/ledger.db, else ~/.dp-synth/ledger.db)")
 
     def synthesizer_params(self) -> dict:
         """The settings given for the chosen synthesizer; the rest keep its defaults.
@@ -100,6 +102,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                             help=fields[name].description)
     parser.add_argument("--accountant", choices=["prv", "rdp"], default=None,
                         help=fields["accountant"].description)
+    parser.add_argument("--ledger", default=None, metavar="DB",
+                        help=fields["ledger"].description)
     parser.add_argument("--noise-seed", type=int, default=None,
                         help=fields["noise_seed"].description)
     for name in ("secure_noise", "clip", "map_unknown", "overwrite"):

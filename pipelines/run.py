@@ -1,6 +1,6 @@
 """One release, step by step: the recipe ``synth run`` follows and the Prefect flow mirrors.
 
-prepare (public checks only) -> ingest (private) -> train (DP) -> sample -> validate -> publish
+prepare (public checks; budget reserved in the ledger) -> ingest (private) -> train (DP) -> sample -> validate -> publish
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipelines.config import RunConfig
 from pipelines.ingest import DataError, Ingested, ingest
+from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.publish import Release, publish
 from pipelines.report import now, privacy_report, release_metadata
 from pipelines.train import sample, train
@@ -41,6 +42,8 @@ class Plan:
     schema: Schema
     budget: PrivacyBudget
     out: Path
+    ledger: Ledger
+    entry: int  # this run's reservation in the ledger
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,12 @@ class ReleaseResult:
 
 
 def prepare(config: RunConfig) -> Plan:
-    """Parses the schema, checks the budget and the output location.
+    """Parses the schema, checks the budget and the output location, and reserves the run's
+    (epsilon, delta) in the budget ledger. Nothing private is read, beyond hashing the input
+    file to know which data set it is.
 
     Raises:
-        SchemaError, BudgetError, DataError: with a one-line message.
+        SchemaError, BudgetError (BudgetExceeded among them), DataError: one-line messages.
     """
     schema = load_schema(config.schema_file)
     budget = PrivacyBudget(config.epsilon, config.delta)
@@ -65,13 +70,28 @@ def prepare(config: RunConfig) -> Plan:
     out = Path(config.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
         raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
-    return Plan(config=config, schema=schema, budget=budget, out=out)
+    source = Path(config.input)
+    if not source.is_file():
+        raise DataError(f"{source}: cannot read input: no such file")
+    try:
+        data_set = source_fingerprint(source)
+    except OSError as exc:
+        raise DataError(f"{source}: cannot read input: {exc.strerror or exc}") from None
+    ledger = Ledger(config.ledger)
+    entry = ledger.reserve(data_set, schema.name, str(source), str(out), config.synthesizer,
+                           budget.epsilon, budget.delta, schema.budget)
+    return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
+                entry=entry)
 
 
 def load(plan: Plan) -> Ingested:
     """Reads and coerces the private input (the only read of private data)."""
     cfg = plan.config
-    data = ingest(cfg.input, plan.schema, clip=cfg.clip, map_unknown=cfg.map_unknown)
+    try:
+        data = ingest(cfg.input, plan.schema, clip=cfg.clip, map_unknown=cfg.map_unknown)
+    except BaseException:
+        plan.ledger.cancel(plan.entry)  # no DP step ran: the reservation is freed
+        raise
     for column, count in data.report.clipped.items():
         log.warning("clipped %d value(s) of column '%s' to its declared bounds", count, column)
     for column, count in data.report.mapped_to_catch_all.items():
@@ -82,8 +102,13 @@ def load(plan: Plan) -> Ingested:
 
 def fit(plan: Plan, data: pd.DataFrame,
         progress: Callable[[int, int], None] | None = None) -> Synthesizer:
-    return train(data, plan.schema, plan.budget, plan.config.synthesizer,
-                 plan.config.synthesizer_params(), progress=progress)
+    """Trains under the plan's budget. The ledger entry counts in full from the first DP step
+    (even if training then fails) and records what the accountant reports at the end."""
+    plan.ledger.start(plan.entry)
+    model = train(data, plan.schema, plan.budget, plan.config.synthesizer,
+                  plan.config.synthesizer_params(), progress=progress)
+    plan.ledger.commit(plan.entry, model.privacy_.epsilon, model.privacy_.delta)
+    return model
 
 
 def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:

@@ -120,6 +120,7 @@ class Schema:
     license: str = ""
     missing_values: tuple[str, ...] = DEFAULT_MISSING
     csv: CsvFormat = field(default_factory=CsvFormat)
+    budget: tuple[float, float] | None = None  # total (epsilon, delta) over all its releases
     path: str | None = None  # where it was loaded from, for error messages
 
     @property
@@ -152,6 +153,8 @@ class Schema:
             out["csv"] = {"header": self.csv.header, "delimiter": self.csv.delimiter}
             if self.csv.comment is not None:
                 out["csv"]["comment"] = self.csv.comment
+        if self.budget is not None:
+            out["budget"] = {"epsilon": self.budget[0], "delta": self.budget[1]}
         out["columns"] = [c.to_dict() for c in self.columns]
         return out
 
@@ -295,7 +298,7 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
     for dupe in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
         problems.append(f"duplicate column name '{dupe}'")
     known = {"name", "version", "description", "source", "license", "missing_values", "csv",
-             "columns"}
+             "budget", "columns"}
     for key in sorted(set(map(str, raw)) - known):
         problems.append(f"unknown key '{key}' (known: {', '.join(sorted(known))})")
     if sum(c.role == "target" for c in columns) > 1:
@@ -308,14 +311,28 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
     if not isinstance(csv_raw, dict) or set(csv_raw) - {"header", "delimiter", "comment"}:
         problems.append("'csv' may only set header, delimiter and comment")
         csv_raw = {}
+    budget = _parse_budget(raw.get("budget"), problems)
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))
     return Schema(
         name=name, version=str(raw.get("version", "1")), columns=tuple(columns),
         description=str(raw.get("description", "")), source=str(raw.get("source", "")),
         license=str(raw.get("license", "")), missing_values=tuple(str(m) for m in missing),
-        csv=CsvFormat(**csv_raw), path=path,
+        csv=CsvFormat(**csv_raw), budget=budget, path=path,
     )
+
+
+def _parse_budget(raw: Any, problems: list[str]) -> tuple[float, float] | None:
+    """The data set's total budget: ``budget: {epsilon: 3, delta: 1e-6}``."""
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and set(raw) == {"epsilon", "delta"} and all(
+        isinstance(raw[k], (int, float)) and not isinstance(raw[k], bool) for k in raw)
+    if not ok or not (0 < raw["epsilon"] < float("inf") and 0 < raw["delta"] < 1):
+        problems.append("'budget' must be {epsilon: a positive number, delta: a number "
+                        "between 0 and 1}")
+        return None
+    return float(raw["epsilon"]), float(raw["delta"])
 
 
 def load_schema(path: str | Path) -> Schema:

@@ -68,15 +68,16 @@ def _frequencies(counts: np.ndarray) -> np.ndarray:
 class _Residual(nn.Module):
     def __init__(self, d_in: int, d_out: int):
         super().__init__()
-        self.fc, self.bn = nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out)
+        self.fc, self.norm = nn.Linear(d_in, d_out), nn.LayerNorm(d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.relu(self.bn(self.fc(x))), x], dim=1)
+        return torch.cat([F.relu(self.norm(self.fc(x))), x], dim=1)
 
 
 class _Generator(nn.Module):
-    """(latent noise, conditional vector) -> logits of every block: CTGAN's residual MLP.
-    BatchNorm is fine here, as G never sees a real row."""
+    """(latent noise, conditional vector) -> logits of every block: CTGAN's residual MLP,
+    with LayerNorm where CTGAN has BatchNorm: each fake row must not depend on how many rows
+    were generated beside it, since D's batch (one fake per real record) has a private size."""
 
     def __init__(self, latent_dim: int, cond_width: int, hidden: int, width: int):
         super().__init__()
@@ -167,7 +168,9 @@ def noisy_counts(codes: np.ndarray, sizes: list[int], std: float, generator: tor
         exact = np.bincount(codes[:, i], minlength=size).astype("float64")
         noise = (secure_normal((size,), std, device) if secure
                  else torch.normal(0.0, std, (size,), generator=generator, device=device))
-        out.append(exact + noise.double().cpu().numpy())
+        # rounded: an integer count plus float noise would leak the count through the
+        # float's representation; count + round(noise) reveals nothing beyond the noise
+        out.append(np.rint(exact + noise.double().cpu().numpy()))
     return out
 
 
@@ -277,8 +280,9 @@ class DPCTGAN:
         std = hist_sigma * math.sqrt(d)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         codes = self.encoder_.encode(data)  # (N, columns)
+        # a one-shot release: its noise comes from the OS CSPRNG unless a test fixed the seed
         self.noisy_counts_ = noisy_counts(codes, self.encoder_.sizes, std, generator,
-                                          self.secure_noise)
+                                          self.secure_noise or self.noise_seed is None)
         history = [(hist_sigma, 1.0, 1)]
         # post-processing: counts below NOISE_FLOOR stds are read as zero, else the many
         # empty bins of a fine histogram would keep noise mass
@@ -380,9 +384,9 @@ class DPCTGAN:
             # conditions are distributed, so D cannot tell them apart by the condition.
             real = torch.cat([_one_hot(real_codes, offsets, width),
                               conditions.of_rows(real_codes, generator)], dim=1)
-            with torch.no_grad():  # (at least 2 rows for G's BatchNorm)
-                rows, cond, *_ = self._fake(max(2, len(real_codes)), generator)
-            fake = torch.cat([rows, cond], dim=1)[:len(real_codes)]
+            with torch.no_grad():
+                rows, cond, *_ = self._fake(len(real_codes), generator)
+            fake = torch.cat([rows, cond], dim=1)
             logits = D(torch.stack([real, fake], dim=1))  # (batch, 2)
             return F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1])  # (batch,)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -180,6 +179,9 @@ class DPMarginals:
             reproducible tests only, never for a release.
     """
 
+    mechanism = ("AIM-style adaptive marginals (OpenDP discrete Gaussian measurements, "
+                 "report-noisy-max selection), composed in zCDP")
+
     def __init__(self, degree: int = 3, rounds_per_column: int = 16,
                  one_way_share: float = 0.2, selection_share: float = 0.1,
                  max_cells: int = 20_000, max_bins: int = 20,
@@ -211,8 +213,9 @@ class DPMarginals:
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPMarginals":
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
-        if not 0 < self.one_way_share <= 1 or not 0 < self.selection_share < 1:
-            raise ValueError("one_way_share must lie in (0, 1] and selection_share in (0, 1)")
+        if self.rounds_per_column and not (0 < self.one_way_share < 1
+                                           and 0 < self.selection_share < 1):
+            raise ValueError("one_way_share and selection_share must lie in (0, 1)")
         device = self._device()
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         sizes = self.encoder_.sizes
@@ -270,9 +273,7 @@ class DPMarginals:
         self.model_.fit(measurements, total, 10 * self.iterations, self.lr)
         self.privacy_ = PrivacyReport(
             epsilon=zcdp_epsilon(mech.rho_spent, budget.delta), delta=budget.delta,
-            target_epsilon=budget.epsilon, accountant="zcdp",
-            mechanism=("AIM-style adaptive marginals (OpenDP discrete Gaussian measurements, "
-                       "report-noisy-max selection), composed in zCDP"),
+            target_epsilon=budget.epsilon, accountant="zcdp", mechanism=self.mechanism,
             measurements=tuple(mech.log))
         self.rho_spent_ = mech.rho_spent
         self.epsilon_spent_ = self.privacy_.epsilon
@@ -311,6 +312,8 @@ class DPIndependent(DPMarginals):
         seed: seeds the model's initialisation.
         noise_seed: as for ``DPMarginals``: None for OpenDP's secure samplers.
     """
+
+    mechanism = "every 1-way marginal measured once (OpenDP discrete Gaussian), composed in zCDP"
 
     def __init__(self, max_bins: int = 20, device: str = "auto", seed: int = 0,
                  noise_seed: int | None = None):

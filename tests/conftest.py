@@ -1,6 +1,7 @@
 """Shared test fixtures: paths to the real data sets and small samples of them."""
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 DEMO_ADULT = ROOT / "data" / "adult" / "adult.data.gz"  # ships with the repo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ledger_home(tmp_path_factory) -> Path:
+    """Every run the tests make is recorded in a throwaway budget ledger, never the user's."""
+    home = tmp_path_factory.mktemp("synth-home")
+    old = os.environ.get("SYNTH_HOME")
+    os.environ["SYNTH_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("SYNTH_HOME", None)
+    else:
+        os.environ["SYNTH_HOME"] = old
 
 
 def shared(relative: str) -> Path:

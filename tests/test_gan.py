@@ -83,7 +83,16 @@ def test_only_the_discriminator_is_trained_by_dp_sgd(fitted):
     supported_layers(fitted.discriminator_)  # Linear layers only: clipped exactly
     kinds = {type(m) for m in fitted.discriminator_.modules()}
     assert torch.nn.BatchNorm1d not in kinds
-    assert torch.nn.BatchNorm1d in {type(m) for m in fitted.generator_.modules()}
+    G = fitted.generator_
+    # no BatchNorm in G: D's per-record loss pairs one fake row with each real record and the
+    # batch size is private, so a fake row must not depend on how many others were drawn
+    assert torch.nn.BatchNorm1d not in {type(m) for m in G.modules()}
+    G.train()
+    inputs = torch.randn(40, G.body[0].fc.in_features, generator=torch.Generator().manual_seed(0))
+    z, cond = inputs[:, :fitted.latent_dim], inputs[:, fitted.latent_dim:]
+    with torch.no_grad():
+        torch.testing.assert_close(G(z, cond)[:3], G(z[:3], cond[:3]))
+    G.eval()
 
 
 def _generator_after_fit(frame, schema, frozen_discriminator: bool, monkeypatch):
