@@ -77,6 +77,12 @@ from synth.privacy import PrivacyBudget
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "adult"
+BUNDLED = ROOT / "data" / "adult"  # the same files, gzipped, shipped with the repository
+
+
+def adult_file(name: str) -> Path:
+    """``adult.data`` / ``adult.test`` from ../shared/datasets, else the bundled copy."""
+    return DATA / name if (DATA / name).exists() else BUNDLED / f"{name}.gz"
 RESULTS = ROOT / "bench" / "results" / "fidelity.json"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- fidelity:begin -->", "<!-- fidelity:end -->"
@@ -530,8 +536,8 @@ def main() -> int:
         parser.error(f"unknown synthesizer(s) {', '.join(unknown)}; registered: "
                      f"{', '.join(synthesizer_names())}")
     schema = load_schema(ROOT / "schemas" / "adult.yaml")
-    train = ingest(DATA / "adult.data", schema).frame
-    test = ingest(DATA / "adult.test", schema).frame
+    train = ingest(adult_file("adult.data"), schema).frame
+    test = ingest(adult_file("adult.test"), schema).frame
     ctgan_epochs = args.ctgan_epochs or gan_epochs()
     params = {name: {} for name in names}
     if args.small:

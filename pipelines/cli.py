@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,9 @@ from contextlib import contextmanager
 from pydantic import ValidationError
 
 from pipelines.config import add_run_arguments, config_from_args
+
+# Idle OpenMP threads sleep rather than spin (see flows/__init__.py); before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3

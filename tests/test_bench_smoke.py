@@ -18,9 +18,7 @@ def test_dp_step_benchmark_runs_small():
 def test_fidelity_benchmark_runs_small():
     """Every registered synthesizer and both baselines through every metric on 2,000 rows."""
     from synth.base import synthesizer_names
-    from tests.conftest import shared
 
-    shared("adult/adult.test")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "fidelity.py"), "--small"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
