@@ -1,6 +1,7 @@
 """One release, step by step: the recipe ``synth run`` follows and the Prefect flow mirrors.
 
-prepare (public checks; budget reserved in the ledger) -> ingest (private) -> train (DP) -> sample -> validate -> publish
+prepare (public checks; budget reserved in the ledger) -> ingest (private) -> train (DP)
+  -> sample -> validate -> publish
 """
 
 from __future__ import annotations

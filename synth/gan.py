@@ -33,7 +33,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from schemas import Schema
-from synth.base import NotFittedError
 from synth.dpsgd import DPSGDConfig, DPStep, plan, poisson_mask, secure_normal
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import (
@@ -43,6 +42,7 @@ from synth.privacy import (
     epsilon_of_history,
     gaussian_noise_multiplier,
 )
+from synth.sampling import check_request, chunks, draw, resolve_device
 
 DISCRETE_KINDS = ("categorical", "boolean")  # the columns conditional vectors pick from
 EMA_DECAY = 0.98  # G's weights are averaged over its last ~50 steps: DP noise makes G jitter
@@ -253,17 +253,12 @@ class DPCTGAN:
             "marginal_weight", "log_frequency", "tau", "max_bins", "accountant", "device",
             "seed", "noise_seed", "secure_noise")}
 
-    def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> DPCTGAN:
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
         if not 0 < self.histogram_share < 1:
             raise ValueError(f"histogram_share must lie in (0, 1), got {self.histogram_share}")
-        device = self._device()
+        device = resolve_device(self.device)
         n, d = len(data), len(schema.columns)
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
@@ -422,20 +417,14 @@ class DPCTGAN:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
         """n synthetic rows with the schema's dtypes; the same seed gives the same rows."""
-        if not hasattr(self, "privacy_"):
-            raise NotFittedError("DPCTGAN.sample called before fit")
-        if n < 1:
-            raise ValueError(f"the number of rows to sample must be positive, got {n}")
+        check_request(self, n)
         device = next(self.generator_.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
-        chunks = []
-        for start in range(0, n, 65_536):
-            m = min(65_536, n - start)
+        codes = []
+        for m in chunks(n):
             cond, _ = self.conditions_.sample(m, generator)  # by frequency, as in the data
             z = torch.randn(m, self.latent_dim, generator=generator, device=device)
             logits = self.generator_(z, cond)
-            chunks.append(torch.stack(
-                [torch.multinomial(F.softmax(block, dim=1), 1, generator=generator)[:, 0]
-                 for block in logits.split(self.encoder_.sizes, dim=1)], dim=1))
-        codes = torch.cat(chunks).cpu().numpy()
-        return self.encoder_.decode(codes, np.random.default_rng(seed))
+            codes.append(draw((F.softmax(b, dim=1) for b in logits.split(self.encoder_.sizes,
+                                                                          dim=1)), generator))
+        return self.encoder_.decode(torch.cat(codes).cpu().numpy(), np.random.default_rng(seed))

@@ -32,9 +32,9 @@ import torch
 from torch.nn import functional as F
 
 from schemas import Schema
-from synth.base import NotFittedError
 from synth.encoding import TableEncoder
 from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
+from synth.sampling import check_request, chunks, draw, resolve_device
 
 Clique = tuple[int, ...]
 
@@ -146,13 +146,12 @@ class _MixtureModel:
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> np.ndarray:
         probs = self.probs()
-        chunks = []
-        for start in range(0, n, 65_536):  # bounded memory for any n
-            pick = torch.randint(len(self.logits), (min(65_536, n - start),),
-                                 generator=generator, device=self.logits.device)
-            chunks.append(torch.stack([torch.multinomial(p[pick], 1, generator=generator)[:, 0]
-                                       for p in probs], dim=1))
-        return torch.cat(chunks).cpu().numpy()
+        codes = []
+        for m in chunks(n):
+            pick = torch.randint(len(self.logits), (m,), generator=generator,
+                                 device=self.logits.device)  # a mixture component per row
+            codes.append(draw((p[pick] for p in probs), generator))
+        return torch.cat(codes).cpu().numpy()
 
 
 class DPMarginals:
@@ -205,18 +204,13 @@ class DPMarginals:
             "degree", "rounds_per_column", "one_way_share", "selection_share", "max_cells",
             "max_bins", "components", "iterations", "lr", "device", "seed", "noise_seed")}
 
-    def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPMarginals":
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
         if self.rounds_per_column and not (0 < self.one_way_share < 1
                                            and 0 < self.selection_share < 1):
             raise ValueError("one_way_share and selection_share must lie in (0, 1)")
-        device = self._device()
+        device = resolve_device(self.device)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         sizes = self.encoder_.sizes
         mech = _Mechanisms(self.encoder_.encode(data), sizes, self.noise_seed)
@@ -267,8 +261,9 @@ class DPMarginals:
             total = self._total(measurements, sizes)
             self.model_.fit(measurements, total, self.iterations, self.lr)
             after = self.model_.marginal([p.detach() for p in self.model_.probs()], chosen).cpu()
-            if total * (after - before).abs().sum() <= math.sqrt(2 / math.pi) * sigma * cells[chosen]:
-                sigma, epsilon = sigma / 2, epsilon * 2
+            moved = total * float((after - before).abs().sum())
+            if moved <= math.sqrt(2 / math.pi) * sigma * cells[chosen]:  # within the noise:
+                sigma, epsilon = sigma / 2, epsilon * 2  # measure more precisely from now on
             tick()
         self.model_.fit(measurements, total, 10 * self.iterations, self.lr)
         self.privacy_ = PrivacyReport(
@@ -293,10 +288,7 @@ class DPMarginals:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
         """n synthetic rows with the schema's dtypes; the same seed gives the same rows."""
-        if not hasattr(self, "privacy_"):
-            raise NotFittedError(f"{type(self).__name__}.sample called before fit")
-        if n < 1:
-            raise ValueError(f"the number of rows to sample must be positive, got {n}")
+        check_request(self, n)
         generator = torch.Generator(device=self.model_.logits.device).manual_seed(seed)
         codes = self.model_.sample(n, generator)
         return self.encoder_.decode(codes, np.random.default_rng(seed))

@@ -19,10 +19,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from schemas import Schema
-from synth.base import NotFittedError
 from synth.dpsgd import DPSGDConfig, train_dp
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import PrivacyBudget
+from synth.sampling import check_request, chunks, draw, resolve_device
 
 
 class _VAE(nn.Module):
@@ -108,15 +108,10 @@ class DPVAE:
                                               "accountant", "device", "seed",
                                               "noise_seed", "secure_noise")}
 
-    def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPVAE":
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
-        device = self._device()
+        device = resolve_device(self.device)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         codes = torch.as_tensor(self.encoder_.encode(data), device=device)  # (N, columns)
         with torch.random.fork_rng(devices=[]):
@@ -134,19 +129,13 @@ class DPVAE:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
         """n synthetic rows with the schema's dtypes; the same seed gives the same rows."""
-        if not hasattr(self, "privacy_"):
-            raise NotFittedError("DPVAE.sample called before fit")
-        if n < 1:
-            raise ValueError(f"the number of rows to sample must be positive, got {n}")
+        check_request(self, n)
         device = next(self.model_.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
-        chunks = []
-        for start in range(0, n, 65_536):
-            m = min(65_536, n - start)
+        codes = []
+        for m in chunks(n):
             z = torch.randn(m, self.latent_dim, generator=generator, device=device)
             logits = self.model_.decoder(z)
-            chunks.append(torch.stack(
-                [torch.multinomial(F.softmax(block, dim=1), 1, generator=generator)[:, 0]
-                 for block in logits.split(self.model_.sizes, dim=1)], dim=1))
-        codes = torch.cat(chunks).cpu().numpy()
-        return self.encoder_.decode(codes, np.random.default_rng(seed))
+            codes.append(draw((F.softmax(b, dim=1) for b in logits.split(self.model_.sizes, dim=1)),
+                              generator))
+        return self.encoder_.decode(torch.cat(codes).cpu().numpy(), np.random.default_rng(seed))
