@@ -91,8 +91,8 @@ def _noise(params: dict[str, Any], fixed: bool, dpsgd: bool) -> str:
     if dpsgd:
         return "torch's Gaussian generator, seeded afresh from the operating system's entropy " \
                "for this run"
-    return "OpenDP's exact samplers (discrete Gaussian, Gumbel), fed by the operating " \
-           "system's cryptographically secure generator, afresh for this run"
+    return "OpenDP's exact samplers (discrete Gaussian, Gumbel), fed by a cryptographically " \
+           "secure generator: nothing to regenerate the noise from"
 
 
 def release_metadata(report: dict[str, Any], validation: str) -> dict[str, str]:

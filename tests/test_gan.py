@@ -77,6 +77,8 @@ def test_histogram_noise_is_added_at_the_stated_scale(adult, fitted):
     assert 0.85 < z.std() < 1.15  # noise of the stated std, not a fraction of it
     other = DPCTGAN(**dict(TINY, noise_seed=6)).fit(frame, schema, PrivacyBudget(1.0, 1e-9))
     assert not np.allclose(other.noisy_counts_[0], fitted.noisy_counts_[0])
+    # rounded: a float sum of integer count and noise would leak the count in its low bits
+    assert all(np.array_equal(c, np.rint(c)) for c in fitted.noisy_counts_)
 
 
 def test_only_the_discriminator_is_trained_by_dp_sgd(fitted):
