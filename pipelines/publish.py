@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,12 +133,14 @@ def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], ou
             overwrite: bool = False) -> Release:
     """Writes a release directory atomically: complete, or absent.
 
-    Everything is written into ``.<name>.staging-<uuid>`` beside ``out_dir``, each file and
-    the directory are fsynced, the directory is renamed to ``out_dir`` and the parent is
-    fsynced. Any failure removes the staging directory; a crash (SIGKILL, power loss) can
-    leave only that hidden directory behind, never a partial ``out_dir``. With ``overwrite``
-    the old release is renamed aside (``.<name>.old-<uuid>``), the new one renamed in, then
-    the old one deleted: between the two renames ``out_dir`` is briefly absent, never partial.
+    Everything is written into ``.<name>.staging-<host>-<pid>-<uuid>`` beside ``out_dir``,
+    each file and the directory are fsynced, the directory is renamed to ``out_dir`` and the
+    parent is fsynced. Any failure removes the staging directory; a crash (SIGKILL, power
+    loss) can leave only that hidden directory behind, never a partial ``out_dir``, and the
+    next publish to the same place sweeps it (``sweep_leftovers``). With ``overwrite`` the old
+    release is renamed aside (``.<name>.old-<host>-<pid>-<uuid>``), the new one renamed in,
+    then the old one deleted: between the two renames ``out_dir`` is briefly absent, never
+    partial.
 
     Args:
         frame: the synthetic rows (never real ones).
@@ -165,7 +168,8 @@ def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], ou
         raise PublishError(f"{out_dir} already holds a release: choose another directory or "
                            "pass overwrite=True to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.staging-{uuid.uuid4().hex}")
+    sweep_leftovers(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
     try:
         staging.mkdir()
         with open(staging / DATA_FILE, "wb") as f:
@@ -181,6 +185,37 @@ def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], ou
         raise
     return Release(path=out_dir, data=out_dir / DATA_FILE,
                    files=(DATA_FILE, *extra_files))
+
+
+def _owner() -> str:
+    """Who writes a hidden staging or old directory: host and process id."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_leftovers(out_dir: Path) -> list[Path]:
+    """Removes the hidden staging and old directories of ``out_dir`` that a killed writer
+    left behind: those written on this host by a process that no longer runs. A live
+    writer's, or another host's, are left alone. Returns what was removed."""
+    host = socket.gethostname().replace("-", "_")
+    removed = []
+    for kind in ("staging", "old"):
+        for path in out_dir.parent.glob(f".{out_dir.name}.{kind}-*"):
+            parts = path.name[len(f".{out_dir.name}.{kind}-"):].split("-")
+            if (len(parts) == 3 and parts[0] == host and parts[1].isdigit()
+                    and not _alive(int(parts[1]))):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def _occupied(path: Path) -> bool:
@@ -205,7 +240,7 @@ def _fsync_dir(path: Path) -> None:
 def _swap_in(staging: Path, out_dir: Path, overwrite: bool) -> None:
     old = None
     if overwrite and _occupied(out_dir):
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
+        old = out_dir.with_name(f".{out_dir.name}.old-{_owner()}-{uuid.uuid4().hex}")
         os.rename(out_dir, old)
     try:
         os.rename(staging, out_dir)  # atomic; replaces an empty out_dir, fails on a full one

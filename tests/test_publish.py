@@ -269,3 +269,25 @@ def test_sigkill_mid_publish_never_exposes_a_partial_release(tmp_path, small, ov
     else:
         assert not out.exists()
     assert publish(small, SMALL, META, out, overwrite=True).data.exists()  # recovery works
+    assert os.listdir(out.parent) == ["adult"]  # and sweeps what the killed writer left
+
+
+def test_sweep_keeps_what_a_live_writer_or_another_host_is_writing(tmp_path):
+    import socket
+
+    from pipelines.publish import sweep_leftovers
+
+    host = socket.gethostname().replace("-", "_")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {"dead": f".rel.staging-{host}-{dead.pid}-abc",
+             "dead_old": f".rel.old-{host}-{dead.pid}-abc",
+             "live": f".rel.staging-{host}-{os.getpid()}-abc",
+             "other_host": f".rel.staging-elsewhere-{dead.pid}-abc",
+             "unrelated": ".rel2.staging-x"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+    removed = sweep_leftovers(tmp_path / "rel")
+    assert sorted(p.name for p in removed) == sorted([names["dead"], names["dead_old"]])
+    assert sorted(os.listdir(tmp_path)) == sorted([names["live"], names["other_host"],
+                                                   names["unrelated"]])
