@@ -7,6 +7,7 @@ Synthesizers follow scikit-learn's estimator contract: ``__init__`` only stores 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,6 +19,15 @@ from synth.privacy import PrivacyBudget, PrivacyReport
 
 class NotFittedError(RuntimeError):
     """``sample`` was called before ``fit``."""
+
+
+class Params:
+    """scikit-learn's ``get_params``: the ``__init__`` arguments, read back from the
+    attributes of the same name that ``__init__`` stores."""
+
+    def get_params(self) -> dict[str, Any]:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names}
 
 
 class Synthesizer(Protocol):

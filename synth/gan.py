@@ -24,7 +24,6 @@ import math
 import secrets
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +33,7 @@ from torch.nn import functional as F
 
 from schemas import Schema
 from synth.dpsgd import DPSGDConfig, DPStep, plan, poisson_mask, secure_normal
+from synth.base import Params
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import (
     PrivacyBudget,
@@ -186,7 +186,7 @@ def _gumbel_hard(logits: torch.Tensor, sizes: list[int], tau: float,
     return hard - soft.detach() + soft
 
 
-class DPCTGAN:
+class DPCTGAN(Params):
     """DP conditional tabular GAN; only the discriminator reads real rows, under DP-SGD.
 
     Args:
@@ -246,12 +246,6 @@ class DPCTGAN:
         self.noise_seed = noise_seed
         self.secure_noise = secure_noise
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "epochs", "batch_size", "lr", "generator_lr", "generator_steps", "max_grad_norm",
-            "latent_dim", "hidden", "discriminator_hidden", "histogram_share",
-            "marginal_weight", "log_frequency", "tau", "max_bins", "accountant", "device",
-            "seed", "noise_seed", "secure_noise")}
 
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> DPCTGAN:

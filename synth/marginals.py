@@ -24,7 +24,6 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from schemas import Schema
+from synth.base import Params
 from synth.encoding import TableEncoder
 from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
 from synth.sampling import check_request, chunks, draw, resolve_device
@@ -154,7 +154,7 @@ class _MixtureModel:
         return torch.cat(codes).cpu().numpy()
 
 
-class DPMarginals:
+class DPMarginals(Params):
     """AIM-style DP synthesizer: adaptive noisy marginals fitted by a mixture of products.
 
     Args:
@@ -199,10 +199,6 @@ class DPMarginals:
         self.seed = seed
         self.noise_seed = noise_seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "degree", "rounds_per_column", "one_way_share", "selection_share", "max_cells",
-            "max_bins", "components", "iterations", "lr", "device", "seed", "noise_seed")}
 
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPMarginals":
@@ -312,5 +308,3 @@ class DPIndependent(DPMarginals):
         super().__init__(degree=1, rounds_per_column=0, components=1, max_bins=max_bins,
                          device=device, seed=seed, noise_seed=noise_seed)
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("max_bins", "device", "seed", "noise_seed")}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from torch.nn import functional as F
 
 from schemas import Schema
 from synth.dpsgd import DPSGDConfig, train_dp
+from synth.base import Params
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import PrivacyBudget
 from synth.sampling import check_request, chunks, draw, resolve_device
@@ -63,7 +63,7 @@ def _loss(vae: _VAE, codes: torch.Tensor, generator: torch.Generator) -> torch.T
     return vae.per_sample_loss(logits, codes, mu, logvar)
 
 
-class DPVAE:
+class DPVAE(Params):
     """DP tabular VAE.
 
     Args:
@@ -102,11 +102,6 @@ class DPVAE:
         self.noise_seed = noise_seed
         self.secure_noise = secure_noise
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "max_grad_norm",
-                                              "latent_dim", "hidden", "max_bins",
-                                              "accountant", "device", "seed",
-                                              "noise_seed", "secure_noise")}
 
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPVAE":
