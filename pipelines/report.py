@@ -56,7 +56,7 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
     report.update({
         "synthesizer": synthesizer,
         "synthesizer_params": params,
-        "noise": _noise(params, fixed, dpsgd),
+        "noise": _noise(params, fixed, dpsgd, counts=bool(p.measurements)),
         "rows_released": rows,
         "data_set": schema.name,
         "schema_version": schema.version,
@@ -80,7 +80,7 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
     return report
 
 
-def _noise(params: dict[str, Any], fixed: bool, dpsgd: bool) -> str:
+def _noise(params: dict[str, Any], fixed: bool, dpsgd: bool, counts: bool) -> str:
     if fixed:
         return ("seeded with a FIXED noise_seed: reproducible, for testing only; anyone who "
                 "knows the seed can regenerate the noise, so do not rely on this release's "
@@ -89,8 +89,9 @@ def _noise(params: dict[str, Any], fixed: bool, dpsgd: bool) -> str:
         return "Gaussian noise from the operating system's CSPRNG (os.urandom, Box-Muller in " \
                "float64)"
     if dpsgd:
-        return "torch's Gaussian generator, seeded afresh from the operating system's entropy " \
-               "for this run"
+        return ("DP-SGD noise and sampling from torch's generator, seeded afresh from the "
+                "operating system's entropy for this run" + (
+                    "; the noised counts from the operating system's CSPRNG" if counts else ""))
     return "OpenDP's exact samplers (discrete Gaussian, Gumbel), fed by a cryptographically " \
            "secure generator: nothing to regenerate the noise from"
 
