@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +71,13 @@ def poisson_mask(n: int, q: float, generator: torch.Generator,
     """(n,) bool: keeps each of n records independently with probability q (one step of
     Poisson sampling, as the accountant assumes)."""
     return torch.rand(n, generator=generator, device=device) < q
+
+
+def private_generator(noise_seed: int | None, device: torch.device) -> torch.Generator:
+    """The generator of a fit's private randomness (Poisson sampling, DP noise): seeded from
+    the OS CSPRNG unless a test fixed ``noise_seed`` (never for a release)."""
+    seed = secrets.randbits(63) if noise_seed is None else noise_seed
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def secure_normal(shape: tuple[int, ...], std: float, device: torch.device) -> torch.Tensor:

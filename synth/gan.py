@@ -21,7 +21,6 @@ through it, account.
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Callable
 from functools import partial
 
@@ -32,7 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from schemas import Schema
-from synth.dpsgd import DPSGDConfig, DPStep, plan, poisson_mask, secure_normal
+from synth.dpsgd import (DPSGDConfig, DPStep, plan, poisson_mask, private_generator,
+                         secure_normal)
 from synth.base import Params
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import (
@@ -246,7 +246,6 @@ class DPCTGAN(Params):
         self.noise_seed = noise_seed
         self.secure_noise = secure_noise
 
-
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> DPCTGAN:
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
@@ -258,8 +257,7 @@ class DPCTGAN(Params):
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
         q, steps = plan(n, config)
-        generator = torch.Generator(device=device).manual_seed(
-            secrets.randbits(63) if self.noise_seed is None else self.noise_seed)
+        generator = private_generator(self.noise_seed, device)
 
         # 1. All 1-way histograms, by one Gaussian mechanism (std = multiplier * sqrt(d)).
         # PRV is tight for a single Gaussian release (Opacus's RDP orders stop short of it);

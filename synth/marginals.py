@@ -199,7 +199,6 @@ class DPMarginals(Params):
         self.seed = seed
         self.noise_seed = noise_seed
 
-
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPMarginals":
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""

@@ -8,7 +8,6 @@ DP-SGD; sampling decodes Gaussian latents and is post-processing.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from schemas import Schema
-from synth.dpsgd import DPSGDConfig, train_dp
+from synth.dpsgd import DPSGDConfig, private_generator, train_dp
 from synth.base import Params
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import PrivacyBudget
@@ -102,7 +101,6 @@ class DPVAE(Params):
         self.noise_seed = noise_seed
         self.secure_noise = secure_noise
 
-
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPVAE":
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
@@ -112,8 +110,7 @@ class DPVAE(Params):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model_ = _VAE(self.encoder_.sizes, self.latent_dim, self.hidden).to(device)
-        private_seed = secrets.randbits(63) if self.noise_seed is None else self.noise_seed
-        generator = torch.Generator(device=device).manual_seed(private_seed)
+        generator = private_generator(self.noise_seed, device)
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
