@@ -15,13 +15,17 @@ import logging
 import sys
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
+                               create_table_artifact)
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import run as steps
 from pipelines.cli import guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
 from pipelines.ingest import DataError
+from pipelines.validate.fidelity import observed
+from schemas import is_image_schema
+from flows.image_release import release_images
 
 local = logging.getLogger("synth.local")  # stdlib logging: not shipped to Prefect's API
 
@@ -36,8 +40,9 @@ def prepare(config: RunConfig) -> steps.Plan:
 
 @task(name="ingest", **PRIVATE)
 def ingest(plan: steps.Plan):
+    """The real rows, split into (training rows, held-out rows)."""
     try:
-        return steps.load(plan).frame
+        return steps.split_holdout(plan, steps.load(plan).frame)
     except DataError as exc:
         # The full message quotes values from the private file: it goes to this process's
         # stderr only. Prefect stores state messages and logs, so it gets the redacted one.
@@ -56,31 +61,68 @@ def sample(plan: steps.Plan, model):
 
 
 @task(name="validate", **PRIVATE)
-def validate(plan: steps.Plan, synthetic):
-    return steps.check(plan, synthetic)
+def validate(plan: steps.Plan, model, synthetic, real, holdout) -> steps.Verdict:
+    return steps.check(plan, model, synthetic, real, holdout)
 
 
 @task(name="publish", **PRIVATE)
-def publish(plan: steps.Plan, model, synthetic, outcome) -> dict:
-    release, report = steps.release(plan, model, synthetic, outcome)
+def publish(plan: steps.Plan, model, synthetic, verdict, real) -> dict:
+    try:
+        release, report = steps.release(plan, model, synthetic, verdict, real)
+    finally:
+        report_artifacts(plan, verdict)
     return {"release": str(release.path), "privacy_report": report}
+
+
+def report_artifacts(plan: steps.Plan, verdict: steps.Verdict) -> None:
+    """What the Prefect UI shows of a run: a summary, the checks as a table, and a link to
+    the internal report. The Prefect server is part of the data owner's trusted zone (it
+    runs beside the private data): the fidelity values it shows are statistics of the real
+    rows and, like the internal report, must not be shown to anyone the release is for."""
+    where = plan.out if verdict.success else steps.quarantine_dir(plan.out)
+    rows = [{"suite": "schema", "check": line, "success": False}
+            for line in verdict.structural.failed]
+    if verdict.fidelity is not None:
+        rows += [{"suite": "fidelity", "check": f"{r['expectation']}({r['subject']})",
+                  "threshold": r["threshold"], "observed": r["observed"],
+                  "success": r["success"]} for r in observed(verdict.fidelity)]
+    for warning in verdict.leakage.warnings if verdict.leakage else ():
+        rows.append({"suite": "leakage", "check": warning, "success": False})
+    if verdict.audit is not None:
+        rows.append({"suite": "canary audit", "check": "empirical epsilon lower bound (95%) "
+                     "at most the claim", "threshold": verdict.audit.epsilon_claimed,
+                     "observed": verdict.audit.epsilon_lower, "success": verdict.audit.passed})
+    create_table_artifact(key="release-checks", table=rows or [{"suite": "-", "check": "-"}],
+                          description="Schema, fidelity and leakage checks of the release")
+    failed = "\n".join(f"- {line}" for line in verdict.failed) or "none"
+    create_markdown_artifact(
+        key="release", description="Synthetic release",
+        markdown=f"**{'Published' if verdict.success else 'QUARANTINED'}** `{where}`\n\n"
+                 f"| | |\n|---|---|\n| checks | {verdict.summary()} |\n"
+                 f"| leakage warnings | {len(verdict.leakage.warnings) if verdict.leakage else '-'}"
+                 f" |\n\nFailed expectations:\n{failed}\n")
+    internal = steps.internal_dir(plan.out) / "report.html"
+    create_link_artifact(key="release-report", link=internal.absolute().as_uri(),
+                         link_text="internal report (real-data statistics)",
+                         description="The run's HTML report; the release-safe one is beside "
+                                     "the release as report.html")
 
 
 @flow(name="synth-release", persist_result=False)
 def release(config: RunConfig) -> dict:
     """Ingest -> DP training -> sample -> validate -> publish, for one private table."""
-    plan = prepare(config)
-    data = ingest(plan)
-    model = train(plan, data)
+    if is_image_schema(config.schema_file):  # kind: image -> flows/image_release.py
+        return release_images(config)
+    try:
+        plan = prepare(config)
+    except steps.AlreadyPublished as done:  # an identical run published it: spend nothing
+        get_run_logger().info("%s", done)
+        return {"release": str(done.out), "privacy_report": steps.previous(done.out).report}
+    real, holdout = ingest(plan)
+    model = train(plan, real)
     synthetic = sample(plan, model)
-    outcome = validate(plan, synthetic)
-    result = publish(plan, model, synthetic, outcome)
-    r = result["privacy_report"]
-    create_markdown_artifact(
-        key="release", description="Published synthetic release",
-        markdown=f"**Release** `{result['release']}`\n\n"
-                 f"epsilon = {r['epsilon']:.4f}, delta = {r['delta']:g} ({r['accountant']}), "
-                 f"{r['rows_released']:,} rows, validation: {r['validation']}")
+    verdict = validate(plan, model, synthetic, real, holdout)
+    result = publish(plan, model, synthetic, verdict, real)
     get_run_logger().info("published %s", result["release"])
     return result
 
@@ -94,8 +136,9 @@ def main(argv=None) -> int:
 
     def run() -> int:
         result = release(config_from_args(args))
-        print(f"release: {result['release']}/data.parquet")
-        print(f"report:  {result['release']}/privacy_report.json")
+        print(f"release:  {result['release']}/data.parquet")
+        print(f"report:   {result['release']}/report.html")
+        print(f"internal: {result['release']}.internal/report.html (keep it private)")
         return 0
 
     return guarded(run)

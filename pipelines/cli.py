@@ -87,20 +87,44 @@ def _progress(enabled: bool) -> Iterator:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipelines.run import run_release
+    from pipelines.run import internal_dir, run_release
+    from schemas import is_image_schema
 
+    if is_image_schema(args.schema_file):
+        return _run_images(args)
     config = config_from_args(args)
     with _progress(not args.quiet and sys.stderr.isatty()) as progress:
         result = run_release(config, progress=progress)
     r = result.report
     print(f"release:  {result.release / 'data.parquet'}")
-    print(f"report:   {result.release / 'privacy_report.json'}")
+    print(f"report:   {result.release / 'report.html'} (release-safe), "
+          f"{result.release / 'privacy_report.json'}")
+    print(f"internal: {internal_dir(result.release) / 'report.html'} (real-data statistics: "
+          f"keep it private)")
     print(f"validation: {result.release / 'validation.json'} ({r['validation']})")
     how = (f"noise multiplier {r['noise_multiplier']:.3f}, {r['steps']} steps at sampling "
            f"rate {r['sampling_rate']:.4f}" if "steps" in r else
            f"{len(r.get('measurements', []))} private measurements")
     print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "
           f"accountant, {how}); {r['synthesizer']}, {r['rows_released']:,} rows")
+    return 0
+
+
+def _run_images(args: argparse.Namespace) -> int:
+    """``synth run`` for a ``kind: image`` schema (pipelines/image_run.py)."""
+    from pipelines.image_run import run_image_release
+
+    with _progress(not args.quiet and sys.stderr.isatty()) as progress:
+        result = run_image_release(config_from_args(args), progress=progress)
+    r = result.report
+    print(f"release:  {result.release / 'data.parquet'}")
+    print(f"report:   {result.release / 'privacy_report.json'}")
+    print(f"contact sheet: {result.release / 'contact_sheet.png'}")
+    print(f"validation: {result.release / 'validation.json'} ({r['validation']})")
+    print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "
+          f"accountant, noise multiplier {r['noise_multiplier']:.3f}, {r['steps']} steps at "
+          f"sampling rate {r['sampling_rate']:.4f}); {r['synthesizer']}, "
+          f"{r['rows_released']:,} images")
     return 0
 
 
@@ -132,6 +156,7 @@ def guarded(call: Callable[[], int]) -> int:
     """Runs ``call``; a known failure becomes one ``error:`` line and its exit status."""
     from pipelines.ingest import DataError
     from pipelines.publish import PublishError
+    from pipelines.image_publish import ImageCheckFailed
     from pipelines.validate import ValidationFailed
     from schemas import SchemaError
     from synth.privacy import BudgetError
@@ -139,6 +164,9 @@ def guarded(call: Callable[[], int]) -> int:
     try:
         return call()
     except ValidationFailed as exc:
+        print(f"error: {exc}; nothing was published at the release location", file=sys.stderr)
+        return EXIT_VALIDATION
+    except ImageCheckFailed as exc:
         print(f"error: {exc}; nothing was published", file=sys.stderr)
         return EXIT_VALIDATION
     except ValidationError as exc:
@@ -175,7 +203,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("the draft above was read from the private data: review every bound and "
               "category before treating it as public", file=sys.stderr)
         return 0
-    from schemas import load_schema
+    from schemas import is_image_schema, load_image_schema, load_schema
+
+    if is_image_schema(args.schema_file):
+        image = load_image_schema(args.schema_file)
+        print(f"{args.schema_file}: ok ({image.name} v{image.version}, image "
+              f"{image.height}x{image.width}x{image.channels}, {len(image.labels)} labels)")
+        return 0
 
     schema = load_schema(args.schema_file)
     print(f"{args.schema_file}: ok ({schema.name} v{schema.version}, "

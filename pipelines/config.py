@@ -14,8 +14,34 @@ from synth.privacy import DEFAULT_DELTA
 
 DEFAULT_ROWS = 10_000
 DEFAULT_SYNTHESIZER = "dp-marginals"
-Synthesizers = Literal["dp-marginals", "dp-ctgan", "dp-vae", "dp-independent"]
+# dp-conv-gan and dp-conv-vae apply to image schemas (pipelines/image_run.py)
+Synthesizers = Literal["dp-marginals", "dp-ctgan", "dp-vae", "dp-independent",
+                      "dp-conv-gan", "dp-conv-vae"]
 TUNABLE = ("epochs", "batch_size", "max_grad_norm", "lr", "accountant")
+
+
+class FidelityThresholds(BaseModel):
+    """Bounds of the fidelity suite, which compares the synthetic release with the real rows
+    in Great Expectations; a release that breaks one is quarantined, not published. The
+    defaults pass a release of Adult at epsilon = 1 by dp-marginals and fail one whose
+    columns were sampled independently (measured: BENCHMARKS.md)."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    enabled: bool = Field(True, description="Run the fidelity suite (off: structural "
+                          "checks from the schema only)")
+    ks_max: float = Field(0.10, ge=0, le=1, description="Largest Kolmogorov-Smirnov distance "
+                          "per numeric or date column")
+    tv_max: float = Field(0.10, ge=0, le=1, description="Largest total variation distance per "
+                          "categorical or boolean column")
+    association_max: float = Field(0.05, ge=0, le=1, description="Largest mean absolute "
+                                   "difference of the association matrices (Cramer's V)")
+    pmse_max: float = Field(0.10, ge=0, le=0.25, description="Largest propensity MSE of a "
+                            "real-vs-synthetic classifier (0 = indistinguishable, 0.25 = "
+                            "separable)")
+    tstr_min: float = Field(0.70, ge=-1, le=1, description="Smallest score on real rows of a "
+                            "model of the schema's target trained on synthetic rows (AUROC; "
+                            "R^2 for a numeric target)")
 
 
 class RunConfig(BaseModel):
@@ -58,6 +84,10 @@ class RunConfig(BaseModel):
     overwrite: bool = Field(False, description="Replace an existing release at `out`")
     ledger: str | None = Field(None, description="Privacy budget ledger database (default: "
                                "$SYNTH_HOME/ledger.db, else ~/.dp-synth/ledger.db)")
+    holdout: float = Field(0.1, ge=0, lt=0.9, description="Share of the real rows held out "
+                           "of training, to compare leakage checks with (0: none)")
+    fidelity: FidelityThresholds = Field(default_factory=FidelityThresholds,
+                                         description="Bounds of the fidelity suite")
 
     def synthesizer_params(self) -> dict:
         """The settings given for the chosen synthesizer; the rest keep its defaults.
@@ -109,7 +139,35 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("secure_noise", "clip", "map_unknown", "overwrite"):
         parser.add_argument("--" + name.replace("_", "-"), action="store_true",
                             help=fields[name].description)
+    parser.add_argument("--holdout", type=float, default=fields["holdout"].default,
+                        help=f"{fields['holdout'].description} (default: "
+                             f"{fields['holdout'].default})")
+    gates = FidelityThresholds.model_fields
+    parser.add_argument("--no-fidelity", dest="fidelity_enabled", action="store_false",
+                        help="Skip the fidelity suite: structural checks from the schema only")
+    parser.add_argument("--fidelity-threshold", action="append", default=[],
+                        metavar="NAME=VALUE", help="Override a fidelity bound, e.g. "
+                        "pmse_max=0.2 (repeatable; " + "; ".join(
+                            f"{k} default {f.default}" for k, f in gates.items()
+                            if k != "enabled") + ")")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(**{k: v for k, v in vars(args).items() if k in RunConfig.model_fields})
+    """The RunConfig of parsed arguments.
+
+    Raises:
+        DataError: a malformed ``--fidelity-threshold``; pydantic's ValidationError for a
+            bad value.
+    """
+    from pipelines.ingest import DataError
+
+    given = {k: v for k, v in vars(args).items() if k in RunConfig.model_fields}
+    gates: dict = {"enabled": getattr(args, "fidelity_enabled", True)}
+    for item in getattr(args, "fidelity_threshold", None) or []:
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in FidelityThresholds.model_fields or name == "enabled":
+            raise DataError(f"--fidelity-threshold {item!r}: expected NAME=VALUE with NAME "
+                             "one of " + ", ".join(k for k in FidelityThresholds.model_fields
+                                                   if k != "enabled"))
+        gates[name.strip()] = value.strip()
+    return RunConfig(**given, fidelity=FidelityThresholds(**gates))

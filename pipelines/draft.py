@@ -9,7 +9,9 @@ can itself disclose someone.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +22,49 @@ from schemas import DEFAULT_MISSING
 
 MAX_CATEGORIES = 50  # more distinct strings than this: not a categorical column
 RARE = 10  # categories seen fewer times are flagged for review
+NEAR_UNIQUE = 0.9  # share of distinct values above which a text column looks like a key
+SHAPED = 0.9  # share of values of an identifier's shape above which the column is one
+IDENTIFIER_NAMES = re.compile(
+    r"name|mrn|ssn|social.?security|e.?mail|phone|fax|mobile|address|street|medical.?record|"
+    r"record.?(no|num)|patient.?id|account|licen[cs]e|passport|ip.?addr|url|device.?id",
+    re.IGNORECASE)
+SHAPES = {  # value shapes of direct identifiers (HIPAA's list), matched on whole values
+    "e-mail addresses": re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"),
+    "SSNs": re.compile(r"\d{3}-\d{2}-\d{4}"),
+    "phone numbers": re.compile(r"(\+?\d{1,3}[-. ]?)?\(?\d{3}\)?[-. ]?\d{3}[-. ]?\d{4}"
+                                r"(\s*(x|ext\.?)\s*\d+)?"),
+    "record numbers": re.compile(r"[A-Za-z]{1,5}[-#]?\d{4,}"),
+}
+ZIP_NAMES = re.compile(r"zip|postal|postcode", re.IGNORECASE)
+ZIP_SHAPE = re.compile(r"\d{5}(-?\d{4})?")
+BIRTH_NAMES = re.compile(r"birth|dob", re.IGNORECASE)
+AGE_NAMES = re.compile(r"(.*[_.\- ])?age([_.\- ].*)?", re.IGNORECASE)
+
+
+def identifier_reasons(name: str, values: pd.Series) -> list[str]:
+    """Why a column looks like a direct identifier (empty: it does not). Says nothing about
+    any value, so the reasons can be printed."""
+    present = values.dropna().astype(str)
+    hit = IDENTIFIER_NAMES.search(name)
+    reasons = [f"its name contains '{hit.group(0)}'"] if hit else []
+    if not len(present):
+        return reasons
+    if pd.to_numeric(present, errors="coerce").notna().all() or \
+            pd.to_datetime(present, errors="coerce", format="ISO8601").notna().all():
+        return reasons  # measurements and dates are not keys, whatever their spread
+    for what, shape in SHAPES.items():
+        if present.str.fullmatch(shape.pattern).mean() >= SHAPED:
+            reasons.append(f"its values are shaped like {what}")
+            break
+    if present.nunique() >= NEAR_UNIQUE * len(present) and len(present) >= 20:
+        reasons.append("nearly every row has its own value")
+    return reasons
+
+
+def _looks_like_zip(name: str, values: pd.Series) -> bool:
+    present = values.dropna().astype(str)
+    return len(present) > 0 and present.str.fullmatch(ZIP_SHAPE.pattern).mean() >= SHAPED and (
+        bool(ZIP_NAMES.search(name)) or present.str.startswith("0").any())
 
 
 def round_out(value: float, step: float, down: bool) -> float:
@@ -113,9 +158,13 @@ def draft_schema(path: str | Path, name: str | None = None) -> str:
                         "missing_values": list(DEFAULT_MISSING)}, sort_keys=False).rstrip(),
         "columns:",
     ]
+    roles = _roles(frame)
     for column in frame.columns:
         if frame[column].isna().all():
             lines.append(f"  # REVIEW: column '{column}' has no values: left out")
+            continue
+        if column in roles:
+            lines += roles[column]
             continue
         col, notes = _column(str(column), frame[column])
         lines += [f"  # REVIEW: {n}" for n in notes]
@@ -124,3 +173,61 @@ def draft_schema(path: str | Path, name: str | None = None) -> str:
         body = yaml.safe_dump([col], sort_keys=False, width=100, allow_unicode=True)
         lines += ["  " + ln for ln in body.rstrip().splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _roles(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Draft lines of the columns proposed as identifiers or quasi-identifiers, all marked
+    for review; no value of the data appears in them."""
+    out: dict[str, list[str]] = {}
+    for column in frame.columns:
+        values = frame[column]
+        reasons = identifier_reasons(str(column), values)
+        if reasons:
+            out[column] = [
+                (f"  # REVIEW: column '{column}' looks like a direct identifier "
+                f"({'; '.join(reasons)}; {values.nunique():,} distinct values in "
+                f"{len(values):,} rows): dropped before training, never released; add "
+                "surrogate: <Faker provider> to carry fake values"),
+                f"  - {{name: {json.dumps(str(column))}, role: identifier}}"]
+        elif _looks_like_zip(str(column), values):
+            out[column] = [
+                (f"  # REVIEW: column '{column}' looks like a ZIP code: a quasi-identifier, "
+                "generalised to 3 digits (000 for the sparse areas) per HIPAA Safe Harbor"),
+                (f"  - {{name: {json.dumps(str(column))}, kind: categorical, role: quasi_identifier, "
+                "generalize: zip3}")]
+    if not out:  # no person-level identifiers: dates stay ordinary features
+        return out
+    dates = {}
+    for column in frame.columns:
+        if column in out or frame[column].isna().all():
+            continue
+        col, _ = _column(str(column), frame[column])
+        if col is not None and col["kind"] in ("date", "datetime"):
+            dates[column] = col
+    for column, col in dates.items():
+        others = [d for d in dates if d != column and not BIRTH_NAMES.search(str(d))]
+        if BIRTH_NAMES.search(str(column)) and others:
+            col["generalize"] = {"age_at": others[0]}
+            how = f"age in whole years at '{others[0]}', 90 for 90 and older"
+        else:
+            col["generalize"] = "year"
+            how = "its year" + (f" (or day offsets: generalize: {{offset_from: {others[0]}}})"
+                                if others else "")
+        col = {"name": col.pop("name"), "kind": col.pop("kind"), "role": "quasi_identifier",
+               **col}
+        body = yaml.safe_dump([col], sort_keys=False, width=100).rstrip().splitlines()
+        out[column] = [(f"  # REVIEW: column '{column}' is a date of a person's record: a "
+                       f"quasi-identifier, generalised to {how} per HIPAA Safe Harbor")] + [
+                           "  " + ln for ln in body]
+    for column in frame.columns:  # ages over 89 are identifying (Safe Harbor)
+        if column in out or not AGE_NAMES.fullmatch(str(column)):
+            continue
+        col, _ = _column(str(column), frame[column])
+        if col is not None and col["kind"] in ("integer", "float") and col["max"] > 89:
+            col = {"name": col.pop("name"), "kind": col.pop("kind"),
+                   "role": "quasi_identifier", **col, "generalize": "age90"}
+            body = yaml.safe_dump([col], sort_keys=False, width=100).rstrip().splitlines()
+            out[column] = [(f"  # REVIEW: column '{column}' is an age: a quasi-identifier, "
+                           "ages over 89 become 90 (\"90 or older\") per HIPAA Safe Harbor")] + [
+                               "  " + ln for ln in body]
+    return out

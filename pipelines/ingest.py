@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import safe_harbor
 from schemas import Column, Schema, pandas_dtype
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,14 @@ def ingest(path: str | Path, schema: Schema, *, clip: bool = False,
         DataError: one line naming the file and every problem found.
     """
     path = Path(path)
-    raw, lines = read_raw(path, schema)
+    raw, lines = read_raw(path, schema)  # identifiers are already dropped
+    raw = safe_harbor.generalize(raw, schema, source=str(path), lines=lines)
     return coerce(raw, schema, source=str(path), lines=lines, clip=clip, map_unknown=map_unknown)
 
 
 def read_raw(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Reads the file as-is: CSV as strings, Parquet with its own types.
+    """Reads the file as-is: CSV as strings, Parquet with its own types; the schema's
+    identifier columns are dropped as soon as the file is parsed, before anything else.
 
     Returns:
         The frame and, for CSV, the file line number of each record.
@@ -110,7 +113,7 @@ def read_raw(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray | Non
         if path.stat().st_size == 0:
             raise DataError(f"{path}: the file is empty")
         if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
+            frame = safe_harbor.read_parquet(path, schema)  # identifier columns never read
             lines = None
         else:
             frame, lines = _read_csv(path, schema)
@@ -127,14 +130,15 @@ def _read_csv(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
     fmt = schema.csv
     frame = pd.read_csv(
         path, sep=fmt.delimiter, header=0 if fmt.header else None,
-        names=None if fmt.header else schema.names, dtype=str, keep_default_na=False,
+        names=None if fmt.header else schema.input_names, dtype=str, keep_default_na=False,
         skip_blank_lines=False, index_col=False, engine="python" if len(fmt.delimiter) > 1 else "c",
     )
-    if not fmt.header and frame.shape[1] != len(schema.names):
-        raise DataError(f"{path}: expected {len(schema.names)} fields per line "
+    if not fmt.header and frame.shape[1] != len(schema.input_names):
+        raise DataError(f"{path}: expected {len(schema.input_names)} fields per line "
                         f"(the schema's columns), found {frame.shape[1]}")
     lines = np.arange(len(frame)) + (2 if fmt.header else 1)
     frame.columns = [str(c).strip() for c in frame.columns]
+    frame = safe_harbor.drop_identifiers(frame, schema)  # before anything reads them
     stripped = frame.apply(lambda s: s.str.strip())
     keep = ~(stripped.isna() | (stripped == "")).all(axis=1)
     if fmt.comment:

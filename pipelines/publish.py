@@ -128,6 +128,20 @@ def _metadata(metadata: Mapping[str, str], schema: Schema, problems: list[str]) 
     return meta
 
 
+def footer_metadata(metadata: Mapping[str, str], schema) -> dict[str, str]:
+    """The ``synth.`` footer key-values ``to_arrow`` stores, for any schema with ``where``
+    and ``fingerprint()`` (tabular or image).
+
+    Raises:
+        PublishError: bad keys or values, or a fingerprint that is not the schema's.
+    """
+    problems: list[str] = []
+    meta = _metadata(metadata, schema, problems)
+    if problems:
+        raise PublishError(f"cannot publish against {schema.where}: " + "; ".join(problems))
+    return meta
+
+
 def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], out_dir: Path, *,
             extra_files: Mapping[str, bytes] = MappingProxyType({}),
             overwrite: bool = False) -> Release:
@@ -157,8 +171,16 @@ def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], ou
         PublishError: the data does not fit the schema, a file name is unusable, or
             ``out_dir`` exists and ``overwrite`` is False.
     """
-    out_dir = Path(out_dir).absolute()
     table = to_arrow(frame, schema, metadata)  # fail on bad data before touching the disk
+    return publish_table(table, out_dir, extra_files=extra_files, overwrite=overwrite)
+
+
+def publish_table(table: pa.Table, out_dir: Path, *,
+                  extra_files: Mapping[str, bytes] = MappingProxyType({}),
+                  overwrite: bool = False) -> Release:
+    """Writes an Arrow table that is already typed and carries its footer metadata (an image
+    release, say) as a release directory, atomically, exactly as ``publish`` does."""
+    out_dir = Path(out_dir).absolute()
     for name, blob in extra_files.items():
         if (not isinstance(name, str) or name in ("", ".", "..", DATA_FILE) or "/" in name
                 or os.sep in name or name.startswith(".") or not isinstance(blob, bytes)):
@@ -185,6 +207,25 @@ def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], ou
         raise
     return Release(path=out_dir, data=out_dir / DATA_FILE,
                    files=(DATA_FILE, *extra_files))
+
+
+def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
+    """Writes a folder of files (an internal report, say) atomically, replacing what was there:
+    staged beside ``out_dir``, fsynced, renamed into place, as a release is."""
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
+    try:
+        staging.mkdir()
+        for name, blob in files.items():
+            _write_file(staging / name, blob)
+        _fsync_dir(staging)
+        _swap_in(staging, out_dir, overwrite=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
 
 
 def _owner() -> str:

@@ -11,17 +11,29 @@ import datetime as dt
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from schemas.roles import (
+    SPARSE_ZIP3,
+    ZIP3_VOCABULARY,
+    Generalization,
+    Identifier,
+    Survival,
+    output_form,
+    parse_generalization,
+    parse_identifier,
+    parse_survival,
+)
+
 Kind = Literal["integer", "float", "categorical", "boolean", "date", "datetime"]
 KINDS: tuple[str, ...] = ("integer", "float", "categorical", "boolean", "date", "datetime")
 NUMERIC_KINDS = ("integer", "float")
 TEMPORAL_KINDS = ("date", "datetime")
-ROLES = ("feature", "target")
+ROLES = ("feature", "target", "identifier", "quasi_identifier")
 TRANSFORMS = ("none", "log")
 DEFAULT_MISSING = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 
@@ -67,6 +79,8 @@ class Column:
     bins: int | None = None
     role: str = "feature"
     description: str = ""
+    generalize: Generalization | None = None  # a Safe Harbor rule; the fields above are its
+    # OUTPUT form (what is trained on and released), the rule keeps the declared input form
 
     @property
     def is_numeric(self) -> bool:
@@ -92,14 +106,22 @@ class Column:
             out["description"] = self.description
         if self.nullable:
             out["nullable"] = True
-        if self.is_ranged:
+        gen = self.generalize
+        if gen is not None:
+            out["kind"] = gen.source_kind
+            if gen.source_min is not None:
+                out["min"] = _bound_to_yaml(gen.source_min, gen.source_kind)
+                out["max"] = _bound_to_yaml(gen.source_max, gen.source_kind)
+            out["generalize"] = gen.to_yaml()
+        elif self.is_ranged:
             out["min"] = _bound_to_yaml(self.minimum, self.kind)
             out["max"] = _bound_to_yaml(self.maximum, self.kind)
         if self.transform != "none":
             out["transform"] = self.transform
         if self.bins is not None:
             out["bins"] = self.bins
-        if self.kind == "categorical":
+        if self.kind == "categorical" and not (gen is not None and gen.rule == "zip3"
+                                               and self.categories == ZIP3_VOCABULARY):
             out["categories"] = list(self.categories)
         if self.catch_all is not None:
             out["catch_all"] = self.catch_all
@@ -122,10 +144,19 @@ class Schema:
     csv: CsvFormat = field(default_factory=CsvFormat)
     budget: tuple[float, float] | None = None  # total (epsilon, delta) over all its releases
     path: str | None = None  # where it was loaded from, for error messages
+    identifiers: tuple[Identifier, ...] = ()  # direct identifiers: dropped at ingest
+    survival: Survival | None = None
+    order: tuple[str, ...] = ()  # every declared column, identifiers included, in file order
 
     @property
     def names(self) -> list[str]:
+        """The columns trained on and released (identifiers excluded)."""
         return [c.name for c in self.columns]
+
+    @property
+    def input_names(self) -> list[str]:
+        """Every declared input column, identifiers included, in declared order."""
+        return list(self.order) or self.names
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -155,7 +186,10 @@ class Schema:
                 out["csv"]["comment"] = self.csv.comment
         if self.budget is not None:
             out["budget"] = {"epsilon": self.budget[0], "delta": self.budget[1]}
-        out["columns"] = [c.to_dict() for c in self.columns]
+        if self.survival is not None:
+            out["survival"] = self.survival.to_dict()
+        declared = {c.name: c for c in (*self.identifiers, *self.columns)}
+        out["columns"] = [declared[n].to_dict() for n in self.input_names]
         return out
 
     def fingerprint(self) -> str:
@@ -204,8 +238,12 @@ def _parse_column(raw: Any, index: int, problems: list[str]) -> Column | None:
         problems.append(f"columns[{index}] has no name")
         return None
     label = f"column '{name}'"
+    if raw.get("role") == "identifier":
+        return parse_identifier(raw, label, problems)
+    if raw.get("generalize") == "zip3" and "categories" not in raw:
+        raw = {**raw, "categories": list(ZIP3_VOCABULARY)}
     known = {"name", "kind", "nullable", "min", "max", "categories", "catch_all", "aliases",
-             "transform", "bins", "role", "description"}
+             "transform", "bins", "role", "description", "generalize"}
     for key in sorted(set(raw) - known):
         problems.append(f"{label}: unknown key '{key}' (known: {', '.join(sorted(known))})")
     kind = raw.get("kind")
@@ -267,12 +305,27 @@ def _parse_column(raw: Any, index: int, problems: list[str]) -> Column | None:
     nullable = raw.get("nullable", False)
     if not isinstance(nullable, bool):
         problems.append(f"{label}: nullable must be true or false")
+    generalize = None
+    if "generalize" in raw:
+        generalize = parse_generalization(raw["generalize"], kind, minimum, maximum, label,
+                                          problems)
+    elif role == "quasi_identifier" and kind in TEMPORAL_KINDS:
+        problems.append(f"{label}: a quasi-identifier {kind} needs a Safe Harbor rule: "
+                        "generalize: year or {offset_from: <index date column>}")
+    if generalize is not None and generalize.rule == "zip3":
+        bad = [c for c in categories if c != "000" and (c in SPARSE_ZIP3 or len(c) != 3
+                                                        or not c.isdigit())]
+        if bad:
+            problems.append(f"{label}: zip3 categories must be 3-digit prefixes other than "
+                            f"the sparse {', '.join(SPARSE_ZIP3)}; found {bad[:5]}")
+        if "000" not in categories:
+            categories += ("000",)
     if len(problems) > before:
         return None
     return Column(name=name, kind=kind, nullable=nullable, minimum=minimum, maximum=maximum,
                   categories=categories, catch_all=catch_all, aliases=aliases,
                   transform=transform, bins=bins, role=role,
-                  description=str(raw.get("description", "")))
+                  description=str(raw.get("description", "")), generalize=generalize)
 
 
 def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
@@ -293,12 +346,13 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
         problems.append("'columns' must be a non-empty list")
         cols_raw = []
     parsed = [_parse_column(c, i, problems) for i, c in enumerate(cols_raw)]
-    columns = [c for c in parsed if c is not None]
+    identifiers = [c for c in parsed if isinstance(c, Identifier)]
+    columns = _resolve_generalizations([c for c in parsed if isinstance(c, Column)], problems)
     names = [c.get("name") for c in cols_raw if isinstance(c, dict)]
     for dupe in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
         problems.append(f"duplicate column name '{dupe}'")
     known = {"name", "version", "description", "source", "license", "missing_values", "csv",
-             "budget", "columns"}
+             "budget", "columns", "survival"}
     for key in sorted(set(map(str, raw)) - known):
         problems.append(f"unknown key '{key}' (known: {', '.join(sorted(known))})")
     if sum(c.role == "target" for c in columns) > 1:
@@ -312,14 +366,65 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
         problems.append("'csv' may only set header, delimiter and comment")
         csv_raw = {}
     budget = _parse_budget(raw.get("budget"), problems)
+    survival = parse_survival(raw.get("survival"), problems)
+    if survival is not None:
+        _check_survival(survival, columns, problems)
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))
     return Schema(
         name=name, version=str(raw.get("version", "1")), columns=tuple(columns),
         description=str(raw.get("description", "")), source=str(raw.get("source", "")),
         license=str(raw.get("license", "")), missing_values=tuple(str(m) for m in missing),
-        csv=CsvFormat(**csv_raw), budget=budget, path=path,
+        csv=CsvFormat(**csv_raw), budget=budget, path=path, identifiers=tuple(identifiers),
+        survival=survival, order=tuple(c.name for c in parsed if c is not None),
     )
+
+
+def _resolve_generalizations(columns: list[Column], problems: list[str]) -> list[Column]:
+    """Each generalised column in its output form (see schemas.roles); references checked."""
+    declared = {c.name: c for c in columns}  # input forms, before any is generalised
+    out = []
+    for c in columns:
+        gen = c.generalize
+        if gen is None:
+            out.append(c)
+            continue
+        ref = declared.get(gen.reference) if gen.reference else None
+        if gen.reference and (ref is None or ref.kind not in TEMPORAL_KINDS):
+            problems.append(f"column '{c.name}': generalize {gen.rule} refers to "
+                            f"'{gen.reference}', which is not a declared date or datetime "
+                            "column (identifiers are dropped and cannot be referred to)")
+            continue
+        kind, low, high = output_form(gen, ref)
+        if low is not None and low > high:
+            problems.append(f"column '{c.name}': its generalised bounds are empty "
+                            f"({low:g} > {high:g}): check min/max against '{gen.reference}'")
+            continue
+        out.append(replace(c, kind=kind, minimum=low, maximum=high))
+    return out
+
+
+def _check_survival(surv: Survival, columns: list[Column], problems: list[str]) -> None:
+    """The survival declaration refers to released columns of the right kinds."""
+    by_name = {c.name: c for c in columns}
+    time, event = by_name.get(surv.time), by_name.get(surv.event)
+    if time is None or not time.is_numeric:
+        problems.append(f"survival: time '{surv.time}' must be a declared numeric column")
+    elif not time.minimum <= surv.follow_up <= time.maximum:
+        problems.append(f"survival: follow_up {surv.follow_up:g} must lie within "
+                        f"'{surv.time}' bounds {time.minimum:g}..{time.maximum:g}")
+    if event is None or event.kind not in ("boolean", "categorical"):
+        problems.append(f"survival: event '{surv.event}' must be a declared boolean or "
+                        "categorical column")
+    elif event.kind == "categorical" and surv.event_value not in event.categories:
+        problems.append(f"survival: event_value {surv.event_value!r} must be one of "
+                        f"'{surv.event}' categories {list(event.categories)}")
+    elif event.kind == "boolean" and surv.event_value is not None:
+        problems.append("survival: event_value only applies to a categorical event column")
+    for name in surv.only_with_event:
+        if name not in by_name or not by_name[name].nullable:
+            problems.append(f"survival: only_with_event column '{name}' must be a declared "
+                            "nullable column")
 
 
 def _parse_budget(raw: Any, problems: list[str]) -> tuple[float, float] | None:

@@ -20,15 +20,23 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from synth.ghost import GhostClipper
-from synth.privacy import PrivacyBudget, PrivacyReport, calibrate_noise
+from synth.privacy import (
+    History,
+    PrivacyBudget,
+    PrivacyReport,
+    calibrate_noise,
+    calibrate_noise_after,
+)
 
 # per_sample_loss(module, batch, generator) -> (batch,) losses
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
@@ -102,13 +110,16 @@ class DPStep:
         expected_batch_size: the divisor of the noised sum (q * N under Poisson sampling).
         generator: source of the noise.
         secure_noise: draw the noise from the OS CSPRNG (``secure_normal``) instead.
+        rows_per_record: consecutive rows of the module's batch that form one record (one
+            clipped term), e.g. 2 for a GAN discriminator's (real, fake) pairs.
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
                  noise_multiplier: float, max_grad_norm: float, expected_batch_size: float,
-                 generator: torch.Generator, secure_noise: bool = False):
+                 generator: torch.Generator, secure_noise: bool = False,
+                 rows_per_record: int = 1):
         self.secure_noise = secure_noise
-        self.clipper = GhostClipper(module, max_grad_norm)
+        self.clipper = GhostClipper(module, max_grad_norm, rows_per_record)
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = optimizer
         self.noise_std = noise_multiplier * max_grad_norm
@@ -148,7 +159,7 @@ class DPStep:
 
 def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
              budget: PrivacyBudget, config: DPSGDConfig, generator: torch.Generator,
-             progress: Progress | None = None) -> PrivacyReport:
+             progress: Progress | None = None, prior: History = ()) -> PrivacyReport:
     """Trains ``module`` in place on ``data`` under DP-SGD and returns what it spent.
 
     Args:
@@ -159,22 +170,27 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
         config: DP-SGD settings.
         generator: the source of all randomness (sampling, noise, loss), on data's device.
         progress: called after each step.
+        prior: Gaussian mechanisms already run on the same data, as (noise multiplier,
+            sampling rate, steps); the DP-SGD noise is calibrated so that they and the
+            steps compose within the budget, and the report covers them all.
     """
     from opacus.accountants import create_accountant
 
     n = len(data)
     q, steps = plan(n, config)
-    sigma = calibrate_noise(budget, q, steps, config.accountant)
+    sigma = (calibrate_noise_after(budget, list(prior), q, steps, config.accountant) if prior
+             else calibrate_noise(budget, q, steps, config.accountant))
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     expected_batch = q * n  # = batch_size, unless N < batch_size (then q = 1)
     step_once = DPStep(module, optimizer, sigma, config.max_grad_norm, expected_batch,
                        generator, secure_noise=config.secure_noise)
     accountant = create_accountant(mechanism=config.accountant)
+    accountant.history = [tuple(h) for h in prior]
     module.train()
     try:
         for step in range(steps):
             batch = data[poisson_mask(n, q, generator, data.device)]
-            step_once((lambda: per_sample_loss(module, batch, generator)) if len(batch)
+            step_once(partial(per_sample_loss, module, batch, generator) if len(batch)
                       else None)
             accountant.step(noise_multiplier=sigma, sample_rate=q)
             if progress is not None:
@@ -182,8 +198,11 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     finally:
         step_once.close()
         module.eval()
+    with warnings.catch_warnings():  # PRV takes log(1 - q), -inf at a prior's q = 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        epsilon = float(accountant.get_epsilon(delta=budget.delta))
     return PrivacyReport(
-        epsilon=float(accountant.get_epsilon(delta=budget.delta)), delta=budget.delta,
+        epsilon=epsilon, delta=budget.delta,
         target_epsilon=budget.epsilon, accountant=config.accountant, noise_multiplier=sigma,
         sampling_rate=q, steps=steps, max_grad_norm=config.max_grad_norm,
         expected_batch_size=expected_batch)

@@ -42,6 +42,60 @@ class Block:
         return self.size - int(self.column.nullable)
 
 
+@dataclass(frozen=True)
+class FineGrid:
+    """Finer states of a binned numeric or temporal column, each inside one coarse bin.
+
+    A noisy 1-way histogram over them tells the decoder where inside a bin values lie (the
+    spike at 40 hours a week inside the bin 35-40), instead of spreading them uniformly.
+    Whole-valued columns of at most ``max_values`` values get one state per value; others
+    ``per_bin`` equal-width states per bin (in the transformed space, so nested in the bins).
+
+    Attributes:
+        block: the column's coarse block.
+        coarse: (states,) the coarse bin of each fine state.
+        values: (states,) the value of each state, or None when states are intervals.
+        edges: (states + 1,) interval edges in the transformed space, or None.
+    """
+
+    block: Block
+    coarse: np.ndarray
+    values: np.ndarray | None
+    edges: np.ndarray | None
+
+    @property
+    def size(self) -> int:
+        return len(self.coarse)
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        """Fine states of the non-missing values: (non-missing rows,) int64."""
+        col = self.block.column
+        present = values.dropna()
+        x = _to_number(col, present.astype("float64") if col.is_numeric else present)
+        if self.values is not None:
+            codes = np.searchsorted(self.values, np.floor(np.asarray(x) + 0.5))
+        else:
+            codes = np.searchsorted(self.edges, _forward(col, np.asarray(x)), side="right") - 1
+        return np.clip(codes, 0, self.size - 1).astype("int64")
+
+    def place(self, codes: np.ndarray, weights: np.ndarray, rng: np.random.Generator
+              ) -> np.ndarray:
+        """Numbers (the column's numeric space) for coarse ``codes`` of values (not missing):
+        a fine state drawn with probability proportional to ``weights`` among the bin's
+        states (uniformly when they are all zero), then a point inside it."""
+        cell = np.zeros(len(codes), dtype="int64")
+        for b in np.unique(codes):
+            rows = np.flatnonzero(codes == b)
+            states = np.flatnonzero(self.coarse == b)
+            w = np.clip(weights[states], 0, None)
+            p = w / w.sum() if w.sum() > 0 else None
+            cell[rows] = rng.choice(states, size=len(rows), p=p)
+        if self.values is not None:
+            return self.values[cell].astype("float64")
+        lo, hi = self.edges[cell], self.edges[cell + 1]
+        return _inverse(self.block.column, lo + rng.random(len(cell)) * (hi - lo))
+
+
 class TableEncoder:
     """Maps frames with the schema's dtypes to integer codes and back.
 
@@ -69,11 +123,32 @@ class TableEncoder:
         """Codes of shape (rows, columns), int64, each in [0, block size)."""
         return np.stack([_encode(b, frame[b.column.name]) for b in self.blocks], axis=1)
 
-    def decode(self, codes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    def decode(self, codes: np.ndarray, rng: np.random.Generator,
+               fine: dict[int, tuple[FineGrid, np.ndarray]] | None = None) -> pd.DataFrame:
         """Frame with the schema's dtypes from codes (rows, columns); values inside a bin
-        are drawn uniformly (in the transformed space) with ``rng``."""
-        return pd.DataFrame({b.column.name: _decode(b, codes[:, i], rng)
+        are drawn uniformly (in the transformed space) with ``rng``, or, for a column given
+        in ``fine`` as (grid, weights per fine state), from the fine states' weights."""
+        fine = fine or {}
+        return pd.DataFrame({b.column.name: _decode(b, codes[:, i], rng, fine.get(i))
                              for i, b in enumerate(self.blocks)})
+
+    def fine_grids(self, per_bin: int = 10, max_values: int = 2000) -> dict[int, FineGrid]:
+        """A FineGrid for every column whose bins hold more than one value, by index."""
+        grids = {}
+        for i, block in enumerate(self.blocks):
+            if block.edges is None or block.integer_values:
+                continue
+            col = block.column
+            low, high = (float(v) for v in _to_number(col, [col.minimum, col.maximum]))
+            if col.kind != "float" and high - low + 1 <= max_values:
+                values = np.arange(low, high + 1)
+                coarse = np.searchsorted(block.edges, _forward(col, values), side="right") - 1
+                grids[i] = FineGrid(block, np.clip(coarse, 0, block.n_values - 1), values, None)
+            else:
+                edges = np.linspace(block.edges[0], block.edges[-1], block.n_values * per_bin + 1)
+                grids[i] = FineGrid(block, np.arange(block.n_values * per_bin) // per_bin,
+                                    None, edges)
+        return grids
 
 
 def _to_number(col: Column, values):
@@ -128,7 +203,8 @@ def _encode(block: Block, values: pd.Series) -> np.ndarray:
     return np.where(missing, block.n_values, codes) if col.nullable else codes
 
 
-def _decode(block: Block, codes: np.ndarray, rng: np.random.Generator) -> pd.Series:
+def _decode(block: Block, codes: np.ndarray, rng: np.random.Generator,
+            fine: tuple[FineGrid, np.ndarray] | None = None) -> pd.Series:
     col = block.column
     missing = codes >= block.n_values
     safe = np.where(missing, 0, codes)
@@ -140,6 +216,8 @@ def _decode(block: Block, codes: np.ndarray, rng: np.random.Generator) -> pd.Ser
     else:
         if block.integer_values:
             x = (block.edges[safe] + 0.5)
+        elif fine is not None:
+            x = fine[0].place(safe, fine[1], rng)
         else:
             lo, hi = block.edges[safe], block.edges[safe + 1]
             x = _inverse(col, lo + rng.random(len(codes)) * (hi - lo))

@@ -10,6 +10,10 @@ sum_{t,t'} (a_t . a_t')(g_t . g_t') at a cost of T^2, or by instantiating the
 (d_out, d_in) gradient; T = 1 reduces to ||g|| ||a||. Embedding gradients are rows of g
 added at the looked-up indices; GroupNorm and LayerNorm gradients are small (channels)
 and are instantiated. Opacus's GradSampleModule is the oracle for every rule in the tests.
+
+A privacy unit may span several consecutive rows of the batch (``rows_per_record`` k: a DP
+GAN's real image and the fake paired with it): the layer's batch is then (k * records, ...),
+and a record's gradient is the sum over its k rows, i.e. one record of k times the tokens.
 """
 
 from __future__ import annotations
@@ -35,8 +39,15 @@ def supported_layers(module: nn.Module) -> list[nn.Module]:
     return layers
 
 
-def _as_tokens(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
-    """Linear or Conv2d input/output-grad as (batch, T, d_in) and (batch, T, d_out)."""
+def _as_tokens(layer: nn.Module, a: torch.Tensor, g: torch.Tensor, group: int = 1):
+    """Linear or Conv2d input/output-grad as (records, T, d_in) and (records, T, d_out),
+    where a record is ``group`` consecutive rows of the batch."""
+    a, g = _tokens(layer, a, g)
+    records = len(a) // group
+    return a.reshape(records, -1, a.shape[-1]), g.reshape(records, -1, g.shape[-1])
+
+
+def _tokens(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
     if isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise TypeError("Conv2d with string or non-zero padding modes is not supported")
@@ -76,25 +87,32 @@ def _norm_layer_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
     return w.flatten(1), b.flatten(1)
 
 
-def _embedding_grads(layer: nn.Embedding, a: torch.Tensor, g: torch.Tensor):
-    """Indices (batch, T) and output gradients (batch, T, d); padding rows get no gradient."""
-    idx, gt = a.reshape(len(a), -1), g.reshape(len(g), -1, g.shape[-1])
+def _by_record(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(group * records, d) per-row gradients -> (records, d) per-record sums."""
+    return x if group == 1 else x.view(len(x) // group, group, -1).sum(1)
+
+
+def _embedding_grads(layer: nn.Embedding, a: torch.Tensor, g: torch.Tensor, group: int = 1):
+    """Indices (records, T) and output gradients (records, T, d); padding rows get none."""
+    records = len(a) // group
+    idx, gt = a.reshape(records, -1), g.reshape(records, -1, g.shape[-1])
     if layer.padding_idx is not None:
         gt = gt * (idx != layer.padding_idx).unsqueeze(-1)
     return idx, gt
 
 
-def norm_sq(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
-    """(batch,) squared norm of each record's gradient over this layer's parameters, and
-    what ``set_clipped_grads`` can reuse (unfolded tokens, instantiated gradients)."""
+def norm_sq(layer: nn.Module, a: torch.Tensor, g: torch.Tensor, group: int = 1):
+    """(records,) squared norm of each record's gradient over this layer's parameters (a
+    record is ``group`` consecutive rows), and what ``set_clipped_grads`` can reuse
+    (unfolded tokens, instantiated gradients)."""
     if isinstance(layer, nn.Embedding):
-        idx, gt = _embedding_grads(layer, a, g)
+        idx, gt = _embedding_grads(layer, a, g, group)
         same = (idx[:, :, None] == idx[:, None, :]).to(gt.dtype)
         return (same * (gt @ gt.transpose(1, 2))).sum((1, 2)), None
     if isinstance(layer, (nn.GroupNorm, nn.LayerNorm)):
-        w, b = _norm_layer_grads(layer, a, g)
+        w, b = (_by_record(x, group) for x in _norm_layer_grads(layer, a, g))
         return w.pow(2).sum(1) + (b.pow(2).sum(1) if layer.bias is not None else 0.0), None
-    at, gt = _as_tokens(layer, a, g)
+    at, gt = _as_tokens(layer, a, g, group)
     sq, per_sample = _matmul_norm_sq(at, gt)
     if layer.bias is not None:
         sq = sq + (gt[:, 0] if gt.shape[1] == 1 else gt.sum(1)).pow(2).sum(1)
@@ -102,9 +120,9 @@ def norm_sq(layer: nn.Module, a: torch.Tensor, g: torch.Tensor):
 
 
 def set_clipped_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor,
-                      scale: torch.Tensor, cache=None) -> None:
+                      scale: torch.Tensor, cache=None, group: int = 1) -> None:
     """Sets ``.grad`` of the layer's parameters to sum_i scale_i * (record i's gradient);
-    ``cache`` is what ``norm_sq`` returned for the same a and g."""
+    ``cache`` is what ``norm_sq`` returned for the same a, g and ``group``."""
     if cache is not None:
         at, gt, per_sample = cache
         if per_sample is not None:
@@ -113,7 +131,8 @@ def set_clipped_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor,
             if layer.bias is not None:
                 layer.bias.grad = scale @ gt.sum(1)
             return
-    g = g * scale.view(-1, *([1] * (g.dim() - 1)))
+    row_scale = scale.repeat_interleave(group) if group > 1 else scale  # (batch,)
+    g = g * row_scale.view(-1, *([1] * (g.dim() - 1)))
     if isinstance(layer, nn.Embedding):
         idx, gt = _embedding_grads(layer, a, g)
         grad = torch.zeros_like(layer.weight)
@@ -126,7 +145,8 @@ def set_clipped_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor,
         if layer.bias is not None:
             layer.bias.grad = b.sum(0).view_as(layer.bias)
         return
-    at, gt = _as_tokens(layer, a, g) if cache is None else (cache[0], cache[1] * scale[:, None, None])
+    at, gt = (_as_tokens(layer, a, g, group) if cache is None
+              else (cache[0], cache[1] * scale[:, None, None]))
     gt, at = gt.reshape(-1, gt.shape[-1]), at.reshape(-1, at.shape[-1])  # (batch*T, d)
     layer.weight.grad = (gt.T @ at).view_as(layer.weight)  # one matmul
     if layer.bias is not None:
@@ -137,11 +157,14 @@ class GhostClipper:
     """Records each supported layer's input and output in the forward pass; ``backward``
     asks autograd only for the gradients of those outputs (no parameter gradients: they would
     be thrown away), and ``clipped_sum`` forms the sum of per-sample gradients clipped to
-    ``max_grad_norm`` in each parameter's ``.grad``."""
+    ``max_grad_norm`` in each parameter's ``.grad``. With ``rows_per_record`` k > 1 the
+    batch holds k consecutive rows per record, and each record's summed gradient is
+    clipped."""
 
-    def __init__(self, module: nn.Module, max_grad_norm: float):
+    def __init__(self, module: nn.Module, max_grad_norm: float, rows_per_record: int = 1):
         self.layers = supported_layers(module)
         self.max_grad_norm = max_grad_norm
+        self.rows_per_record = rows_per_record
         self.inputs: dict[nn.Module, torch.Tensor] = {}
         self.outputs: dict[nn.Module, torch.Tensor] = {}
         self.grads: dict[nn.Module, torch.Tensor] = {}
@@ -162,8 +185,9 @@ class GhostClipper:
         self.outputs.clear()
 
     def per_sample_norms(self) -> torch.Tensor:
-        """(batch,) exact norms of each record's full gradient."""
-        results = {m: norm_sq(m, self.inputs[m], self.grads[m]) for m in self.layers}
+        """(records,) exact norms of each record's full gradient."""
+        k = self.rows_per_record
+        results = {m: norm_sq(m, self.inputs[m], self.grads[m], k) for m in self.layers}
         self._caches = {m: cache for m, (_, cache) in results.items()}
         return torch.as_tensor(sum(sq for sq, _ in results.values())).sqrt()
 
@@ -171,7 +195,8 @@ class GhostClipper:
         """Sets each parameter's ``.grad`` to the sum of clipped per-sample gradients."""
         scale = (self.max_grad_norm / (self.per_sample_norms() + 1e-6)).clamp(max=1.0)
         for m in self.layers:
-            set_clipped_grads(m, self.inputs[m], self.grads[m], scale, self._caches[m])
+            set_clipped_grads(m, self.inputs[m], self.grads[m], scale, self._caches[m],
+                              self.rows_per_record)
         self.inputs.clear()
         self.grads.clear()
         self._caches = {}

@@ -37,6 +37,7 @@ from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
 from synth.sampling import check_request, chunks, draw, resolve_device
 
 Clique = tuple[int, ...]
+RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare codes merged
 
 
 @dataclass
@@ -56,11 +57,13 @@ def _opendp():
 class _Mechanisms:
     """The two private primitives, through OpenDP, with their zCDP costs summed."""
 
-    def __init__(self, codes: np.ndarray, sizes: list[int], seed: int | None):
-        self.codes, self.sizes = codes, sizes
+    def __init__(self, codes: np.ndarray, sizes: list[int], seed: int | None,
+                 frame: pd.DataFrame | None = None):
+        self.codes, self.sizes, self.frame = codes, sizes, frame  # frame: for fine histograms
         self.rho_spent = 0.0
         self.log: list[dict] = []
         self._cache: dict[Clique, np.ndarray] = {}
+        self.merged: dict[int, np.ndarray] = {}  # column -> group of each code, for 2+-way
         # a fixed seed (tests only) replaces OpenDP's secure sampling by numpy's
         self.rng = None if seed is None else np.random.default_rng(seed)
 
@@ -68,24 +71,37 @@ class _Mechanisms:
         """Private exact counts of a marginal (never leave this class un-noised)."""
         if clique not in self._cache:
             dims = [self.sizes[c] for c in clique]
-            flat = np.ravel_multi_index(self.codes[:, list(clique)].T, dims)
+            codes = self.codes[:, list(clique)].T.copy()  # (clique, rows)
+            for j, c in enumerate(clique):
+                if len(clique) > 1 and c in self.merged:
+                    codes[j], dims[j] = self.merged[c][codes[j]], int(self.merged[c].max()) + 1
+            flat = np.ravel_multi_index(codes, dims)
             self._cache[clique] = np.bincount(flat, minlength=math.prod(dims)).astype("int64")
         return self._cache[clique]
 
     def measure(self, clique: Clique, sigma: float) -> np.ndarray:
         """Counts of ``clique`` plus discrete Gaussian noise of scale sigma."""
+        return self._noisy(self.exact(clique), sigma, {"marginal": list(clique)})
+
+    def measure_fine(self, column: int, grid, sigma: float) -> np.ndarray:
+        """A column's histogram over its fine states (non-missing values; one record moves
+        one count by one), plus discrete Gaussian noise of scale sigma."""
+        values = self.frame[grid.block.column.name]
+        counts = np.bincount(grid.encode(values), minlength=grid.size).astype("int64")
+        return self._noisy(counts, sigma, {"fine_histogram": column, "states": grid.size})
+
+    def _noisy(self, counts: np.ndarray, sigma: float, what: dict) -> np.ndarray:
         dp = _opendp()
         meas = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)),
                                   dp.l2_distance(T=int), scale=sigma)
         rho = float(meas.map(1))
-        counts = self.exact(clique)
         if self.rng is None:
             noisy = np.asarray(meas(counts.tolist()), dtype="float64")
         else:
             noisy = counts + np.round(self.rng.normal(0, sigma, counts.shape))
         self.rho_spent += rho
-        self.log.append({"mechanism": "discrete Gaussian (OpenDP)", "marginal": list(clique),
-                         "sigma": sigma, "rho": rho})
+        self.log.append({"mechanism": "discrete Gaussian (OpenDP)", **what, "sigma": sigma,
+                         "rho": rho})
         return noisy
 
     def select(self, scores: np.ndarray, sensitivity: float, epsilon: float) -> int:
@@ -112,15 +128,18 @@ class _MixtureModel:
     def __init__(self, sizes: list[int], components: int, generator: torch.Generator,
                  device: torch.device):
         self.sizes = sizes
+        self.merged: dict[int, torch.Tensor] = {}  # column -> (codes, groups) one-hot map
         self.logits = (0.01 * torch.randn(components, sum(sizes), generator=generator,
                                           device=device)).requires_grad_()
 
     def probs(self) -> list[torch.Tensor]:
         return [F.softmax(b, dim=1) for b in self.logits.split(self.sizes, dim=1)]
 
-    @staticmethod
-    def marginal(probs: list[torch.Tensor], clique: Clique) -> torch.Tensor:
-        """The clique's distribution, flattened (row-major over the clique's columns)."""
+    def marginal(self, probs: list[torch.Tensor], clique: Clique) -> torch.Tensor:
+        """The clique's distribution, flattened (row-major over the clique's columns); in a
+        2+-way clique a column with merged rare codes counts them as one group."""
+        if len(clique) > 1 and self.merged:
+            probs = [p @ self.merged[c] if c in self.merged else p for c, p in enumerate(probs)]
         joint = probs[clique[0]]
         for c in clique[1:-1]:
             joint = (joint[:, :, None] * probs[c][:, None, :]).flatten(1)
@@ -171,6 +190,16 @@ class DPMarginals(Params):
         components: mixture components of the model.
         iterations: Adam iterations after each measurement (ten times as many at the end).
         lr: Adam learning rate of the estimator.
+        rare_merge: in a categorical column of more than 20 categories (ICD-like codes),
+            the codes whose noisy 1-way count is below ``rare_merge`` noise standard
+            deviations are merged into one group in every 2- and 3-way marginal (0: never).
+            The grouping is post-processing of the 1-way measurement (no extra budget); the
+            codes keep their own noisy 1-way frequencies, so rare codes are neither dropped
+            nor leaked.
+        fine_share: share of the budget spent on a histogram of each binned numeric column
+            over finer states (one per value when a column has at most 2,000 whole values,
+            else ten per bin): sampling places values inside a bin by it, so point masses
+            such as 40 hours a week survive binning (0: uniformly inside the bin).
         device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the model's initialisation.
         noise_seed: None (default): the noise comes from OpenDP's cryptographically secure
@@ -185,7 +214,8 @@ class DPMarginals(Params):
                  one_way_share: float = 0.2, selection_share: float = 0.1,
                  max_cells: int = 20_000, max_bins: int = 20,
                  components: int = 1024, iterations: int = 50, lr: float = 0.05,
-                 device: str = "auto", seed: int = 0, noise_seed: int | None = None):
+                 rare_merge: float = 2.0, fine_share: float = 0.05, device: str = "auto",
+                 seed: int = 0, noise_seed: int | None = None):
         self.degree = degree
         self.rounds_per_column = rounds_per_column
         self.one_way_share = one_way_share
@@ -195,6 +225,8 @@ class DPMarginals(Params):
         self.components = components
         self.iterations = iterations
         self.lr = lr
+        self.rare_merge = rare_merge
+        self.fine_share = fine_share
         self.device = device
         self.seed = seed
         self.noise_seed = noise_seed
@@ -208,7 +240,7 @@ class DPMarginals(Params):
         device = resolve_device(self.device)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         sizes = self.encoder_.sizes
-        mech = _Mechanisms(self.encoder_.encode(data), sizes, self.noise_seed)
+        mech = _Mechanisms(self.encoder_.encode(data), sizes, self.noise_seed, data)
         generator = torch.Generator(device=device).manual_seed(self.seed)
         self.model_ = _MixtureModel(sizes, self.components, generator, device)
         rho = zcdp_rho(budget) * (1 - 1e-6)
@@ -218,18 +250,27 @@ class DPMarginals(Params):
         candidates = [c for k in range(1, self.degree + 1)
                       for c in itertools.combinations(range(d), k)]
         weights = {r: float(sum(len(set(r) & set(w)) for w in workload)) for r in candidates}
-        cells = {r: math.prod(sizes[c] for c in r) for r in candidates}
 
         rounds = self.rounds_per_column * d
         share = 1 - self.selection_share
         one_way = self.one_way_share if rounds else 1.0  # no rounds: all on the 1-way
-        sigma0 = math.sqrt(d / (2 * one_way * rho))
-        rest = (1 - one_way) * rho
+        grids = self.encoder_.fine_grids() if self.fine_share else {}
+        fine_rho = self.fine_share * rho if grids else 0.0
+        sigma0 = math.sqrt(d / (2 * one_way * (rho - fine_rho)))
+        rest = (1 - one_way) * (rho - fine_rho)
         if rounds:
             sigma = math.sqrt(rounds / (2 * share * rest))
             epsilon = math.sqrt(8 * self.selection_share * rest / rounds)
         measurements = [Measurement((i,), torch.as_tensor(mech.measure((i,), sigma0)), sigma0)
                         for i in range(d)]
+        sigma_fine = math.sqrt(len(grids) / (2 * fine_rho)) if grids else 0.0
+        self.fine_ = {i: (g, mech.measure_fine(i, g, sigma_fine)) for i, g in grids.items()}
+        self._merge_rare(measurements, sigma0, mech, device)
+        merged = {c: int(g.max()) + 1 for c, g in mech.merged.items()}  # groups per column
+        candidates = [r for r in candidates  # a column merged into one group adds nothing
+                      if len(r) == 1 or all(merged.get(c, 2) > 1 for c in r)]
+        cells = {r: math.prod(merged.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
+                 for r in candidates}
         total = self._total(measurements, sizes)
         self.model_.fit(measurements, total, 10 * self.iterations, self.lr)
         tick = lambda: progress(min(1000, int(1000 * mech.rho_spent / rho)), 1000) \
@@ -270,12 +311,31 @@ class DPMarginals(Params):
         self.measured_ = [m.clique for m in measurements]
         return self
 
+    def _merge_rare(self, measurements: list[Measurement], sigma: float, mech: _Mechanisms,
+                    device: torch.device) -> None:
+        """Groups each code column's rare codes (noisy count < rare_merge * sigma) for the
+        higher-order marginals: post-processing of the 1-way measurements."""
+        self.merged_ = {}
+        for i, block in enumerate(self.encoder_.blocks):
+            col = block.column
+            if not self.rare_merge or col.kind != "categorical" or \
+                    len(col.categories) <= RARE_MERGE_MIN_CATEGORIES:
+                continue
+            rare = measurements[i].counts.numpy() < self.rare_merge * sigma  # (codes,)
+            if rare.sum() < 2:
+                continue
+            groups = np.where(rare, (~rare).sum(), np.cumsum(~rare) - 1)  # rare: last group
+            mech.merged[i] = groups
+            self.model_.merged[i] = F.one_hot(torch.as_tensor(groups), int(groups.max()) + 1
+                                              ).to(device=device, dtype=self.model_.logits.dtype)
+            self.merged_[col.name] = [c for c, r in zip(col.categories, rare) if r]
+
     @staticmethod
     def _total(measurements: list[Measurement], sizes: list[int]) -> float:
         """Inverse-variance weighted estimate of the record count from every measurement."""
         num = den = 0.0
         for m in measurements:
-            var = m.sigma**2 * math.prod(sizes[c] for c in m.clique)
+            var = m.sigma**2 * len(m.counts)  # one variance per cell
             num += float(m.counts.sum()) / var
             den += 1 / var
         return max(1.0, num / den)
@@ -286,7 +346,7 @@ class DPMarginals(Params):
         check_request(self, n)
         generator = torch.Generator(device=self.model_.logits.device).manual_seed(seed)
         codes = self.model_.sample(n, generator)
-        return self.encoder_.decode(codes, np.random.default_rng(seed))
+        return self.encoder_.decode(codes, np.random.default_rng(seed), self.fine_)
 
 
 class DPIndependent(DPMarginals):
@@ -305,5 +365,5 @@ class DPIndependent(DPMarginals):
     def __init__(self, max_bins: int = 20, device: str = "auto", seed: int = 0,
                  noise_seed: int | None = None):
         super().__init__(degree=1, rounds_per_column=0, components=1, max_bins=max_bins,
-                         device=device, seed=seed, noise_seed=noise_seed)
+                         fine_share=0.0, device=device, seed=seed, noise_seed=noise_seed)
 

@@ -15,7 +15,8 @@ from tests.conftest import ROOT
 
 ADULT_SCHEMA = str(ROOT / "schemas" / "adult.yaml")
 # the DP-SGD path at its smallest (the default synthesizer is tested in test_flow.py)
-FAST = ["--synthesizer", "dp-vae", "--epochs", "1", "--batch-size", "200", "--rows", "500"]
+FAST = ["--synthesizer", "dp-vae", "--epochs", "1", "--batch-size", "200", "--rows", "500",
+        "--no-fidelity"]  # a 1-epoch model is not faithful; the fidelity suite has its own tests
 
 TINY_SCHEMA = """\
 name: tiny
@@ -50,9 +51,9 @@ def test_synth_run_publishes_a_validated_release(adult_sample, tmp_path, capsys)
     meta = read_release_metadata(out / "data.parquet")
     assert meta["data_set"] == "adult" and float(meta["epsilon"]) == report["epsilon"]
     assert duckdb.sql(f"select count(*) from '{out / 'data.parquet'}'").fetchall()[0][0] == 500
-    # a second run to the same place refuses, unless told to overwrite
+    # another run to the same place refuses, unless told to overwrite
     code, _, err = run(["run", "--input", str(adult_sample), "--schema", ADULT_SCHEMA,
-                        "--epsilon", "1", "--out", str(out), "-q", *FAST], capsys)
+                        "--epsilon", "0.5", "--out", str(out), "-q", *FAST], capsys)
     assert code == EXIT_BAD_INPUT and "--overwrite" in err
 
 
@@ -172,8 +173,8 @@ def test_flchain_release_with_its_declared_schema(tmp_path, capsys):
 
 
 def test_validation_failure_publishes_nothing(tiny, tmp_path, capsys, monkeypatch):
-    """Synthetic rows that break the schema (forced here) stop publication: exit 3, the GX
-    result saved in <out>.rejected/, no release."""
+    """Synthetic rows that break the schema (forced here) stop publication: exit 3, the rows
+    and the GX result go to <out>.quarantine/, nothing to <out>."""
     import pipelines.run as steps
 
     real_generate = steps.generate
@@ -191,6 +192,32 @@ def test_validation_failure_publishes_nothing(tiny, tmp_path, capsys, monkeypatc
                         "-q", "--epsilon", "1", *FAST], capsys)
     assert code == 3
     assert "expect_column_values_to_be_between(age" in err and "nothing was published" in err
+    assert "quarantined in" in err
     assert not out.exists()
-    saved = json.loads((tmp_path / "release.rejected" / "validation.json").read_text())
+    saved = json.loads((tmp_path / "release.quarantine" / "validation.json").read_text())
     assert saved["success"] is False and saved["failed"]
+    assert (tmp_path / "release.quarantine" / "data.parquet").exists()
+    assert (tmp_path / "release.internal" / "report.html").exists()
+
+
+def test_rerunning_a_published_run_spends_and_publishes_nothing(adult_sample, tmp_path, capsys):
+    from pipelines.ledger import Ledger
+
+    out, db = tmp_path / "adult", tmp_path / "ledger.db"
+    argv = ["run", "--input", str(adult_sample), "--schema", ADULT_SCHEMA, "--epsilon", "1",
+            "--out", str(out), "--ledger", str(db), "-q", *FAST]
+    assert run(argv, capsys)[0] == 0
+    written = (out / "data.parquet").stat().st_mtime_ns
+    key = read_release_metadata(out / "data.parquet")["run_key"]
+
+    code, stdout, _ = run([*argv, "--overwrite"], capsys)  # the same run again
+    assert code == 0 and str(out / "data.parquet") in stdout
+    assert (out / "data.parquet").stat().st_mtime_ns == written
+    assert len(Ledger(db).history()) == 1  # nothing reserved or spent
+
+    # another setting is another run: it needs --overwrite, and then spends again
+    code, _, err = run([*argv, "--seed", "1"], capsys)
+    assert code == EXIT_BAD_INPUT and "already exists" in err
+    assert run([*argv, "--seed", "1", "--overwrite"], capsys)[0] == 0
+    assert read_release_metadata(out / "data.parquet")["run_key"] != key
+    assert len(Ledger(db).history()) == 2

@@ -161,3 +161,22 @@ def test_calibration_composes_with_a_prior_release():
     assert epsilon_of_history(prior + [(0.97 * sigma, 0.01, 500)], 1e-6, "rdp") > 1.0
     with pytest.raises(BudgetError, match="already spend"):
         calibrate_noise_after(PrivacyBudget(0.2, 1e-6), prior, 0.01, 500, "rdp")
+
+
+def test_unseeded_histogram_noise_comes_from_the_csprng(adult, monkeypatch):
+    """Without a noise_seed (a release), the noised counts come from the OS CSPRNG, never
+    from a seeded generator."""
+    import synth.gan as gan
+
+    calls = []
+    real = gan.secure_normal
+
+    def spy(shape, std, device):
+        calls.append((shape, std))
+        return real(shape, std, device)
+
+    monkeypatch.setattr(gan, "secure_normal", spy)
+    schema, frame = adult
+    DPCTGAN(**dict(TINY, noise_seed=None)).fit(frame, schema, PrivacyBudget(1.0, 1e-9))
+    discrete = [c for c in schema.columns if c.kind in ("categorical", "boolean")]
+    assert len(calls) >= len(discrete) and all(std > 0 for _, std in calls)

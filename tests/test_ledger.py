@@ -84,7 +84,7 @@ def run(argv, capsys):
     return code, out.out, out.err
 
 
-FAST = ["--synthesizer", "dp-vae", "--epochs", "1", "--batch-size", "200", "--rows", "200",
+FAST = ["--synthesizer", "dp-vae", "--epochs", "1", "--batch-size", "200", "--rows", "200", "--no-fidelity",
         "-q"]
 
 

@@ -47,12 +47,14 @@ def test_spent_epsilon_is_opendps_rho_total_and_uses_the_budget(adult, epsilon):
     assert p.epsilon == pytest.approx(zcdp_epsilon(rho, 1e-9)) and p.epsilon <= epsilon
     assert p.epsilon > 0.999 * epsilon  # nothing left unspent
     assert p.accountant == "zcdp" and p.steps is None
-    # the 1-way marginals come first, then selection and measurement alternate
+    # the 1-way marginals come first, then the fine histograms of the binned numeric
+    # columns, then selection and measurement alternate
     kinds = [m["mechanism"].split()[0] for m in p.measurements]
-    d = len(schema.columns)
-    assert kinds[:d] == ["discrete"] * d
-    assert kinds[d:] == ["report", "discrete"] * ((len(kinds) - d) // 2)
+    d, f = len(schema.columns), len(model.fine_)
+    assert kinds[:d + f] == ["discrete"] * (d + f)
+    assert kinds[d + f:] == ["report", "discrete"] * ((len(kinds) - d - f) // 2)
     assert [m["marginal"] for m in p.measurements[:d]] == [[i] for i in range(d)]
+    assert [m["fine_histogram"] for m in p.measurements[d:d + f]] == sorted(model.fine_)
 
 
 def test_independent_baseline_spends_everything_on_one_way_marginals(adult):

@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,15 @@ class ValidationOutcome:
 
 
 class ValidationFailed(Exception):
-    """A synthetic table broke its schema's expectations; ``outcome`` says which."""
+    """A synthetic table failed its checks; ``outcome`` says which, ``quarantine`` where the
+    rows and reports were put instead of the release location (None: nowhere)."""
 
-    def __init__(self, outcome: ValidationOutcome):
+    def __init__(self, outcome: ValidationOutcome, quarantine: Path | None = None):
         self.outcome = outcome
+        self.quarantine = quarantine
+        where = f"; the release is quarantined in {quarantine}" if quarantine else ""
         super().__init__(f"synthetic data failed {len(outcome.failed)} of {outcome.evaluated} "
-                         f"expectations: " + "; ".join(outcome.failed))
+                         f"expectations: " + "; ".join(outcome.failed) + where)
 
 
 def _bound(column: Column, value: Any) -> Any:
@@ -118,6 +122,24 @@ def validate_synthetic(frame: pd.DataFrame, schema: Schema) -> ValidationOutcome
     Returns:
         The outcome; it does not raise on failure (raise ``ValidationFailed`` to stop).
     """
+    outcome = run_suite(frame, f"{schema.name}-schema", expectations_for(schema), "SUMMARY",
+                        describe=lambda r: _describe(r, frame))
+    logger.info("validated %d rows of %s: %d of %d expectations failed", len(frame),
+                schema.name, len(outcome.failed), outcome.evaluated)
+    return outcome
+
+
+def run_suite(frame: pd.DataFrame, name: str, expectations: list, result_format: Any,
+              describe: Callable[[dict], str]) -> ValidationOutcome:
+    """Runs expectations on one in-memory batch and sums up the result.
+
+    Args:
+        frame: the batch.
+        name: the suite's name (a unique suffix is added).
+        expectations: GX expectation objects.
+        result_format: GX's result format for every expectation.
+        describe: one line for a failed expectation's result.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import (DataContextConfig,
                                                             InMemoryStoreBackendDefaults)
@@ -129,24 +151,21 @@ def validate_synthetic(frame: pd.DataFrame, schema: Schema) -> ValidationOutcome
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)))
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     tag = uuid.uuid4().hex[:12]
-    batch = (context.data_sources.add_pandas(name=f"synthetic-{tag}")
-             .add_dataframe_asset(name=f"{schema.name}-{tag}")
+    batch = (context.data_sources.add_pandas(name=f"batch-{tag}")
+             .add_dataframe_asset(name=f"{name}-{tag}")
              .add_batch_definition_whole_dataframe(f"whole-{tag}"))
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{schema.name}-schema-{tag}",
-                                                   expectations=expectations_for(schema)))
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}-{tag}",
+                                                   expectations=expectations))
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{schema.name}-validation-{tag}", data=batch, suite=suite))
-    run = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        gx.ValidationDefinition(name=f"{name}-validation-{tag}", data=batch, suite=suite))
+    run = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
     result = _jsonable(run.to_json_dict())
     # GX returns results in its own order; the suite's order reads table-first, then by column.
     order = {str(e.id): i for i, e in enumerate(suite.expectations)}
     result["results"].sort(key=lambda r: order.get(r["expectation_config"].get("id"), len(order)))
-    failed = tuple(_describe(r, frame) for r in result["results"] if not r["success"])
-    outcome = ValidationOutcome(success=bool(run.success), evaluated=len(result["results"]),
-                                failed=failed, result=result)
-    logger.info("validated %d rows of %s: %d of %d expectations failed", len(frame),
-                schema.name, len(failed), outcome.evaluated)
-    return outcome
+    failed = tuple(describe(r) for r in result["results"] if not r["success"])
+    return ValidationOutcome(success=bool(run.success), evaluated=len(result["results"]),
+                             failed=failed, result=result)
 
 
 def save_outcome(outcome: ValidationOutcome, path: Path) -> None:

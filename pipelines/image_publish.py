@@ -1,0 +1,170 @@
+"""The image release: a Parquet table of PNG-encoded images, a contact sheet, and checks.
+
+One row per image, readable by pandas, DuckDB, Spark and Hugging Face-style loaders:
+
+    image   binary                     the image as PNG bytes (8-bit, mode L or RGB)
+    width   int32                      pixels
+    height  int32                      pixels
+    mode    dictionary<int32, string>  "L" (greyscale) or "RGB"
+    label   dictionary<int32, string>  the label name, dictionary = the schema's labels in order
+
+The release directory is written by ``pipelines.publish.publish_table`` (atomic, fsynced),
+with ``contact_sheet.png`` (a grid of images per label) beside ``data.parquet``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.publish import footer_metadata
+from schemas.image import ImageSchema
+
+CONTACT_SHEET = "contact_sheet.png"
+COLUMNS = ("image", "width", "height", "mode", "label")
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of one uint8 (H, W, C) image, C = 1 (mode L) or 3 (RGB)."""
+    from PIL import Image
+
+    pixels = image[..., 0] if image.shape[-1] == 1 else image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def decode_png(blob: bytes) -> np.ndarray:
+    """The uint8 (H, W, C) pixels of PNG bytes (the inverse of ``encode_png``)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(blob)) as im:
+        array = np.asarray(im)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _dictionary(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)),
+                                          pa.array(names, pa.string()))
+
+
+def image_table(images: np.ndarray, labels: np.ndarray, schema: ImageSchema,
+                metadata: Mapping[str, str]) -> pa.Table:
+    """The Arrow table of an image release.
+
+    Args:
+        images: uint8 (N, H, W, C) synthetic images of the schema's shape.
+        labels: int (N,) indices into ``schema.labels``.
+        schema: the image schema (its labels become the label column's dictionary).
+        metadata: string key-values for the footer, as for ``pipelines.publish.to_arrow``.
+
+    Raises:
+        ValueError: images or labels that do not fit the schema (a bug upstream: the
+            synthesizer's output is checked here, not the user's data).
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != schema.shape:
+        raise ValueError(f"images must be uint8 (N, {', '.join(map(str, schema.shape))}), "
+                         f"got {images.dtype} {images.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),) or (len(labels) and (
+            labels.min() < 0 or labels.max() >= len(schema.labels))):
+        raise ValueError(f"labels must be {len(images)} integers in [0, {len(schema.labels)})")
+    n = len(images)
+    arrays = [pa.array([encode_png(im) for im in images], pa.binary()),
+              pa.array(np.full(n, schema.width, np.int32)),
+              pa.array(np.full(n, schema.height, np.int32)),
+              _dictionary(np.zeros(n, np.int32), [schema.mode]),
+              _dictionary(labels, list(schema.labels))]
+    fields = [pa.field(name, a.type, nullable=False) for name, a in zip(COLUMNS, arrays)]
+    meta = footer_metadata(metadata, schema)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
+
+
+def contact_sheet(images: np.ndarray, labels: np.ndarray, schema: ImageSchema,
+                  per_class: int = 16, columns: int = 8, scale: int = 2) -> bytes:
+    """PNG bytes of a contact sheet: for each label in schema order, its name and a grid of
+    up to ``per_class`` of its images (``columns`` wide), each enlarged ``scale`` times."""
+    from PIL import Image, ImageDraw
+
+    h, w = schema.height * scale, schema.width * scale
+    pad, caption = 2, 14
+    rows_per_class = -(-per_class // columns)
+    block_h = caption + rows_per_class * (h + pad) + pad
+    sheet = Image.new("RGB", (columns * (w + pad) + pad, block_h * len(schema.labels)),
+                      (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, name in enumerate(schema.labels):
+        top = k * block_h
+        chosen = np.flatnonzero(labels == k)[:per_class]
+        draw.text((pad, top + 1), f"{name} ({len(chosen)} shown)" if len(chosen) else
+                  f"{name} (none sampled)", fill=(0, 0, 0))
+        for j, i in enumerate(chosen):
+            tile = images[i][..., 0] if schema.channels == 1 else images[i]
+            pic = Image.fromarray(np.ascontiguousarray(tile)).convert("RGB")
+            pic = pic.resize((w, h), Image.NEAREST)
+            sheet.paste(pic, (pad + (j % columns) * (w + pad),
+                              top + caption + (j // columns) * (h + pad)))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """Structural checks of a synthetic image table (synthetic rows only: public).
+
+    Attributes:
+        checks: (name, passed, detail) per check, in order.
+    """
+
+    checks: tuple[tuple[str, bool, str], ...]
+
+    @property
+    def success(self) -> bool:
+        return all(ok for _, ok, _ in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        passed = sum(ok for _, ok, _ in self.checks)
+        return f"passed {passed} of {len(self.checks)} checks"
+
+    def to_dict(self) -> dict:
+        return {"success": self.success, "verdict": self.verdict,
+                "checks": [{"check": n, "success": ok, "detail": d} for n, ok, d in self.checks]}
+
+
+class ImageCheckFailed(Exception):
+    """The synthetic images failed the structural checks; nothing was published."""
+
+    def __init__(self, outcome: ImageCheck):
+        failed = [f"{n} ({d})" for n, ok, d in outcome.checks if not ok]
+        super().__init__(f"synthetic images failed {len(failed)} check(s): {'; '.join(failed)}")
+        self.outcome = outcome
+
+
+def check_image_table(table: pa.Table, schema: ImageSchema, rows: int) -> ImageCheck:
+    """Row count, columns, label in the declared set, width/height/mode, and every PNG
+    decoding to the declared shape."""
+    checks = [("columns", tuple(table.column_names) == COLUMNS,
+               f"columns {table.column_names}, expected {list(COLUMNS)}")]
+    checks.append(("row count", table.num_rows == rows, f"{table.num_rows} rows, expected {rows}"))
+    if not checks[0][1]:
+        return ImageCheck(tuple(checks))
+    col = {name: table.column(name).to_pylist() for name in ("width", "height", "mode", "label")}
+    labels = set(schema.labels)
+    checks += [
+        ("label in declared set", all(v in labels for v in col["label"]),
+         f"labels outside the schema: {sorted({str(v) for v in col['label']} - labels)[:5]}"),
+        ("width", set(col["width"]) <= {schema.width}, f"widths {sorted(set(col['width']))}"),
+        ("height", set(col["height"]) <= {schema.height},
+         f"heights {sorted(set(col['height']))}"),
+        ("mode", set(col["mode"]) <= {schema.mode}, f"modes {sorted(set(col['mode']))}"),
+    ]
+    shapes = {decode_png(b).shape for b in table.column("image").to_pylist()}
+    checks.append(("PNG decodes to the declared shape", shapes <= {schema.shape},
+                   f"decoded shapes {sorted(shapes)}"))
+    return ImageCheck(tuple(checks))
