@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipelines import safe_harbor
 from schemas import Column, Schema, pandas_dtype
@@ -124,6 +125,31 @@ def read_raw(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray | Non
     if frame.empty:
         raise DataError(f"{path}: the file has no data rows")
     return frame, lines
+
+
+def read_identifiers(path: str | Path, schema: Schema) -> pd.DataFrame:
+    """The input's identifier columns alone, as text, for the release check that none of
+    their values reaches an output. Nothing else reads them; they never reach a model.
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    path = Path(path)
+    names = [i.name for i in schema.identifiers]
+    if not names:
+        return pd.DataFrame()
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            present = set(pq.read_schema(path).names)
+            return pd.read_parquet(path, columns=[n for n in names if n in present]).astype(str)
+        fmt = schema.csv
+        return pd.read_csv(
+            path, sep=fmt.delimiter, header=0 if fmt.header else None,
+            names=None if fmt.header else schema.input_names, usecols=lambda c: c in names,
+            dtype=str, keep_default_na=False, index_col=False,
+            engine="python" if len(fmt.delimiter) > 1 else "c")
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read input: {str(exc).splitlines()[0]}") from None
 
 
 def _read_csv(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:

@@ -69,8 +69,10 @@ def to_arrow(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str]) -
             outside the declared categories, nulls in non-nullable columns, bad metadata).
     """
     problems: list[str] = []
+    # identifiers the schema asks to carry as fake surrogates come first, as strings
+    fakes = [i.name for i in schema.identifiers if i.surrogate and i.name in frame.columns]
     missing = [n for n in schema.names if n not in frame.columns]
-    extra = [str(n) for n in frame.columns if n not in schema.names]
+    extra = [str(n) for n in frame.columns if n not in schema.names and n not in fakes]
     twice = sorted({str(n) for n in frame.columns[frame.columns.duplicated()]})
     if missing:
         problems.append(f"columns {missing} are declared but absent from the frame")
@@ -78,13 +80,18 @@ def to_arrow(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str]) -
         problems.append(f"columns {extra} are not in the schema (drop them before publishing)")
     if twice:
         problems.append(f"columns {twice} appear more than once in the frame")
+    surrogates = [pa.array(frame[n].astype("string"), pa.string(), from_pandas=True)
+                  for n in fakes if n not in twice]
+    if any(a.null_count for a in surrogates):
+        problems.append(f"surrogate columns {fakes} have missing values")
     arrays = [_to_array(frame[c.name], c, problems) for c in schema.columns
               if c.name not in missing and c.name not in twice]
     meta = _metadata(metadata, schema, problems)
     if problems:
         raise PublishError(f"cannot publish against {schema.where}: " + "; ".join(problems))
-    fields = [pa.field(c.name, a.type, nullable=c.nullable) for c, a in zip(schema.columns, arrays)]
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
+    fields = [pa.field(n, pa.string(), nullable=False) for n in fakes] + [
+        pa.field(c.name, a.type, nullable=c.nullable) for c, a in zip(schema.columns, arrays)]
+    return pa.Table.from_arrays(surrogates + arrays, schema=pa.schema(fields, metadata=meta))
 
 
 def _to_array(series: pd.Series, column: Column, problems: list[str]) -> pa.Array:

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import RunConfig
-from pipelines.ingest import DataError, Ingested, ingest
+from pipelines.ingest import DataError, Ingested, ingest, read_identifiers
 from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.html_report import ReportInputs, render
 from pipelines.leakage import LeakageReport, check_leakage
 from pipelines.publish import (DATA_FILE, PublishError, Release, publish, publish_folder,
                                 read_release_metadata)
 from pipelines.report import code_version, now, privacy_report, release_metadata
+from pipelines.surrogates import add_surrogates
 from pipelines.train import sample, train
 from pipelines.validate import ValidationFailed, ValidationOutcome, validate_synthetic
 from pipelines.validate.fidelity import observed, validate_fidelity
@@ -164,11 +165,14 @@ def fit(plan: Plan, data: pd.DataFrame,
 
 def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:
     """Samples the release's rows; with a ``survival:`` declaration they are post-processed
-    to obey it (time within follow-up, no event after it; see synth.survival.constrain)."""
+    to obey it (time within follow-up, no event after it; see synth.survival.constrain).
+    Identifier columns the schema asks to carry get fake surrogate values in front, generated
+    from the schema and the seed alone (pipelines.surrogates)."""
     from synth import survival
 
     synthetic = sample(model, plan.config.rows, seed=plan.config.seed)
-    return survival.constrain(synthetic, plan.schema)
+    synthetic = survival.constrain(synthetic, plan.schema)
+    return add_surrogates(synthetic, plan.schema, plan.config.seed)
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,8 @@ class Verdict:
     @property
     def success(self) -> bool:
         return (self.structural.success and (self.fidelity is None or self.fidelity.success)
-                and (self.audit is None or self.audit.passed))
+                and (self.audit is None or self.audit.passed)
+                and (self.leakage is None or self.leakage.identifier_values == 0))
 
     @property
     def failed(self) -> tuple[str, ...]:
@@ -199,7 +204,12 @@ class Verdict:
             f"canary audit: empirical epsilon lower bound {self.audit.epsilon_lower:.3f} "
             f"exceeds the claimed {self.audit.epsilon_claimed:.3f}: the mechanism adds less "
             "noise than it accounts for",)
-        return self.structural.failed + (self.fidelity.failed if self.fidelity else ()) + audit
+        leaked = () if self.leakage is None or not self.leakage.identifier_values else (
+            f"identifier check: {self.leakage.identifier_values} value(s) of the input's "
+            "identifier columns appear in the output (a surrogate from a small pool? use a "
+            "pattern)",)
+        return (self.structural.failed + (self.fidelity.failed if self.fidelity else ())
+                + audit + leaked)
 
     def summary(self) -> str:
         """One line of pass counts, no statistic of the real data."""
@@ -239,13 +249,17 @@ def check(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, real: pd.Data
     training rows (when enabled), the leakage checks against the held-out rows (when there
     are some) and the canary audit of the model's mechanism. Does not raise: ``release``
     publishes or quarantines by the verdict."""
+    output = synthetic  # with any surrogate identifiers: scanned for real identifier values
+    synthetic = synthetic[plan.schema.names]  # surrogates are fake: not compared
     structural = validate_synthetic(synthetic, plan.schema)
     thresholds = plan.config.fidelity
     fidelity = (validate_fidelity(real, synthetic, plan.schema, thresholds)
                 if thresholds.enabled and len(real) else None)
     # 2,000 attacks: intervals about +-0.02 wide, in a few seconds on Adult-sized data
-    leakage = (check_leakage(real, holdout, synthetic, plan.schema, n_attacks=2000,
-                             reference_rows=10_000, seed=plan.config.seed)
+    identifiers = read_identifiers(plan.config.input, plan.schema)
+    leakage = (check_leakage(real, holdout, output, plan.schema, n_attacks=2000,
+                             reference_rows=10_000, seed=plan.config.seed,
+                             identifiers=list(identifiers.columns), raw=identifiers)
                if len(holdout) else None)
     for warning in leakage.warnings if leakage else ():
         log.warning("release check: %s", warning)

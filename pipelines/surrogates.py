@@ -11,10 +11,9 @@ A value drawn from a small pool (a first name) may coincide with a real one by c
 coincidence reveals nothing, but prefer high-entropy patterns (record numbers, SSN-shaped
 strings) for columns whose real values must never be seen in a release.
 
-Status: the release steps do not call ``add_surrogates`` yet. Validation and publishing
-(``pipelines/validate.py``, ``pipelines/publish.py``) accept exactly the schema's released
-columns, and a surrogate column is not one of them (it is never trained on); they first need
-a string column kind for surrogates, then ``run.generate`` adds them.
+``pipelines.run.generate`` adds them to the synthetic rows; validation and the fidelity
+and leakage checks look at the trained columns only, and ``publish`` writes surrogate
+columns first, as non-null strings.
 """
 
 from __future__ import annotations

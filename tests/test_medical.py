@@ -18,7 +18,7 @@ from pipelines import safe_harbor, surrogates
 from pipelines.config import RunConfig
 from pipelines.draft import draft_schema
 from pipelines.ingest import DataError, ingest
-from pipelines.run import fit, generate, load, prepare, run_release
+from pipelines.run import fit, generate, internal_dir, load, prepare, run_release
 from schemas import SCHEMA_DIR, SchemaError, load_schema, schema_from_dict
 from schemas.roles import SPARSE_ZIP3
 from synth import survival
@@ -76,15 +76,25 @@ def _cells(path) -> set[str]:
 
 def test_no_identifier_value_appears_in_any_output(release, raw):
     values = {v for c in IDENTIFIERS for v in raw[c] if v}
-    files = sorted(p for p in release.release.iterdir() if p.is_file())
-    assert {p.name for p in files} >= {"data.parquet", "privacy_report.json", "validation.json"}
+    internal = internal_dir(release.release)  # the owner's report: no identifier either
+    files = sorted(p for d in (release.release, internal) for p in d.iterdir() if p.is_file())
+    assert {p.name for p in files} >= {"data.parquet", "privacy_report.json", "validation.json",
+                                       "report.html", "leakage.json"}
     for path in files:
         leaked = values & _cells(path)
         assert not leaked, f"{path.name} holds {len(leaked)} identifier value(s)"
         blob = path.read_bytes()  # and no long identifier value even inside a cell
         for c in ("mrn", "ssn", "phone", "email"):
             assert not [v for v in raw[c] if len(v) >= 8 and v.encode() in blob], (path, c)
-    assert not IDENTIFIERS & set(pq.read_table(release.release / "data.parquet").column_names)
+    # the run's own release check scanned the output for every identifier of the input
+    leak = json.loads((internal / "leakage.json").read_text())
+    assert leak["identifier_values"] == 0 and {c for c, _ in leak["identifier_hits"]} == (
+        IDENTIFIERS)
+    # only the identifier the schema asks to carry is there, as fake surrogate values
+    table = pq.read_table(release.release / "data.parquet")
+    assert IDENTIFIERS & set(table.column_names) == {"mrn"} and table.column_names[0] == "mrn"
+    mrn = table.column("mrn").to_pandas()
+    assert mrn.str.fullmatch(r"MRN-\d{8}").all() and mrn.is_unique
 
 
 def test_release_validates_and_obeys_safe_harbor(release):
@@ -113,7 +123,8 @@ def test_synthesizers_never_see_identifiers(tmp_path):
     assert data.report.dropped_columns == ()  # dropped as identifiers, not as unknown
     model = fit(plan, data.frame)
     assert not IDENTIFIERS & set(model.encoder_.schema.names)
-    assert not IDENTIFIERS & set(generate(plan, model).columns)
+    # the only identifier in the generated rows is the fake surrogate the schema asks for
+    assert IDENTIFIERS & set(generate(plan, model).columns) == {"mrn"}
 
 
 def test_ingest_generalises_per_safe_harbor(raw):
