@@ -75,21 +75,23 @@ def publish(plan: steps.Plan, model, synthetic, verdict, real) -> dict:
 
 
 def report_artifacts(plan: steps.Plan, verdict: steps.Verdict) -> None:
-    """What the Prefect UI shows of a run: a summary, the checks as a table, and a link to
-    the internal report. The Prefect server is part of the data owner's trusted zone (it
-    runs beside the private data): the fidelity values it shows are statistics of the real
-    rows and, like the internal report, must not be shown to anyone the release is for."""
+    """What the Prefect UI shows of a run: a summary, the checks as a table (pass/fail and
+    thresholds: values computed from real rows stay in the internal report, since Prefect's
+    database may be shared or hosted), and a link to the internal report."""
     where = plan.out if verdict.success else steps.quarantine_dir(plan.out)
     rows = [{"suite": "schema", "check": line, "success": False}
             for line in verdict.structural.failed]
     if verdict.fidelity is not None:
         rows += [{"suite": "fidelity", "check": f"{r['expectation']}({r['subject']})",
-                  "threshold": r["threshold"], "observed": r["observed"],
-                  "success": r["success"]} for r in observed(verdict.fidelity)]
-    for warning in verdict.leakage.warnings if verdict.leakage else ():
-        rows.append({"suite": "leakage", "check": warning, "success": False})
+                  "threshold": r["threshold"], "success": r["success"]}
+                 for r in observed(verdict.fidelity)]
+    if verdict.leakage is not None:
+        rows.append({"suite": "leakage", "check": f"{len(verdict.leakage.warnings)} warning(s): "
+                     "see the internal report", "success": not verdict.leakage.warnings})
+    rows += [{"suite": "identifiers", "check": f"no value of input column '{c}' in the output",
+              "success": not n} for c, n in verdict.identifier_hits.items()]
     if verdict.audit is not None:
-        rows.append({"suite": "canary audit", "check": "empirical epsilon lower bound (95%) "
+        rows.append({"suite": "canary audit", "check": "empirical epsilon lower bound (99%) "
                      "at most the claim", "threshold": verdict.audit.epsilon_claimed,
                      "observed": verdict.audit.epsilon_lower, "success": verdict.audit.passed})
     create_table_artifact(key="release-checks", table=rows or [{"suite": "-", "check": "-"}],

@@ -209,6 +209,12 @@ def _roles(frame: pd.DataFrame) -> dict[str, list[str]]:
         if BIRTH_NAMES.search(str(column)) and others:
             col["generalize"] = {"age_at": others[0]}
             how = f"age in whole years at '{others[0]}', 90 for 90 and older"
+        elif BIRTH_NAMES.search(str(column)):  # no date to take an age at: a birth year may
+            out[column] = [f"  # REVIEW: column '{column}' is a birth date and no other date "
+                           "gives an age at: dropped (a birth year may show an age over 89, "
+                           "which Safe Harbor forbids)",
+                           f"  - {{name: {column}, role: identifier}}"]
+            continue
         else:
             col["generalize"] = "year"
             how = "its year" + (f" (or day offsets: generalize: {{offset_from: {others[0]}}})"

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,8 @@ from pipelines.config import RunConfig
 from pipelines.ingest import DataError, Ingested, ingest, read_identifiers
 from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.html_report import ReportInputs, render
-from pipelines.leakage import LeakageReport, check_leakage
-from pipelines.publish import (DATA_FILE, PublishError, Release, publish, publish_folder,
-                                read_release_metadata)
+from pipelines.leakage import LeakageReport, check_leakage, identifier_leaks
+from pipelines.publish import DATA_FILE, Release, publish, publish_folder
 from pipelines.report import code_version, now, privacy_report, release_metadata
 from pipelines.surrogates import add_surrogates
 from pipelines.train import sample, train
@@ -43,6 +44,7 @@ VALIDATION_FILE = "validation.json"
 HTML_FILE = "report.html"
 FIDELITY_FILE = "fidelity.json"  # internal: the fidelity suite's values
 LEAKAGE_FILE = "leakage.json"  # internal: the release checks
+KEY_FILE = "run_key"  # internal: what makes a rerun of the same run a no-op
 
 
 @dataclass(frozen=True)
@@ -126,14 +128,13 @@ def run_key(config: RunConfig, data_set: str, schema: Schema) -> str:
 
 
 def published_key(out: Path) -> str | None:
-    """The run key in the footer of the release at ``out``, if one is there."""
-    data = out / DATA_FILE
-    if not data.is_file():
+    """The run key of the release at ``out``, if one is there. It is kept in the internal
+    folder, never in the release: it hashes the private input's bytes, and anyone who knew
+    every record but one could test guesses of that one against it."""
+    key = internal_dir(out) / KEY_FILE
+    if not (out / DATA_FILE).is_file() or not key.is_file():
         return None
-    try:
-        return read_release_metadata(data).get("run_key")
-    except PublishError:
-        return None
+    return key.read_text(encoding="utf-8").strip()
 
 
 def load(plan: Plan) -> Ingested:
@@ -185,18 +186,21 @@ class Verdict:
         leakage: the release checks (copies, attack risks, DCR: internal), None without a
             holdout.
         audit: the one-run canary audit of the model's mechanism (reads no private data).
+        identifier_hits: per identifier column of the input, how many of its values appear
+            in a text cell of the output (any is a leak: the release is quarantined).
     """
 
     structural: ValidationOutcome
     fidelity: ValidationOutcome | None
     leakage: LeakageReport | None
     audit: AuditResult | None = None
+    identifier_hits: dict[str, int] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
         return (self.structural.success and (self.fidelity is None or self.fidelity.success)
                 and (self.audit is None or self.audit.passed)
-                and (self.leakage is None or self.leakage.identifier_values == 0))
+                and not any(self.identifier_hits.values()))
 
     @property
     def failed(self) -> tuple[str, ...]:
@@ -204,10 +208,9 @@ class Verdict:
             f"canary audit: empirical epsilon lower bound {self.audit.epsilon_lower:.3f} "
             f"exceeds the claimed {self.audit.epsilon_claimed:.3f}: the mechanism adds less "
             "noise than it accounts for",)
-        leaked = () if self.leakage is None or not self.leakage.identifier_values else (
-            f"identifier check: {self.leakage.identifier_values} value(s) of the input's "
-            "identifier columns appear in the output (a surrogate from a small pool? use a "
-            "pattern)",)
+        leaked = tuple(f"identifier check: {n} value(s) of the input's identifier column "
+                       f"'{c}' appear in the output (a surrogate from a small pool? use a "
+                       "pattern)" for c, n in self.identifier_hits.items() if n)
         return (self.structural.failed + (self.fidelity.failed if self.fidelity else ())
                 + audit + leaked)
 
@@ -256,18 +259,23 @@ def check(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, real: pd.Data
     fidelity = (validate_fidelity(real, synthetic, plan.schema, thresholds)
                 if thresholds.enabled and len(real) else None)
     # 2,000 attacks: intervals about +-0.02 wide, in a few seconds on Adult-sized data
-    identifiers = read_identifiers(plan.config.input, plan.schema)
-    leakage = (check_leakage(real, holdout, output, plan.schema, n_attacks=2000,
-                             reference_rows=10_000, seed=plan.config.seed,
-                             identifiers=list(identifiers.columns), raw=identifiers)
+    leakage = (check_leakage(real, holdout, synthetic, plan.schema, n_attacks=2000,
+                             reference_rows=10_000, seed=plan.config.seed)
                if len(holdout) else None)
+    # every value of the input's identifier columns, against every text cell of the output
+    # (surrogates, categories; numbers could match by chance and cannot carry a name)
+    raw = read_identifiers(plan.config.input, plan.schema)
+    text = output[[c for c in output.columns if not pd.api.types.is_numeric_dtype(output[c])
+                   and not pd.api.types.is_bool_dtype(output[c])]]
+    hits = identifier_leaks(raw, list(raw.columns), text) if len(raw.columns) else {}
     for warning in leakage.warnings if leakage else ():
         log.warning("release check: %s", warning)
     params = model.get_params()
-    audited = audit(model.privacy_, seed=plan.config.seed,
+    # 99%: it gates every release, so an honest one is quarantined by chance at most 1 in 100
+    audited = audit(model.privacy_, seed=plan.config.seed, confidence=0.99,
                     secure_noise=bool(params.get("secure_noise")),
                     noise_seed=params.get("noise_seed"))
-    return Verdict(structural, fidelity, leakage, audited)
+    return Verdict(structural, fidelity, leakage, audited, hits)
 
 
 def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Verdict,
@@ -278,19 +286,34 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
     instead, and ValidationFailed says which expectations failed."""
     report = privacy_report(plan.schema, plan.config.synthesizer, model, len(synthetic), now())
     report["validation"] = verdict.summary()
-    if verdict.fidelity is not None or verdict.leakage is not None:
-        report["release_gate"] = (
-            "publication was decided by checks that compare the synthetic rows with the real "
-            "ones (fidelity suite, leakage checks; a share of the rows held out of training "
-            f"for the latter: {plan.config.holdout:g}); their values stay in the internal "
-            "report, but the pass/fail decision itself is outside the DP guarantee: it tells "
-            "that the checks passed, nothing more")
+    gates = ["the schema suite (synthetic rows only)", "the canary audit (no real data)"]
+    if verdict.fidelity is not None:
+        gates.append("the fidelity suite (compares the synthetic rows with the real training "
+                     "rows)")
+    if plan.schema.identifiers:
+        gates.append("the identifier check (the input's identifier values against the output)")
+    report["release_gate"] = (
+        "published only if these checks passed: " + "; ".join(gates) + ". The checks that "
+        "read the real data are not differentially private: their values stay in the internal "
+        "report, but publication itself reveals that they passed, which the (epsilon, delta) "
+        "above does not cover. Leakage checks against held-out rows only warn.")
+    if verdict.fidelity is not None or plan.schema.identifiers:
+        report["guarantee"] += ("; the decision to publish rests on non-private checks of "
+                                "the real data (see release_gate)")
+    if plan.config.holdout > 0:
+        report["private_steps"].insert(1, (
+            f"a random {plan.config.holdout:g} of the records held out of training (seeded; "
+            "they are read only by the internal leakage checks)"))
+    report["private_steps"] += ["internal checks: fidelity suite, leakage checks, identifier "
+                                "check (their values stay in the internal report)"]
     inputs = ReportInputs(
         schema=plan.schema, privacy=report, synthetic=synthetic,
         structural=(verdict.structural.evaluated - len(verdict.structural.failed),
                     verdict.structural.evaluated, verdict.structural.failed),
         fidelity=observed(verdict.fidelity) if verdict.fidelity else None, real=real,
-        checks={**({"leakage": verdict.leakage.to_dict()} if verdict.leakage else {}),
+        checks={**({"identifier check (values of the input's identifier columns found in "
+                    "the output)": verdict.identifier_hits} if verdict.identifier_hits else {}),
+                **({"leakage": verdict.leakage.to_dict()} if verdict.leakage else {}),
                 **({"canary audit": verdict.audit.to_dict()} if verdict.audit else {})})
     internal = {HTML_FILE: render(inputs, internal=True).encode(),
                 REPORT_FILE: json.dumps(report, indent=2).encode()}
@@ -303,8 +326,8 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
              VALIDATION_FILE: verdict.public_json().encode(),
              HTML_FILE: render(inputs, internal=False).encode()}
     target = plan.out if verdict.success else quarantine_dir(plan.out)
-    metadata = {**release_metadata(report, verdict.summary()), "run_key": plan.key}
-    published = publish(synthetic, plan.schema, metadata, target, extra_files=files,
+    published = publish(synthetic, plan.schema, release_metadata(report, verdict.summary()),
+                        target, extra_files=files,
                         overwrite=plan.config.overwrite or not verdict.success)
     if not verdict.success:
         log.error("checks failed: the release is quarantined in %s, the internal report is in "
@@ -313,6 +336,10 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
             success=False, evaluated=verdict.structural.evaluated + (
                 verdict.fidelity.evaluated if verdict.fidelity else 0),
             failed=verdict.failed, result={}), quarantine=target)
+    key = internal_dir(plan.out) / KEY_FILE  # reruns of this very run become no-ops
+    tmp = key.with_name(f".{KEY_FILE}.{uuid.uuid4().hex}")
+    tmp.write_text(plan.key + "\n", encoding="utf-8")
+    os.replace(tmp, key)
     return published, report
 
 

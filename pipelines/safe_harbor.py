@@ -56,6 +56,7 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
     if not rules:
         return raw
     missing = set(schema.missing_values)
+    raw = raw.reset_index(drop=True)  # a Parquet file's own index would misalign the rules
     out = raw.copy()
     problems: list[tuple[str, str]] = []  # (with the value, redacted)
     for col in rules:

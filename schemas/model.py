@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from schemas.roles import (
+    BIRTH,
     SPARSE_ZIP3,
     ZIP3_VOCABULARY,
     Generalization,
@@ -348,6 +349,12 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
     parsed = [_parse_column(c, i, problems) for i, c in enumerate(cols_raw)]
     identifiers = [c for c in parsed if isinstance(c, Identifier)]
     columns = _resolve_generalizations([c for c in parsed if isinstance(c, Column)], problems)
+    for c in columns if identifiers else ():  # a person's record: Safe Harbor applies
+        if c.kind in TEMPORAL_KINDS:
+            problems.append(f"column '{c.name}': a {c.kind} in a table with direct identifiers "
+                            "(a person's record): Safe Harbor allows no date element finer "
+                            "than the year: declare role: quasi_identifier with generalize: "
+                            "year or {offset_from: <index date column>}")
     names = [c.get("name") for c in cols_raw if isinstance(c, dict)]
     for dupe in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
         problems.append(f"duplicate column name '{dupe}'")
@@ -390,6 +397,14 @@ def _resolve_generalizations(columns: list[Column], problems: list[str]) -> list
             out.append(c)
             continue
         ref = declared.get(gen.reference) if gen.reference else None
+        if gen.rule in ("year", "offset_from") and (
+                BIRTH.search(c.name) or (gen.reference and BIRTH.search(gen.reference))):
+            problems.append(f"column '{c.name}': generalize {gen.rule} "
+                            f"{'on' if BIRTH.search(c.name) else 'from'} a birth date keeps a "
+                            "year or an age in days, which Safe Harbor forbids when it may show "
+                            "an age over 89: use generalize: {age_at: <date column>} on the "
+                            "birth date (ages over 89 become 90), or drop it (role: identifier)")
+            continue
         if gen.reference and (ref is None or ref.kind not in TEMPORAL_KINDS):
             problems.append(f"column '{c.name}': generalize {gen.rule} refers to "
                             f"'{gen.reference}', which is not a declared date or datetime "

@@ -28,11 +28,14 @@ release carries, so training, validation and publishing share one set of columns
 
 from __future__ import annotations
 
+import re
+
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 RULES = ("year", "offset_from", "age_at", "age90", "zip3")
+BIRTH = re.compile(r"birth|dob|born", re.IGNORECASE)  # a birth date, by its column name
 AGE_CAP = 90  # Safe Harbor: ages over 89 aggregate into a single category of 90 or older
 
 # Three-digit ZIP prefixes whose 2000-census areas hold 20,000 people or fewer: Safe Harbor

@@ -237,6 +237,8 @@ class DPMarginals(Params):
         if self.rounds_per_column and not (0 < self.one_way_share < 1
                                            and 0 < self.selection_share < 1):
             raise ValueError("one_way_share and selection_share must lie in (0, 1)")
+        if not 0 <= self.fine_share < 1:
+            raise ValueError("fine_share must lie in [0, 1)")
         device = resolve_device(self.device)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         sizes = self.encoder_.sizes

@@ -208,7 +208,8 @@ def test_rerunning_a_published_run_spends_and_publishes_nothing(adult_sample, tm
             "--out", str(out), "--ledger", str(db), "-q", *FAST]
     assert run(argv, capsys)[0] == 0
     written = (out / "data.parquet").stat().st_mtime_ns
-    key = read_release_metadata(out / "data.parquet")["run_key"]
+    key = (tmp_path / "adult.internal" / "run_key").read_text()
+    assert "run_key" not in read_release_metadata(out / "data.parquet")  # it hashes the input
 
     code, stdout, _ = run([*argv, "--overwrite"], capsys)  # the same run again
     assert code == 0 and str(out / "data.parquet") in stdout
@@ -219,5 +220,5 @@ def test_rerunning_a_published_run_spends_and_publishes_nothing(adult_sample, tm
     code, _, err = run([*argv, "--seed", "1"], capsys)
     assert code == EXIT_BAD_INPUT and "already exists" in err
     assert run([*argv, "--seed", "1", "--overwrite"], capsys)[0] == 0
-    assert read_release_metadata(out / "data.parquet")["run_key"] != key
+    assert (tmp_path / "adult.internal" / "run_key").read_text() != key
     assert len(Ledger(db).history()) == 2

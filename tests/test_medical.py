@@ -87,9 +87,8 @@ def test_no_identifier_value_appears_in_any_output(release, raw):
         for c in ("mrn", "ssn", "phone", "email"):
             assert not [v for v in raw[c] if len(v) >= 8 and v.encode() in blob], (path, c)
     # the run's own release check scanned the output for every identifier of the input
-    leak = json.loads((internal / "leakage.json").read_text())
-    assert leak["identifier_values"] == 0 and {c for c, _ in leak["identifier_hits"]} == (
-        IDENTIFIERS)
+    hits = release.verdict.identifier_hits
+    assert set(hits) == IDENTIFIERS and not any(hits.values())
     # only the identifier the schema asks to carry is there, as fake surrogate values
     table = pq.read_table(release.release / "data.parquet")
     assert IDENTIFIERS & set(table.column_names) == {"mrn"} and table.column_names[0] == "mrn"
@@ -269,8 +268,20 @@ def test_roles_round_trip_and_enter_the_fingerprint():
     assert again == schema.__class__(**{**schema.__dict__, "path": None})
     assert again.fingerprint() == schema.fingerprint()
     raw = yaml.safe_load(SCHEMA.read_text())
-    _col(raw, "date_of_birth")["generalize"] = "year"
+    _col(raw, "sample_date")["generalize"] = {"offset_from": "sample_date", "min": 0, "max": 0}
     assert schema_from_dict(raw).fingerprint() != schema.fingerprint()
+    # a birth year, or an age in days, may show an age over 89: refused
+    for rule in ("year", {"offset_from": "sample_date"}):
+        raw = yaml.safe_load(SCHEMA.read_text())
+        _col(raw, "date_of_birth")["generalize"] = rule
+        with pytest.raises(SchemaError, match="birth date .* Safe Harbor forbids"):
+            schema_from_dict(raw)
+    # in a table with identifiers, every date needs a rule
+    raw = yaml.safe_load(SCHEMA.read_text())
+    del _col(raw, "sample_date")["generalize"]
+    _col(raw, "sample_date")["role"] = "feature"
+    with pytest.raises(SchemaError, match="sample_date.*no date element finer than the year"):
+        schema_from_dict(raw)
     raw = yaml.safe_load(SCHEMA.read_text())
     raw["survival"]["follow_up"] = 5000
     assert schema_from_dict(raw).fingerprint() != schema.fingerprint()
@@ -284,7 +295,11 @@ def test_parquet_and_headerless_inputs_drop_identifiers(tmp_path):
     names = {i.name for i in schema.identifiers}
     path = tmp_path / "demo.parquet"
     raw.to_parquet(path)
-    assert not names & set(ingest(path, schema).frame.columns)
+    from_parquet = ingest(path, schema).frame
+    assert not names & set(from_parquet.columns)
+    # a Parquet file's own index (here 10..209) must not shift generalised columns
+    raw.set_axis(range(10, 210)).to_parquet(path)
+    pd.testing.assert_frame_equal(ingest(path, schema).frame, from_parquet)
     headerless = tmp_path / "demo.csv"
     raw.to_csv(headerless, index=False, header=False)
     plain = schema.__class__(**{**schema.__dict__, "csv": schema.csv.__class__(header=False)})
@@ -352,3 +367,12 @@ def test_rare_codes_are_merged_for_higher_marginals_at_no_cost():
     assert list(sample["diagnosis"].cat.categories) == codes  # nothing dropped
     off = DPMarginals(**settings, rare_merge=0).fit(frame, schema, PrivacyBudget(1.0, 1e-9))
     assert off.merged_ == {}
+
+
+def test_draft_drops_a_birth_date_with_no_date_to_take_an_age_at(tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("email,dob,score\n" + "".join(
+        f"p{i}@example.org,19{20 + i % 70}-0{1 + i % 9}-1{i % 10},{i % 7}\n" for i in range(300)))
+    drafted = schema_from_dict(yaml.safe_load(draft_schema(path)), path="draft.yaml")
+    assert {i.name for i in drafted.identifiers} == {"email", "dob"}
+    assert drafted.names == ["score"]
