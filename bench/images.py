@@ -74,7 +74,7 @@ the papers, not re-run here; each paper uses its own CNN):
 | DPDM (Dockhorn et al. 2022) | 79.4 | 86.2 |
 | DP-MERF (as tabulated by DPDM) | - | 75.4 |
 | GS-WGAN (as tabulated by DPDM) | - | 65 |
-| DP-GAN in DPImageBench (as quoted in the issue) | 70.3 / 72.8 | - |
+| DP-GAN in DPImageBench (as quoted in the issue) | 72.8 | 70.3 |
 | target of the issue | 72 | 80 |
 """
 

@@ -13,6 +13,7 @@ cache their results, and the flow returns only the release location and the priv
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
@@ -140,7 +141,9 @@ def main(argv=None) -> int:
         result = release(config_from_args(args))
         print(f"release:  {result['release']}/data.parquet")
         print(f"report:   {result['release']}/report.html")
-        print(f"internal: {result['release']}.internal/report.html (keep it private)")
+        internal = Path(f"{result['release']}.internal") / "report.html"
+        if internal.exists():  # tables: real-vs-synthetic statistics for the owner
+            print(f"internal: {internal} (keep it private)")
         return 0
 
     return guarded(run)

@@ -118,7 +118,8 @@ def _run_images(args: argparse.Namespace) -> int:
         result = run_image_release(config_from_args(args), progress=progress)
     r = result.report
     print(f"release:  {result.release / 'data.parquet'}")
-    print(f"report:   {result.release / 'privacy_report.json'}")
+    print(f"report:   {result.release / 'report.html'}, "
+          f"{result.release / 'privacy_report.json'}")
     print(f"contact sheet: {result.release / 'contact_sheet.png'}")
     print(f"validation: {result.release / 'validation.json'} ({r['validation']})")
     print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "

@@ -42,7 +42,7 @@ class ReportInputs:
     """Everything a report may show; the private fields are used by the internal one only.
 
     Attributes:
-        schema: the data set's schema.
+        schema: the data set's schema (tabular or image).
         privacy: the privacy report (``pipelines.report.privacy_report``).
         synthetic: the released rows.
         structural: the schema suite's summary: (passed, evaluated, failed lines).
@@ -67,9 +67,10 @@ def render(inputs: ReportInputs, internal: bool) -> str:
     s = inputs.schema
     title = f"{s.name}: DP synthetic release" + (" (internal report)" if internal else "")
     parts = [f"<h1>{_e(title)}</h1>", _privacy(inputs.privacy), _validation(inputs, internal)]
-    if len(inputs.synthetic) and s.columns:
+    columns = getattr(s, "columns", ())  # an image schema has none: its images show below
+    if len(inputs.synthetic) and columns:
         parts.append(_marginals(inputs, internal))
-        if len(s.columns) > 1:
+        if len(columns) > 1:
             parts.append(_associations(inputs, internal))
     if internal and inputs.checks:
         parts.append(_checks(inputs.checks))

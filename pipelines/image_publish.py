@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -138,12 +139,16 @@ class ImageCheck:
 
 
 class ImageCheckFailed(Exception):
-    """The synthetic images failed the structural checks; nothing was published."""
+    """The synthetic images failed a check; nothing was published at the release location
+    (``quarantine``: where they were put instead, or None)."""
 
-    def __init__(self, outcome: ImageCheck):
+    def __init__(self, outcome: ImageCheck, quarantine: Path | None = None):
         failed = [f"{n} ({d})" for n, ok, d in outcome.checks if not ok]
-        super().__init__(f"synthetic images failed {len(failed)} check(s): {'; '.join(failed)}")
+        where = f"; the images are quarantined in {quarantine}" if quarantine else ""
+        super().__init__(f"synthetic images failed {len(failed)} check(s): {'; '.join(failed)}"
+                         + where)
         self.outcome = outcome
+        self.quarantine = quarantine
 
 
 def check_image_table(table: pa.Table, schema: ImageSchema, rows: int) -> ImageCheck:

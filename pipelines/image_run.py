@@ -2,21 +2,21 @@
 and what the Prefect flow mirrors (the tabular recipe is ``pipelines.run``).
 
 prepare (public checks; budget reserved in the ledger) -> load (private) -> fit (DP)
-  -> generate -> check -> release (Parquet of PNGs + contact sheet + privacy report)
+  -> generate -> check (structural checks, canary audit) -> release (Parquet of PNGs +
+  contact sheet + privacy report + HTML report; or quarantine at ``<out>.quarantine``)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipelines.config import DEFAULT_SYNTHESIZER, TUNABLE, RunConfig
 from pipelines.image_publish import (
@@ -30,9 +30,12 @@ from pipelines.image_publish import (
 from pipelines.images import ImageSet, image_set_fingerprint, ingest_images
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger
+from pipelines.html_report import ReportInputs, render
 from pipelines.publish import Release, footer_metadata, publish_table
 from pipelines.report import now, privacy_report, release_metadata
+from pipelines.run import HTML_FILE, quarantine_dir
 from schemas.image import ImageSchema, load_image_schema
+from synth.audit import audit
 from synth.images import image_synthesizer_names, make_image_synthesizer
 from synth.privacy import PrivacyBudget
 
@@ -175,36 +178,52 @@ class Checked:
 
 
 def check(plan: ImagePlan, model, synthetic: tuple[np.ndarray, np.ndarray]) -> Checked:
-    """Builds the release table and checks it; on failure saves the result in
-    ``<out>.rejected/`` and raises ImageCheckFailed. Nothing is published then."""
+    """Builds the release table and checks it: the structural checks of the synthetic images
+    and the canary audit of the model's DP-SGD (no real data is read). Does not raise:
+    ``release`` publishes or quarantines by the outcome."""
     images, labels = synthetic
     report = _report(plan, model, len(images))
     table = image_table(images, labels, plan.schema, release_metadata(report, "pending"))
     outcome = check_image_table(table, plan.schema, plan.config.rows)
-    if not outcome.success:
-        rejected = plan.out.with_name(plan.out.name + ".rejected")
-        rejected.mkdir(parents=True, exist_ok=True)
-        tmp = rejected / f".{VALIDATION_FILE}.{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(outcome.to_dict(), indent=2))
-        os.replace(tmp, rejected / VALIDATION_FILE)
-        log.error("checks failed; result saved in %s", rejected / VALIDATION_FILE)
-        raise ImageCheckFailed(outcome)
+    params = model.get_params()
+    audited = audit(model.privacy_, seed=plan.config.seed, confidence=0.99,
+                    secure_noise=bool(params.get("secure_noise")),
+                    noise_seed=params.get("noise_seed"))
+    outcome = ImageCheck(outcome.checks + ((
+        "canary audit", audited.passed, f"empirical epsilon lower bound (99%) "
+        f"{audited.epsilon_lower:.3f}, claimed {audited.epsilon_claimed:.3f}"),))
     report["validation"] = outcome.verdict
+    report["release_gate"] = ("published only if the structural checks of the synthetic "
+                              "images and the canary audit passed; neither reads real data")
     return Checked(table=table, report=report, outcome=outcome)
 
 
 def release(plan: ImagePlan, synthetic: tuple[np.ndarray, np.ndarray],
             checked: Checked) -> Release:
-    """Publishes the checked images (PNG in Parquet), the contact sheet, the privacy report
-    and the check result, atomically."""
+    """Publishes the checked images (PNG in Parquet), the contact sheet, the privacy report,
+    the check result and the HTML report, atomically; images that failed a check go to
+    ``<out>.quarantine`` instead, and ImageCheckFailed says which."""
     images, labels = synthetic
     report = checked.report
     table = checked.table.replace_schema_metadata(
         footer_metadata(release_metadata(report, checked.outcome.verdict), plan.schema))
+    sheet = contact_sheet(images, labels, plan.schema)
+    failed = tuple(f"{n}: {d}" for n, ok, d in checked.outcome.checks if not ok)
+    html = render(ReportInputs(
+        schema=plan.schema, privacy=report, synthetic=pd.DataFrame(),
+        structural=(len(checked.outcome.checks) - len(failed), len(checked.outcome.checks),
+                    failed), images={"Synthetic images, a row per label": sheet}),
+        internal=False)
     files = {REPORT_FILE: json.dumps(report, indent=2).encode(),
              VALIDATION_FILE: json.dumps(checked.outcome.to_dict(), indent=2).encode(),
-             CONTACT_SHEET: contact_sheet(images, labels, plan.schema)}
-    return publish_table(table, plan.out, extra_files=files, overwrite=plan.config.overwrite)
+             CONTACT_SHEET: sheet, HTML_FILE: html.encode()}
+    target = plan.out if checked.outcome.success else quarantine_dir(plan.out)
+    published = publish_table(table, target, extra_files=files,
+                              overwrite=plan.config.overwrite or not checked.outcome.success)
+    if not checked.outcome.success:
+        log.error("checks failed; the images are quarantined in %s", target)
+        raise ImageCheckFailed(checked.outcome, quarantine=target)
+    return published
 
 
 def run_image_release(config: RunConfig, progress: Callable[[int, int], None] | None = None

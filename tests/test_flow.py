@@ -86,6 +86,30 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
     assert artifacts["release-report"].data.endswith("adult.internal/report.html)")
 
 
+def test_image_flow_publishes_an_image_release(prefect_home, tmp_path):
+    """The same flow takes an image schema (a subflow): PNGs in Parquet, contact sheet,
+    report."""
+    import numpy as np
+
+    from flows.release import release
+    from pipelines.config import RunConfig
+    from pipelines.images import ingest_images
+    from schemas import load_image_schema
+
+    schema_file = ROOT / "schemas" / "fashion_mnist.yaml"
+    data = ingest_images(ROOT / "data" / "fashion-mnist", load_image_schema(schema_file))
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, images=data.images[:300], labels=data.labels[:300])
+    out = tmp_path / "images"
+    result = release(RunConfig(input=str(npz), schema_file=str(schema_file), out=str(out),
+                               epsilon=10.0, delta=1e-5, rows=40, synthesizer="dp-conv-gan",
+                               epochs=1, batch_size=100))
+    assert result["release"] == str(out) and result["privacy_report"]["epsilon"] <= 10
+    frame = pd.read_parquet(out / "data.parquet")
+    assert len(frame) == 40 and {"image", "label"} <= set(frame.columns)
+    assert (out / "contact_sheet.png").exists() and (out / "report.html").exists()
+
+
 def test_prefect_persisted_nothing_private(prefect_home, adult_sample):
     """Private tasks run with persistence and caching off: no result files, and no real
     value in anything Prefect wrote to its storage."""

@@ -282,7 +282,11 @@ def test_synth_run_publishes_an_image_release(tiny_fashion, tmp_path, capsys, sy
     stdout = capsys.readouterr().out
     assert code == 0 and "contact_sheet.png" in stdout and "40 images" in stdout
     assert sorted(p.name for p in out.iterdir()) == [CONTACT_SHEET, "data.parquet",
-                                                     "privacy_report.json", "validation.json"]
+                                                     "privacy_report.json", "report.html",
+                                                     "validation.json"]
+    page = (out / "report.html").read_text()  # the report shows the samples, offline
+    assert "Privacy statement" in page and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page
     report = json.loads((out / "privacy_report.json").read_text())
     assert report["epsilon"] <= 10 and report["delta"] == 1e-5
     assert report["synthesizer"] == synthesizer and report["data_set"] == "fashion-mnist"
@@ -290,7 +294,9 @@ def test_synth_run_publishes_an_image_release(tiny_fashion, tmp_path, capsys, sy
     assert len(frame) == 40 and set(frame["label"]) <= set(load_image_schema(FASHION).labels)
     assert decode_png(frame["image"][0]).shape == (28, 28, 1)
     meta = read_release_metadata(out / "data.parquet")
-    assert meta["synthesizer"] == synthesizer and meta["validation"] == "passed 7 of 7 checks"
+    assert meta["synthesizer"] == synthesizer and meta["validation"] == "passed 8 of 8 checks"
+    checks = json.loads((out / "validation.json").read_text())["checks"]
+    assert checks[-1]["check"] == "canary audit" and checks[-1]["success"]
 
 
 def test_synth_run_with_bad_images_exits_2_and_writes_nothing(tmp_path, capsys):
