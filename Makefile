@@ -10,7 +10,7 @@ export SYNTH_HOME ?= $(CURDIR)/.synth
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo demo-images demo-medical test venv clean browser
+.PHONY: demo demo-images demo-medical serve test venv clean browser
 
 venv: $(STAMP)
 
@@ -36,6 +36,13 @@ demo-images: $(STAMP)
 demo-medical: $(STAMP)
 	$(PY) -m flows.release --input data/medical/patients.csv.gz --schema schemas/medical_demo.yaml \
 		--epsilon 1 --rows 3000 --out releases/medical-demo --overwrite
+
+# The platform as a service: Prefect server (UI at http://127.0.0.1:$(SERVE_PORT), SQLite in
+# $(PREFECT_HOME)) plus a deployment per flows/deployments/*.yaml, served; Ctrl-C stops both.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 4200
+serve: $(STAMP)
+	$(PY) -m flows.serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q

@@ -113,14 +113,19 @@ def report_artifacts(plan: steps.Plan, verdict: steps.Verdict) -> None:
 
 @flow(name="synth-release", persist_result=False)
 def release(config: RunConfig) -> dict:
-    """Ingest -> DP training -> sample -> validate -> publish, for one private table."""
+    """Ingest -> DP training -> sample -> validate -> publish, for one private table.
+
+    Args:
+        config: The release: private input, schema, privacy budget, synthesizer, where to
+            publish and the fidelity bounds (the run form in Prefect's UI).
+    """
     if is_image_schema(config.schema_file):  # kind: image -> flows/image_release.py
         return release_images(config)
-    try:
-        plan = prepare(config)
-    except steps.AlreadyPublished as done:  # an identical run published it: spend nothing
-        get_run_logger().info("%s", done)
-        return {"release": str(done.out), "privacy_report": steps.previous(done.out).report}
+    done = steps.already_published(config)
+    if done is not None:  # an identical run published it: spend nothing, write nothing
+        get_run_logger().info("%s", steps.AlreadyPublished(done))
+        return {"release": str(done), "privacy_report": steps.previous(done).report}
+    plan = prepare(config)
     real, holdout = ingest(plan)
     model = train(plan, real)
     synthetic = sample(plan, model)

@@ -32,7 +32,7 @@ from pipelines.surrogates import add_surrogates
 from pipelines.train import sample, train
 from pipelines.validate import ValidationFailed, ValidationOutcome, validate_synthetic
 from pipelines.validate.fidelity import observed, validate_fidelity
-from schemas import Schema, load_schema
+from schemas import Schema, SchemaError, load_schema
 from synth.audit import AuditResult, audit
 from synth.base import Synthesizer
 from synth.privacy import PrivacyBudget
@@ -115,6 +115,19 @@ class AlreadyPublished(Exception):
         self.out = out
         super().__init__(f"{out} already holds the release of this run (same input, schema, "
                          "settings and code): nothing was spent or published again")
+
+
+def already_published(config: RunConfig) -> Path | None:
+    """The release location if an identical run already published there, else None (reads
+    the schema, hashes the input file; nothing else)."""
+    source = Path(config.input)
+    if not (Path(config.out) / DATA_FILE).is_file() or not source.is_file():
+        return None
+    try:
+        key = run_key(config, source_fingerprint(source), load_schema(config.schema_file))
+    except (OSError, SchemaError):
+        return None  # prepare reports it
+    return Path(config.out) if published_key(Path(config.out)) == key else None
 
 
 def run_key(config: RunConfig, data_set: str, schema: Schema) -> str:

@@ -74,6 +74,10 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
     assert report["epsilon"] == pytest.approx(zcdp_epsilon(rho, 1e-9))
     assert kv["validation"].startswith("schema suite passed")
 
+    # the same run again publishes nothing and spends nothing
+    written = data.stat().st_mtime_ns
+    assert release(config) == result and data.stat().st_mtime_ns == written
+
     # the Prefect UI shows a summary, the checks as a table and a link to the report
     from prefect.client.orchestration import get_client
 

@@ -1,0 +1,294 @@
+"""The release flow as a service: a Prefect server plus one deployment per config file.
+
+    python -m flows.serve              # = make serve: server on 127.0.0.1:4200 + deployments
+    python -m flows.serve --api-url URL   # deployments only, against a running server
+
+Every ``flows/deployments/*.yaml`` becomes a deployment of ``flows.release.release`` with its
+schedule, tags and description; its ``config`` is the deployment's default ``RunConfig``, which
+the UI renders as a validated form (descriptions, ranges, choices). The deployments are
+*served* (``prefect.serve``): this process registers them and runs each flow run as its own
+subprocess, in the repository root, one at a time. That needs no work pool, no worker and no
+code storage, since the code is this checkout; a process work pool plus ``prefect worker``
+is the step up when runs must execute on other hosts.
+
+A server reachable beyond loopback must require Prefect's basic auth string
+(``PREFECT_SERVER_API_AUTH_STRING``, clients send ``PREFECT_API_AUTH_STRING``): ``--host``
+other than loopback is refused without it.
+"""
+# No `from __future__ import annotations` here (see flows/release.py).
+
+import argparse
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from pipelines.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOYMENTS = Path(__file__).resolve().parent / "deployments"
+PATH_FIELDS = ("input", "schema_file", "out", "ledger")
+
+
+class DeploymentFileError(ValueError):
+    """A deployment file that cannot be read or does not validate; the message names it."""
+
+
+class Schedule(BaseModel):
+    """When the deployment runs: a cron expression or an interval in seconds."""
+
+    model_config = {"extra": "forbid"}
+
+    cron: str | None = Field(None, description="Cron expression, e.g. '0 3 * * 1'")
+    interval: float | None = Field(None, gt=0, description="Seconds between runs")
+    timezone: str = Field("UTC", description="Time zone of the cron expression")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Schedule":
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("give exactly one of 'cron' and 'interval'")
+        return self
+
+
+class DeploymentSpec(BaseModel):
+    """One file of flows/deployments/: a named, scheduled release configuration."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Deployment name")
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    schedule: Schedule | None = None
+    config: RunConfig
+    kind: Literal["release"] = "release"  # the one flow there is today
+
+
+def resolve_paths(config: dict, root: Path = ROOT) -> dict:
+    """The config with relative paths made absolute against ``root`` (the repository root),
+    so a served run finds them whatever its working directory."""
+    out = dict(config)
+    for key in PATH_FIELDS:
+        value = out.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            out[key] = str((root / value).resolve())
+    return out
+
+
+def load_spec(path: Path, root: Path = ROOT) -> DeploymentSpec:
+    """Read and validate one deployment file.
+
+    Raises:
+        DeploymentFileError: unreadable YAML or a value RunConfig refuses, naming the file.
+    """
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DeploymentFileError(f"{path}: cannot read it: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DeploymentFileError(f"{path}: expected a mapping with name, schedule, tags, "
+                                  "config")
+    if isinstance(raw.get("config"), dict):
+        raw = {**raw, "config": resolve_paths(raw["config"], root)}
+    try:
+        return DeploymentSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        raise DeploymentFileError(f"{path}: {problems} (fix the file; RunConfig in "
+                                  "pipelines/config.py lists the fields)") from None
+
+
+def load_specs(folder: Path = DEPLOYMENTS, root: Path = ROOT) -> list[DeploymentSpec]:
+    """Every ``*.yaml`` of ``folder``, validated; all problems reported at once."""
+    specs, errors = [], []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            specs.append(load_spec(path, root))
+        except DeploymentFileError as exc:
+            errors.append(str(exc))
+    names = [s.name for s in specs]
+    errors += [f"deployment name {n!r} is used by more than one file in {folder}"
+               for n in sorted({n for n in names if names.count(n) > 1})]
+    if errors:
+        raise DeploymentFileError("\n".join(errors))
+    if not specs:
+        raise DeploymentFileError(f"{folder}: no deployment files (*.yaml)")
+    return specs
+
+
+def to_deployments(specs: list[DeploymentSpec]) -> list:
+    """A RunnerDeployment of the release flow per spec (imports the flow: torch and all)."""
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.release import release
+
+    deployments = []
+    for spec in specs:
+        schedule = {}
+        if spec.schedule and spec.schedule.cron:
+            from prefect.client.schemas.schedules import CronSchedule
+
+            schedule["schedule"] = CronSchedule(cron=spec.schedule.cron,
+                                                timezone=spec.schedule.timezone)
+        elif spec.schedule:
+            schedule["interval"] = spec.schedule.interval
+        deployments.append(release.to_deployment(
+            name=spec.name, description=spec.description or None, tags=spec.tags,
+            parameters={"config": spec.config.model_dump(mode="json", exclude_unset=True)},
+            # the served subprocess imports flows.release by module (installed package),
+            # not by file path
+            entrypoint_type=EntrypointType.MODULE_PATH, **schedule))
+    return deployments
+
+
+def health_url(api_url: str) -> str:
+    return api_url.rstrip("/") + "/health"
+
+
+def wait_healthy(api_url: str, timeout: float, process: subprocess.Popen | None = None) -> float:
+    """Seconds until ``GET {api_url}/health`` answered 200 (open even with an auth string).
+
+    Raises:
+        RuntimeError: the server process exited, or no answer within ``timeout``.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(health_url(api_url), timeout=2) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - start
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"no answer from {health_url(api_url)} within {timeout:.0f} s")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start_server(host: str, port: int, env: dict | None = None) -> subprocess.Popen:
+    """``prefect server start`` as a child in its own process group (``stop_server`` ends
+    the whole group). SQLite under ``$PREFECT_HOME`` unless
+    ``PREFECT_SERVER_DATABASE_CONNECTION_URL`` says otherwise; analytics off.
+
+    Raises:
+        RuntimeError: a host beyond loopback without ``PREFECT_SERVER_API_AUTH_STRING``.
+    """
+    env = dict(os.environ if env is None else env)
+    if not is_loopback(host) and not env.get("PREFECT_SERVER_API_AUTH_STRING"):
+        raise RuntimeError(f"refusing to expose the Prefect server on {host} without "
+                           "authentication: set PREFECT_SERVER_API_AUTH_STRING='user:password' "
+                           "(see README, 'Running it as a service')")
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.setdefault("DO_NOT_TRACK", "1")
+    prefect = Path(sys.executable).with_name("prefect")
+    command = [str(prefect) if prefect.exists() else "prefect", "server", "start",
+               "--host", host, "--port", str(port), "--analytics-off"]
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def stop_server(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM to the server's process group, SIGKILL after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def serve_deployments(specs: list[DeploymentSpec], limit: int = 1) -> None:
+    """Register the deployments and run their flow runs until interrupted (blocks)."""
+    from prefect import serve
+
+    os.chdir(ROOT)  # flow runs are subprocesses in this directory
+    # pause_on_shutdown=False: the schedules stay active in the database; `make serve`
+    # stops server and runner together, and a restart picks them up again.
+    serve(*to_deployments(specs), limit=limit, pause_on_shutdown=False)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="Address the server binds (default 127.0.0.1; anything else "
+                             "needs PREFECT_SERVER_API_AUTH_STRING)")
+    parser.add_argument("--port", type=int, default=4200, help="Server port (default 4200)")
+    parser.add_argument("--api-url", default=None,
+                        help="Serve the deployments against this running server instead of "
+                             "starting one (e.g. http://host:4200/api)")
+    parser.add_argument("--deployments", type=Path, default=DEPLOYMENTS,
+                        help=f"Folder of deployment files (default {DEPLOYMENTS})")
+    parser.add_argument("--limit", type=int, default=1,
+                        help="Flow runs executed at the same time (default 1)")
+    parser.add_argument("--startup-timeout", type=float, default=180,
+                        help="Seconds to wait for the server to answer (default 180)")
+    args = parser.parse_args(argv)
+    try:
+        specs = load_specs(args.deployments)
+    except DeploymentFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))  # SQLite: .prefect/prefect.db
+    # Ctrl-C and SIGTERM stop the runner, then the server (`finally`). SIGINT is restored
+    # because a shell starts background commands (`make serve &`) with it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    server = None
+    try:
+        if args.api_url is None:
+            server = start_server(args.host, args.port)
+            shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+            api_url = f"http://{shown}:{args.port}/api"
+            print(f"starting the Prefect server (PREFECT_HOME={os.environ['PREFECT_HOME']})",
+                  file=sys.stderr)
+            wait_healthy(api_url, args.startup_timeout, server)
+            print(f"UI: http://{shown}:{args.port}  API: {api_url}", file=sys.stderr)
+        else:
+            api_url = args.api_url
+        os.environ["PREFECT_API_URL"] = api_url  # this process and its flow-run children
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            serve_deployments(specs, limit=args.limit)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            stop_server(server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

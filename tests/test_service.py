@@ -1,0 +1,233 @@
+"""The platform as a service: a real Prefect server on loopback (started once for this module,
+with an API auth string), the deployments of flows/deployments/ served by ``python -m
+flows.serve``, a run triggered through the API, and authentication enforced."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from flows.serve import (
+    DeploymentFileError,
+    load_spec,
+    load_specs,
+    start_server,
+    stop_server,
+    wait_healthy,
+)
+from tests.conftest import ROOT
+
+USER, PASSWORD = "dp-synth", "test-secret-4c1e"
+AUTH = f"{USER}:{PASSWORD}"
+FLOW = "synth-release"
+
+
+@dataclass
+class Service:
+    api: str
+    home: Path
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a child started in its own session, and whatever it spawned."""
+    stop_server(process, grace=10)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-service")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({
+        "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1", "OMP_WAIT_POLICY": "PASSIVE",
+        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
+        # no scheduled runs appear by themselves during the test; the schedules are still
+        # stored and read back
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+    })
+    server = start_server("127.0.0.1", port, env)
+    runner = None
+    log = home / "serve.log"
+    try:
+        wait_healthy(api, 180, server)
+        client_env = {**env, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH}
+        client_env.pop("PREFECT_SERVER_API_AUTH_STRING")
+        with open(log, "wb") as sink:
+            runner = subprocess.Popen([sys.executable, "-m", "flows.serve", "--api-url", api],
+                                      cwd=ROOT, env=client_env, stdout=sink,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        from prefect.settings import (
+            PREFECT_API_AUTH_STRING,
+            PREFECT_API_URL,
+            PREFECT_HOME,
+            temporary_settings,
+        )
+
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: AUTH,
+                                         PREFECT_HOME: str(home)}):
+            yield Service(api=api, home=home, log=log)
+    finally:
+        if runner is not None:
+            # SIGINT is what Ctrl-C sends `make serve`; SIGTERM/SIGKILL after that
+            try:
+                os.killpg(runner.pid, signal.SIGINT)
+                runner.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            stop(runner)
+        stop(server)
+
+
+def served_deployments(service: Service, timeout: float = 150) -> dict:
+    """The deployments once ``flows.serve`` has registered all of them."""
+    from prefect.client.orchestration import get_client
+
+    wanted = {s.name for s in load_specs()}
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with get_client(sync_client=True) as client:
+            found = {d.name: d for d in client.read_deployments()}
+        if wanted <= set(found):
+            return found
+        time.sleep(1)
+    raise AssertionError(f"deployments not registered within {timeout} s; serve log:\n"
+                         + service.log.read_text()[-3000:])
+
+
+def test_every_deployment_file_validates_into_a_run_config():
+    specs = load_specs()
+    assert {s.name for s in specs} >= {"adult-demo", "medical-demo", "fashion-mnist-demo"}
+    for spec in specs:
+        # relative paths were resolved against the repository root, and exist
+        assert Path(spec.config.input).is_absolute() and Path(spec.config.input).exists()
+        assert Path(spec.config.schema_file).exists()
+        assert Path(spec.config.out).is_relative_to(ROOT / "releases")
+        assert spec.schedule is not None and spec.tags
+
+
+def test_a_bad_deployment_file_is_refused_naming_the_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: broken\nschedule: {cron: '0 3 * * *'}\n"
+                   "config: {input: x.csv, schema_file: s.yaml, out: o, epsilon: -1,"
+                   " synthesizer: nope}\n")
+    with pytest.raises(DeploymentFileError) as err:
+        load_spec(bad)
+    message = str(err.value)
+    assert str(bad) in message and "config.epsilon" in message
+    assert "config.synthesizer" in message
+    (tmp_path / "twice.yaml").write_text("name: x\nschedule: {cron: '0 3 * * *', interval: 5}\n"
+                                         "config: {input: a, schema_file: b, out: c, "
+                                         "epsilon: 1}\n")
+    with pytest.raises(DeploymentFileError, match="twice.yaml.*exactly one"):
+        load_specs(tmp_path)
+
+
+def test_exposing_the_server_without_an_auth_string_is_refused():
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_API_AUTH_STRING"}
+    with pytest.raises(RuntimeError, match="PREFECT_SERVER_API_AUTH_STRING"):
+        start_server("0.0.0.0", free_port(), env)
+
+
+def test_every_config_file_is_a_served_deployment_with_schedule_tags_and_form(service):
+    found = served_deployments(service)
+    for spec in load_specs():
+        deployment = found[spec.name]
+        assert set(deployment.tags) == set(spec.tags)
+        assert deployment.description == spec.description
+        assert deployment.entrypoint == "flows.release.release"
+        assert deployment.work_pool_name is None  # served, not pooled
+        [schedule] = deployment.schedules
+        assert schedule.active
+        if spec.schedule.cron:
+            assert schedule.schedule.cron == spec.schedule.cron
+        else:
+            assert schedule.schedule.interval.total_seconds() == spec.schedule.interval
+        assert deployment.parameters["config"]["input"] == spec.config.input
+        # the run form: RunConfig's fields with descriptions, ranges and choices
+        form = deployment.parameter_openapi_schema["definitions"]["RunConfig"]["properties"]
+        assert form["epsilon"]["exclusiveMinimum"] == 0 and form["epsilon"]["description"]
+        assert "dp-marginals" in form["synthesizer"]["enum"]
+        assert deployment.enforce_parameter_schema
+
+
+def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_sample, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.deployments import run_deployment
+
+    served_deployments(service)
+    out = tmp_path / "adult"
+    config = {"input": str(adult_sample), "schema_file": str(ROOT / "schemas" / "adult.yaml"),
+              "out": str(out), "epsilon": 1.0, "rows": 800,
+              # 1,800 training rows and 800 synthetic ones: the default bounds are too tight
+              "fidelity": {"ks_max": 0.3, "tv_max": 0.3, "association_max": 0.2,
+                           "pmse_max": 0.25, "tstr_min": 0.5}}
+    run = run_deployment(f"{FLOW}/adult-demo", parameters={"config": config}, timeout=300,
+                         poll_interval=2)
+    assert run.state is not None and run.state.is_completed(), (
+        f"{run.state}; serve log:\n{service.log.read_text()[-3000:]}")
+
+    frame = pd.read_parquet(out / "data.parquet")
+    assert len(frame) == 800 and (out / "privacy_report.json").exists()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        logs = client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    assert {"release", "release-checks", "release-report"} <= {a.key for a in artifacts}
+    assert any(f"published {out}" in entry.message for entry in logs)
+
+
+def test_the_api_refuses_unauthenticated_calls(service):
+    health = httpx.get(f"{service.api}/health", timeout=10)
+    assert health.status_code == 200  # probes stay open
+    anonymous = httpx.post(f"{service.api}/deployments/filter", json={}, timeout=10)
+    assert anonymous.status_code == 401
+    wrong = httpx.post(f"{service.api}/deployments/filter", json={}, timeout=10,
+                       auth=(USER, "not-the-password"))
+    assert wrong.status_code == 401
+    allowed = httpx.post(f"{service.api}/deployments/filter", json={}, timeout=10,
+                         auth=(USER, PASSWORD))
+    assert allowed.status_code == 200
+
+    # the UI learns that it must ask for the string (its login page)
+    ui = httpx.get(service.api.removesuffix("/api") + "/ui-settings", timeout=10)
+    assert ui.status_code == 200 and ui.json()["auth"] == "BASIC"
+
+
+def test_the_server_refuses_a_config_outside_the_form(service):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    deployment = served_deployments(service)["adult-demo"]
+    for field, value in (("epsilon", -1), ("synthesizer", "nope"), ("delta", 1.5)):
+        bad = {**deployment.parameters["config"], field: value}
+        with (get_client(sync_client=True) as client,
+              pytest.raises(PrefectHTTPStatusError) as err):
+            client.create_flow_run_from_deployment(deployment.id,
+                                                   parameters={"config": bad})
+        assert err.value.response.status_code == 409
+        assert f"config.{field}" in err.value.response.text
