@@ -73,6 +73,8 @@ from pipelines.ingest import ingest
 from schemas import Schema, load_schema, pandas_dtype
 from synth.base import make_synthesizer, synthesizer_names
 from synth.encoding import TableEncoder
+from synth.metrics import features as as_features
+from synth.metrics import marginal_distance
 from synth.privacy import PrivacyBudget
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,26 +130,6 @@ Targets (this split): epsilon 0.1 / 1 / 10: TSTR AUROC >= 0.80 / 0.86 / 0.89; 2-
 
 # ---------------------------------------------------------------------------- metrics
 
-def marginal_distance(real_codes, synth_codes, sizes, k: int) -> float:
-    """Mean over all k-column subsets of the L1 distance between normalised histograms."""
-    out = []
-    for cols in itertools.combinations(range(len(sizes)), k):
-        dims = [sizes[c] for c in cols]
-        r = np.bincount(np.ravel_multi_index(real_codes[:, cols].T, dims),
-                        minlength=int(np.prod(dims))) / len(real_codes)
-        s = np.bincount(np.ravel_multi_index(synth_codes[:, cols].T, dims),
-                        minlength=int(np.prod(dims))) / len(synth_codes)
-        out.append(np.abs(r - s).sum())
-    return float(np.mean(out))
-
-
-def _features(frame: pd.DataFrame) -> pd.DataFrame:
-    """Nullable extension dtypes as float64 (NaN for missing) for scikit-learn; categories
-    stay categorical for HistGradientBoosting's native support."""
-    return frame.astype({c: "float64" for c in frame.columns
-                         if str(frame[c].dtype) in ("Int64", "Float64", "boolean")})
-
-
 def tstr_auroc(train: pd.DataFrame, test: pd.DataFrame, target: str) -> float:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
@@ -158,9 +140,9 @@ def tstr_auroc(train: pd.DataFrame, test: pd.DataFrame, target: str) -> float:
     if y.all() or not y.any():
         return 0.5  # a one-class synthetic target carries no signal
     model = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=0)
-    model.fit(_features(train[features]), y)
+    model.fit(as_features(train[features]), y)
     return float(roc_auc_score(test[target] == positive,
-                               model.predict_proba(_features(test[features]))[:, 1]))
+                               model.predict_proba(as_features(test[features]))[:, 1]))
 
 
 def pmse(real: pd.DataFrame, synthetic: pd.DataFrame, folds: int = PMSE_FOLDS) -> dict:
@@ -177,7 +159,7 @@ def pmse(real: pd.DataFrame, synthetic: pd.DataFrame, folds: int = PMSE_FOLDS) -
                      ignore_index=True)
     y = np.r_[np.zeros(m), np.ones(m)]
     model = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=0)
-    p = cross_val_predict(model, _features(both), y, method="predict_proba",
+    p = cross_val_predict(model, as_features(both), y, method="predict_proba",
                           cv=StratifiedKFold(folds, shuffle=True, random_state=0))[:, 1]
     return {"pmse": float(np.mean((p - 0.5) ** 2)), "pmse_auroc": float(roc_auc_score(y, p))}
 

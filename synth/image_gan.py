@@ -248,13 +248,7 @@ class DPConvGAN(Params):
         check_request(self, n)
         device = next(self.generator_.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
-        if labels is None:
-            y = self.labels_.sample(n, generator)
-        else:
-            y = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
-            if y.shape != (n,) or y.min() < 0 or y.max() >= self.labels_.n_classes:
-                raise ValueError(f"labels must be {n} integers in [0, "
-                                 f"{self.labels_.n_classes})")
+        y = self.labels_.resolve(n, labels, generator)
         out, start = [], 0
         for m in image_chunks(n):
             out.append(to_uint8((self._fake(y[start:start + m], generator) + 1) / 2,

@@ -92,6 +92,20 @@ class LabelPrior:
         p = self.probabilities.to(generator.device)
         return torch.multinomial(p, n, replacement=True, generator=generator)
 
+    def resolve(self, n: int, labels: np.ndarray | None, generator: torch.Generator
+                ) -> torch.Tensor:
+        """(n,) int64 labels on the generator's device: the given ones, checked, or drawn.
+
+        Raises:
+            ValueError: ``labels`` are not n integers in [0, n_classes).
+        """
+        if labels is None:
+            return self.sample(n, generator)
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=generator.device)
+        if y.shape != (n,) or y.min() < 0 or y.max() >= self.n_classes:
+            raise ValueError(f"labels must be {n} integers in [0, {self.n_classes})")
+        return y
+
 
 def measure_labels(labels: np.ndarray, n_classes: int, share: float, budget: PrivacyBudget,
                    generator: torch.Generator, secure: bool):
