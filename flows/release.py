@@ -16,17 +16,20 @@ import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
-                               create_table_artifact)
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
+from flows.image_release import release_images
 from pipelines import run as steps
 from pipelines.cli import guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
 from pipelines.ingest import DataError
 from pipelines.validate.fidelity import observed
 from schemas import is_image_schema
-from flows.image_release import release_images
 
 local = logging.getLogger("synth.local")  # stdlib logging: not shipped to Prefect's API
 

@@ -197,6 +197,10 @@ def start_server(host: str, port: int, env: dict | None = None) -> subprocess.Po
                            "authentication: set PREFECT_SERVER_API_AUTH_STRING='user:password' "
                            "(see README, 'Running it as a service')")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # where the UI's JavaScript calls the API: else it assumes port 4200 whatever --port says
+    wildcard = host in ("0.0.0.0", "::", "")
+    shown = "127.0.0.1" if wildcard else f"[{host}]" if ":" in host else host
+    env.setdefault("PREFECT_UI_API_URL", f"http://{shown}:{port}/api")
     env.setdefault("DO_NOT_TRACK", "1")
     prefect = Path(sys.executable).with_name("prefect")
     command = [str(prefect) if prefect.exists() else "prefect", "server", "start",
@@ -266,7 +270,7 @@ def main(argv=None) -> int:
     try:
         if args.api_url is None:
             server = start_server(args.host, args.port)
-            shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+            shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
             api_url = f"http://{shown}:{args.port}/api"
             print(f"starting the Prefect server (PREFECT_HOME={os.environ['PREFECT_HOME']})",
                   file=sys.stderr)

@@ -63,6 +63,8 @@ def service(tmp_path_factory):
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
     })
+    old_home = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(home)  # this process too, should it import prefect now
     server = start_server("127.0.0.1", port, env)
     runner = None
     log = home / "serve.log"
@@ -94,6 +96,10 @@ def service(tmp_path_factory):
                 pass
             stop(runner)
         stop(server)
+        if old_home is None:
+            os.environ.pop("PREFECT_HOME", None)
+        else:
+            os.environ["PREFECT_HOME"] = old_home
 
 
 def served_deployments(service: Service, timeout: float = 150) -> dict:
@@ -216,6 +222,7 @@ def test_the_api_refuses_unauthenticated_calls(service):
     # the UI learns that it must ask for the string (its login page)
     ui = httpx.get(service.api.removesuffix("/api") + "/ui-settings", timeout=10)
     assert ui.status_code == 200 and ui.json()["auth"] == "BASIC"
+    assert ui.json()["api_url"] == service.api  # the UI calls this server, not port 4200
 
 
 def test_the_server_refuses_a_config_outside_the_form(service):
