@@ -133,6 +133,8 @@ def _budget(args: argparse.Namespace) -> int:
     from pipelines.ledger import COUNTED, Ledger
 
     ledger = Ledger(args.ledger)
+    if ledger.path.exists():
+        ledger.release_stale()  # runs killed before training spent nothing
     entries = ledger.history() if ledger.path.exists() else []
     if not entries:
         print(f"{ledger.path}: no runs recorded")

@@ -123,6 +123,7 @@ def prepare(config: RunConfig) -> ImagePlan:
     except OSError as exc:
         raise DataError(f"{config.input}: cannot read input: {exc.strerror or exc}") from None
     ledger = Ledger(config.ledger)
+    ledger.release_stale()  # reservations of runs killed before training
     entry = ledger.reserve(data_set, schema.name, str(config.input), str(out), name,
                            budget.epsilon, budget.delta, schema.budget)
     return ImagePlan(config=config, schema=schema, synthesizer=name, params=params,

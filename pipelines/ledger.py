@@ -16,6 +16,8 @@ Each run moves one entry through these states:
 
 Every entry but a cancelled one counts against the total, so a crashed or killed run is
 charged its whole reservation: the ledger may overstate what was spent, never understate it.
+One exception: an entry still 'reserved' records the host and pid of its run, and once that
+process is gone (killed before training) ``release_stale`` frees it, as the next run does.
 Reservations take SQLite's write lock (``BEGIN IMMEDIATE``), so concurrent runs cannot
 overspend.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -49,7 +52,8 @@ CREATE TABLE IF NOT EXISTS entries (
     delta REAL NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('reserved', 'spending', 'committed', 'cancelled')),
     created TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    owner TEXT                     -- host:pid of the process that reserved it
 )"""
 
 
@@ -77,6 +81,20 @@ class Spent:
     delta: float
 
 
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -95,6 +113,11 @@ class Ledger:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_TABLE)
+            if "owner" not in {r[1] for r in db.execute("PRAGMA table_info(entries)")}:
+                try:  # a ledger from before owners were recorded
+                    db.execute("ALTER TABLE entries ADD COLUMN owner TEXT")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
             yield db
 
     def spent(self, data_set: str) -> Spent:
@@ -131,9 +154,9 @@ class Ledger:
                 now = _now()
                 cursor = db.execute(
                     "INSERT INTO entries (data_set, name, source, release, synthesizer, epsilon,"
-                    " delta, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, 'reserved', "
-                    "?, ?)", (data_set, name, str(source), str(release), synthesizer, epsilon,
-                              delta, now, now))
+                    " delta, state, created, updated, owner) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                    "'reserved', ?, ?, ?)", (data_set, name, str(source), str(release),
+                                             synthesizer, epsilon, delta, now, now, _owner()))
                 db.execute("COMMIT")
                 return int(cursor.lastrowid)
             except BaseException:
@@ -168,6 +191,21 @@ class Ledger:
     def cancel(self, entry: int) -> bool:
         """Frees a reservation whose run failed before any DP step; False if it had started."""
         return self._move(entry, "cancelled", ("reserved",))
+
+    def release_stale(self) -> list[int]:
+        """Frees the reservations whose run was killed before training: entries still
+        'reserved' whose process (recorded at reservation) no longer runs on this host. A
+        killed process cannot cancel its own reservation, and no DP step of it ran, so it is
+        freed as a failure before training is. Entries of other hosts, of live processes or
+        of ledgers from before owners were recorded are left alone. Returns the freed ids."""
+        host = socket.gethostname()
+        with self._connect() as db:
+            rows = db.execute("SELECT id, owner FROM entries WHERE state = 'reserved' AND "
+                              "owner LIKE ?", (host.replace("%", "") + ":%",)).fetchall()
+        dead = [r["id"] for r in rows if r["owner"].rpartition(":")[0] == host
+                and r["owner"].rpartition(":")[2].isdigit()
+                and not _alive(int(r["owner"].rpartition(":")[2]))]
+        return [entry for entry in dead if self.cancel(entry)]
 
     def history(self) -> list[dict]:
         with self._connect() as db:

@@ -9,6 +9,7 @@ renamed into place: a reader sees no release or a complete one, never a partial 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -158,10 +159,12 @@ def publish(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str], ou
     each file and the directory are fsynced, the directory is renamed to ``out_dir`` and the
     parent is fsynced. Any failure removes the staging directory; a crash (SIGKILL, power
     loss) can leave only that hidden directory behind, never a partial ``out_dir``, and the
-    next publish to the same place sweeps it (``sweep_leftovers``). With ``overwrite`` the old
-    release is renamed aside (``.<name>.old-<host>-<pid>-<uuid>``), the new one renamed in,
-    then the old one deleted: between the two renames ``out_dir`` is briefly absent, never
-    partial.
+    next publish to the same place sweeps it (``sweep_leftovers``). With ``overwrite`` the new
+    release and the old one swap places in one atomic step (Linux ``renameat2``), and the old
+    one, now under the staging name, is deleted: a reader sees the old release or the new one.
+    Where that is not available the old release is renamed aside
+    (``.<name>.old-<host>-<pid>-<uuid>``), the new one renamed in, then the old one deleted:
+    between the two renames ``out_dir`` is briefly absent, never partial.
 
     Args:
         frame: the synthetic rows (never real ones).
@@ -285,7 +288,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False, with nothing changed, where the C library, kernel or file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _swap_in(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    if overwrite and _occupied(out_dir) and _exchange(staging, out_dir):
+        # the new release is in place and the old one sits under the staging name: a crash
+        # from here on leaves readers the new release and a leftover the next publish sweeps
+        _fsync_dir(out_dir.parent)
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    # without an atomic exchange: rename the old release aside, then the new one in (a
+    # crash between the two leaves ``out_dir`` absent until the next publish)
     old = None
     if overwrite and _occupied(out_dir):
         old = out_dir.with_name(f".{out_dir.name}.old-{_owner()}-{uuid.uuid4().hex}")

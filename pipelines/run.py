@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from pipelines.ingest import DataError, Ingested, ingest, read_identifiers
 from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.html_report import ReportInputs, render
 from pipelines.leakage import LeakageReport, check_leakage, identifier_leaks
-from pipelines.publish import DATA_FILE, Release, publish, publish_folder
+from pipelines.publish import DATA_FILE, Release, publish, publish_folder, sweep_leftovers
 from pipelines.report import code_version, now, privacy_report, release_metadata
 from pipelines.surrogates import add_surrogates
 from pipelines.train import sample, train
@@ -91,10 +89,12 @@ def prepare(config: RunConfig) -> Plan:
         raise DataError(f"{source}: cannot read input: {exc.strerror or exc}") from None
     key = run_key(config, data_set, schema)
     if published_key(out) == key:
+        sweep_leftovers(out)  # what a run killed after publishing it may have left beside it
         raise AlreadyPublished(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
         raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
     ledger = Ledger(config.ledger)
+    ledger.release_stale()  # reservations of runs killed before training
     entry = ledger.reserve(data_set, schema.name, str(source), str(out), config.synthesizer,
                            budget.epsilon, budget.delta, schema.budget)
     return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
@@ -143,11 +143,22 @@ def run_key(config: RunConfig, data_set: str, schema: Schema) -> str:
 def published_key(out: Path) -> str | None:
     """The run key of the release at ``out``, if one is there. It is kept in the internal
     folder, never in the release: it hashes the private input's bytes, and anyone who knew
-    every record but one could test guesses of that one against it."""
+    every record but one could test guesses of that one against it. The file also holds the
+    sha256 of the release's privacy_report.json: it is written with the internal folder,
+    before the release is moved into place, and names only that release (a run killed in
+    between leaves a key that matches no release at ``out``)."""
     key = internal_dir(out) / KEY_FILE
     if not (out / DATA_FILE).is_file() or not key.is_file():
         return None
-    return key.read_text(encoding="utf-8").strip()
+    lines = key.read_text(encoding="utf-8").split()
+    if len(lines) > 1:
+        try:
+            report = (out / REPORT_FILE).read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(report).hexdigest() != lines[1]:
+            return None
+    return lines[0] if lines else None
 
 
 def load(plan: Plan) -> Ingested:
@@ -334,10 +345,13 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
         internal[FIDELITY_FILE] = verdict.fidelity.to_json().encode()
     if verdict.leakage is not None:
         internal[LEAKAGE_FILE] = json.dumps(verdict.leakage.to_dict(), indent=2).encode()
-    publish_folder(internal, internal_dir(plan.out))
     files = {REPORT_FILE: json.dumps(report, indent=2).encode(),
              VALIDATION_FILE: verdict.public_json().encode(),
              HTML_FILE: render(inputs, internal=False).encode()}
+    if verdict.success:  # reruns of this very run become no-ops once this release is out
+        internal[KEY_FILE] = (f"{plan.key}\n{hashlib.sha256(files[REPORT_FILE]).hexdigest()}"
+                              "\n").encode()
+    publish_folder(internal, internal_dir(plan.out))
     target = plan.out if verdict.success else quarantine_dir(plan.out)
     published = publish(synthetic, plan.schema, release_metadata(report, verdict.summary()),
                         target, extra_files=files,
@@ -349,10 +363,6 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
             success=False, evaluated=verdict.structural.evaluated + (
                 verdict.fidelity.evaluated if verdict.fidelity else 0),
             failed=verdict.failed, result={}), quarantine=target)
-    key = internal_dir(plan.out) / KEY_FILE  # reruns of this very run become no-ops
-    tmp = key.with_name(f".{KEY_FILE}.{uuid.uuid4().hex}")
-    tmp.write_text(plan.key + "\n", encoding="utf-8")
-    os.replace(tmp, key)
     return published, report
 
 
