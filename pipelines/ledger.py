@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from pipelines.publish import process_alive
 from synth.privacy import BudgetError
 
 HOME_ENV = "SYNTH_HOME"
@@ -83,16 +84,6 @@ class Spent:
 
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _now() -> str:
@@ -204,7 +195,7 @@ class Ledger:
                               "owner LIKE ?", (host.replace("%", "") + ":%",)).fetchall()
         dead = [r["id"] for r in rows if r["owner"].rpartition(":")[0] == host
                 and r["owner"].rpartition(":")[2].isdigit()
-                and not _alive(int(r["owner"].rpartition(":")[2]))]
+                and not process_alive(int(r["owner"].rpartition(":")[2]))]
         return [entry for entry in dead if self.cancel(entry)]
 
     def history(self) -> list[dict]:

@@ -243,7 +243,8 @@ def _owner() -> str:
     return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host runs under ``pid`` (to tell leftovers of dead writers)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -263,7 +264,7 @@ def sweep_leftovers(out_dir: Path) -> list[Path]:
         for path in out_dir.parent.glob(f".{out_dir.name}.{kind}-*"):
             parts = path.name[len(f".{out_dir.name}.{kind}-"):].split("-")
             if (len(parts) == 3 and parts[0] == host and parts[1].isdigit()
-                    and not _alive(int(parts[1]))):
+                    and not process_alive(int(parts[1]))):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return removed
