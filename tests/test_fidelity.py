@@ -116,6 +116,12 @@ def test_adult_release_passes_and_independent_columns_are_quarantined(tmp_path):
     public = json.loads((tmp_path / "good" / "validation.json").read_text())
     assert public["fidelity"]["success"] is True
     assert "observed" not in json.dumps(public["fidelity"])  # pass/fail only, no statistics
+    # the privacy report says which checks gated publication, and that the gate is not DP
+    report = json.loads((tmp_path / "good" / "privacy_report.json").read_text())
+    assert "fidelity suite" in report["release_gate"]
+    assert "not differentially private" in report["release_gate"]
+    assert "see release_gate" in report["guarantee"]
+    assert any("held out of training" in step for step in report["private_steps"])
 
     with pytest.raises(ValidationFailed) as caught:
         run_release(RunConfig(out=str(tmp_path / "broken"), synthesizer="dp-independent",
