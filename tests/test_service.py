@@ -201,10 +201,15 @@ def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_samp
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
-        logs = client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        # the runner ships logs in batches, after the run's state: wait for them
+        deadline, published = time.monotonic() + 60, False
+        while not published and time.monotonic() < deadline:
+            logs = client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            published = any(f"published {out}" in entry.message for entry in logs)
+            time.sleep(0 if published else 1)
     assert {"release", "release-checks", "release-report"} <= {a.key for a in artifacts}
-    assert any(f"published {out}" in entry.message for entry in logs)
+    assert published, "the run's 'published' log line never reached the API"
 
 
 def test_the_api_refuses_unauthenticated_calls(service):
