@@ -2,15 +2,12 @@
 
 from pathlib import Path
 
-from schemas.model import (DEFAULT_MISSING, Column, CsvFormat, Schema, SchemaError, dump_schema,
-                           load_schema,
-                           pandas_dtype,
-                           schema_from_dict)
-from schemas.image import (ImageSchema, image_schema_from_dict, is_image_schema,
-                           load_image_schema)
+from schemas.image import ImageSchema, image_schema_from_dict, is_image_schema, load_image_schema
+from schemas.model import DEFAULT_MISSING, Column, CsvFormat, Schema, SchemaError, pandas_dtype
+from schemas.parse import dump_schema, load_schema, schema_from_dict
 
 SCHEMA_DIR = Path(__file__).parent
 
-__all__ = ["DEFAULT_MISSING", "Column", "CsvFormat", "Schema", "SchemaError", "SCHEMA_DIR", "dump_schema",
-           "load_schema", "pandas_dtype", "schema_from_dict"]
-__all__ += ["ImageSchema", "image_schema_from_dict", "is_image_schema", "load_image_schema"]
+__all__ = ["DEFAULT_MISSING", "Column", "CsvFormat", "Schema", "SchemaError", "SCHEMA_DIR",
+           "dump_schema", "load_schema", "pandas_dtype", "schema_from_dict", "ImageSchema",
+           "image_schema_from_dict", "is_image_schema", "load_image_schema"]
