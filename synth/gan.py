@@ -31,9 +31,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from schemas import Schema
-from synth.dpsgd import (DPSGDConfig, DPStep, plan, poisson_mask, private_generator,
-                         secure_normal)
 from synth.base import Params
+from synth.dpsgd import (
+    DPSGDConfig,
+    DPStep,
+    plan,
+    poisson_mask,
+    private_generator,
+    secure_normal,
+)
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import (
     PrivacyBudget,
@@ -47,6 +53,19 @@ from synth.sampling import check_request, chunks, draw, resolve_device
 DISCRETE_KINDS = ("categorical", "boolean")  # the columns conditional vectors pick from
 EMA_DECAY = 0.98  # G's weights are averaged over its last ~50 steps: DP noise makes G jitter
 NOISE_FLOOR = 2.0  # noised counts below 2 noise stds are read as zero
+
+
+@torch.no_grad()
+def average_into(ema: dict[str, torch.Tensor], generator: nn.Module, step: int) -> None:
+    """Folds the generator's weights after ``step`` into their running average ``ema``
+    (decay (1 + t) / (10 + t) up to EMA_DECAY: bias-corrected early on); buffers that are
+    not floating point are copied."""
+    decay = min(EMA_DECAY, (1 + step) / (10 + step))
+    for k, v in generator.state_dict().items():
+        if v.dtype.is_floating_point:
+            ema[k].mul_(decay).add_(v, alpha=1 - decay)
+        else:
+            ema[k].copy_(v)
 
 
 def _offsets(sizes: list[int], device: torch.device) -> torch.Tensor:
@@ -390,14 +409,7 @@ class DPCTGAN(Params):
                     opt_g.zero_grad(set_to_none=True)
                     loss.backward(inputs=list(G.parameters()))
                     opt_g.step()
-                # averaged G, bias-corrected early on: decay (1 + t) / (10 + t) up to 0.98
-                decay = min(EMA_DECAY, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for k, v in G.state_dict().items():
-                        if v.dtype.is_floating_point:
-                            ema[k].mul_(decay).add_(v, alpha=1 - decay)
-                        else:
-                            ema[k].copy_(v)
+                average_into(ema, G, step)
                 if progress is not None:
                     progress(step + 1, steps)
         finally:

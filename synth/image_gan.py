@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from synth.base import Params
 from synth.dpsgd import DPSGDConfig, DPStep, plan, poisson_mask, private_generator
+from synth.gan import average_into
 from synth.image_nets import (
     Downsampler,
     LabelPrior,
@@ -51,8 +52,6 @@ from synth.privacy import (
     epsilon_of_history,
 )
 from synth.sampling import check_request, resolve_device
-
-EMA_DECAY = 0.98
 
 
 class _Generator(nn.Module):
@@ -228,10 +227,7 @@ class DPConvGAN(Params):
                     opt_g.zero_grad(set_to_none=True)
                     loss.backward(inputs=list(G.parameters()))
                     opt_g.step()
-                decay = min(EMA_DECAY, (1 + step) / (10 + step))  # bias-corrected early on
-                with torch.no_grad():
-                    for k, v in G.state_dict().items():
-                        ema[k].mul_(decay).add_(v, alpha=1 - decay)
+                average_into(ema, G, step)  # G's weights averaged, as in synth.gan
                 if progress is not None:
                     progress(step + 1, steps)
         finally:
