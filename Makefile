@@ -10,7 +10,7 @@ export SYNTH_HOME ?= $(CURDIR)/.synth
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo demo-images demo-medical serve test venv clean browser
+.PHONY: demo demo-images demo-medical serve test venv clean browser postgres
 
 venv: $(STAMP)
 
@@ -44,7 +44,7 @@ SERVE_PORT ?= 4200
 serve: $(STAMP)
 	$(PY) -m flows.serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(PY) -m pytest -q
 
 # The report test looks at an HTML report in headless Chromium (Debian's package); install it
@@ -54,6 +54,15 @@ browser:
 		>/dev/null 2>&1 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get \
 		install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; } \
 		|| echo "chromium is not installed: the report screenshot test will be skipped"
+
+# tests/test_postgres.py starts a throwaway PostgreSQL server (Debian's package) for the
+# budget ledger and Prefect's server; install it where this machine lets us, else skipped.
+postgres:
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/postgres >/dev/null \
+		2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get \
+		update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends postgresql >/dev/null; } \
+		|| echo "PostgreSQL is not installed: the PostgreSQL tests will be skipped"
 
 clean:
 	rm -rf $(VENV) releases .prefect

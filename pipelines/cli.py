@@ -17,8 +17,10 @@ from pydantic import ValidationError
 
 from pipelines.config import add_run_arguments, config_from_args
 
-# Idle OpenMP threads sleep rather than spin (see flows/__init__.py); before torch loads.
+# Idle OpenMP threads sleep rather than spin, and torch.load never runs pickle code (see
+# flows/__init__.py); before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
 
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Every run reserves its (epsilon, delta) in the ledger "
                             "before reading data; a data set's releases add up (basic "
                             "composition) against the total its schema declares.")
-    budget.add_argument("--ledger", metavar="DB", help="ledger database (default: "
+    budget.add_argument("--ledger", metavar="DB", help="ledger database: a SQLite file or "
+                        "a postgresql://user@host/db URL (default: $SYNTH_LEDGER_URL, else "
                         "$SYNTH_HOME/ledger.db, else ~/.dp-synth/ledger.db)")
     return parser
 
@@ -73,8 +76,14 @@ def _progress(enabled: bool) -> Iterator:
     if not enabled:
         yield None
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("DP training"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as bar:
@@ -133,13 +142,14 @@ def _budget(args: argparse.Namespace) -> int:
     from pipelines.ledger import COUNTED, Ledger
 
     ledger = Ledger(args.ledger)
-    if ledger.path.exists():
+    exists = ledger.exists()
+    if exists:
         ledger.release_stale()  # runs killed before training spent nothing
-    entries = ledger.history() if ledger.path.exists() else []
+    entries = ledger.history() if exists else []
     if not entries:
-        print(f"{ledger.path}: no runs recorded")
+        print(f"{ledger.location}: no runs recorded")
         return 0
-    print(f"ledger: {ledger.path}")
+    print(f"ledger: {ledger.location}")  # a PostgreSQL URL's password masked
     print(f"{'id':>4}  {'created':25}  {'data set':12}  {'source sha256':14}  {'state':9}  "
           f"{'epsilon':>8}  {'delta':>8}  synthesizer     release")
     for e in entries:
@@ -157,9 +167,9 @@ def _budget(args: argparse.Namespace) -> int:
 
 def guarded(call: Callable[[], int]) -> int:
     """Runs ``call``; a known failure becomes one ``error:`` line and its exit status."""
+    from pipelines.image_publish import ImageCheckFailed
     from pipelines.ingest import DataError
     from pipelines.publish import PublishError
-    from pipelines.image_publish import ImageCheckFailed
     from pipelines.validate import ValidationFailed
     from schemas import SchemaError
     from synth.privacy import BudgetError

@@ -1,4 +1,5 @@
-"""The privacy budget ledger: what the releases of each data set have spent, in SQLite.
+"""The privacy budget ledger: what the releases of each data set have spent, kept in a real
+database: SQLite by default, PostgreSQL when configured.
 
 A data set is identified by the sha256 of its source file's bytes, so a renamed or copied file
 is the same data set and an edited one is a new one. Its releases compose by basic
@@ -18,8 +19,15 @@ Every entry but a cancelled one counts against the total, so a crashed or killed
 charged its whole reservation: the ledger may overstate what was spent, never understate it.
 One exception: an entry still 'reserved' records the host and pid of its run, and once that
 process is gone (killed before training) ``release_stale`` frees it, as the next run does.
-Reservations take SQLite's write lock (``BEGIN IMMEDIATE``), so concurrent runs cannot
-overspend.
+Reservations hold the database's write lock (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's
+``LOCK TABLE entries IN EXCLUSIVE MODE``) from the check to the insert, so concurrent runs
+cannot overspend.
+
+Where it lives: ``--ledger``, else ``$SYNTH_LEDGER_URL``, else ``$SYNTH_HOME/ledger.db``, else
+``~/.dp-synth/ledger.db``. A file path is SQLite; ``postgresql://user@host:5432/db`` (or
+``postgres://``) is PostgreSQL through psycopg 3 (``pip install 'dp-synth[postgres]'``), its
+table ``entries`` created on first use. Prefer ``PGPASSWORD`` or ``~/.pgpass`` to a password in
+the URL; messages show the URL with its password masked.
 """
 
 from __future__ import annotations
@@ -33,24 +41,26 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pipelines.publish import process_alive
 from synth.privacy import BudgetError
 
 HOME_ENV = "SYNTH_HOME"
+URL_ENV = "SYNTH_LEDGER_URL"
 COUNTED = ("reserved", "spending", "committed")
+SCHEMES = ("postgresql", "postgres")
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     data_set TEXT NOT NULL,        -- sha256 of the source file
     name TEXT NOT NULL,            -- the schema's data set name
     source TEXT NOT NULL,          -- the path the run read
     release TEXT NOT NULL,         -- the release directory it writes
     synthesizer TEXT NOT NULL,
-    epsilon REAL NOT NULL,
-    delta REAL NOT NULL,
+    epsilon {real} NOT NULL,
+    delta {real} NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('reserved', 'spending', 'committed', 'cancelled')),
     created TEXT NOT NULL,
     updated TEXT NOT NULL,
@@ -58,13 +68,45 @@ CREATE TABLE IF NOT EXISTS entries (
 )"""
 
 
+@dataclass(frozen=True)
+class _Dialect:
+    """All that differs between the two databases: the queries are shared, written with ``?``."""
+
+    table: str  # CREATE TABLE
+    lock: tuple[str, ...]  # opens reserve's transaction holding the write lock
+    placeholder: str
+
+
+SQLITE = _Dialect(_TABLE.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL"),
+                  ("BEGIN IMMEDIATE",), "?")
+POSTGRES = _Dialect(_TABLE.format(id="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION"),
+                    ("BEGIN", "LOCK TABLE entries IN EXCLUSIVE MODE"), "%s")
+_SETUP_LOCK = 0x5D9_1ED6E2  # pg_advisory_xact_lock key: one process creates the table
+
+
 class BudgetExceeded(BudgetError):
     """A run would take a data set past its declared total budget."""
+
+
+class LedgerUnavailable(BudgetError):
+    """The ledger's database cannot be reached, so no budget can be checked or reserved."""
 
 
 def default_path() -> Path:
     """``$SYNTH_HOME/ledger.db``, by default ``~/.dp-synth/ledger.db``."""
     return Path(os.environ.get(HOME_ENV) or Path.home() / ".dp-synth") / "ledger.db"
+
+
+def masked(url: str) -> str:
+    """The URL with any password (in the user part or a ``password=`` parameter) as ***."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@"
+                                      f"{parts.netloc.rpartition('@')[2]}")
+    if "password=" in parts.query:
+        parts = parts._replace(query=urlencode([(k, "***" if k == "password" else v) for k, v
+                                                in parse_qsl(parts.query)], safe="*"))
+    return urlunsplit(parts)
 
 
 def source_fingerprint(path: str | Path) -> str:
@@ -87,40 +129,106 @@ def _owner() -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        raise LedgerUnavailable("a PostgreSQL ledger needs the psycopg package: pip install "
+                                "'psycopg[binary]' (or 'dp-synth[postgres]')") from None
+    return psycopg
+
+
+class _Db:
+    """A connection of either kind, taking ``?`` placeholders; rows are read by name."""
+
+    def __init__(self, connection, dialect: _Dialect):
+        self.connection, self.dialect = connection, dialect
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self.connection.execute(sql.replace("?", self.dialect.placeholder), params)
 
 
 class Ledger:
-    """One ledger database (created on first use)."""
+    """One ledger database (created on first use): a SQLite file or a PostgreSQL URL."""
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else default_path()
+    def __init__(self, location: str | Path | None = None):
+        location = location if location is not None else os.environ.get(URL_ENV) or None
+        scheme, _, rest = str(location).partition("://")  # also SQLAlchemy's postgresql+driver
+        self.url = (f"postgresql://{rest}" if location is not None
+                    and scheme.partition("+")[0].lower() in SCHEMES else None)
+        self.path = (None if self.url is not None else
+                     Path(location) if location is not None else default_path())
+        self._ready = False  # PostgreSQL: the table was made sure of
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the ledger lives, fit to print: a PostgreSQL URL's password is masked."""
+        return masked(self.url) if self.url is not None else str(self.path)
+
+    def exists(self) -> bool:
+        """Whether the ledger's database is there: a SQLite file (not created by asking), a
+        PostgreSQL server that answers (its table is created on connecting)."""
+        if self.url is None:
+            return self.path.exists()
+        with self._connect():
+            return True
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self) -> Iterator[_Db]:
+        if self.url is not None:
+            with self._connect_postgres() as db:
+                yield db
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as db:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute(_TABLE)
+            db.execute(SQLITE.table)
             if "owner" not in {r[1] for r in db.execute("PRAGMA table_info(entries)")}:
                 try:  # a ledger from before owners were recorded
                     db.execute("ALTER TABLE entries ADD COLUMN owner TEXT")
                 except sqlite3.OperationalError:  # another process added it first
                     pass
-            yield db
+            yield _Db(db, SQLITE)
+
+    @contextmanager
+    def _connect_postgres(self) -> Iterator[_Db]:
+        psycopg = _psycopg()
+        from psycopg.rows import dict_row
+
+        try:
+            connection = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                                         connect_timeout=30)
+        except psycopg.OperationalError as exc:
+            password = urlsplit(self.url).password
+            reason = " ".join(str(exc).replace(password or "\0", "***").split())
+            raise LedgerUnavailable(f"cannot reach the budget ledger at {self.location}: "
+                                    f"{reason}") from None
+        with closing(connection):
+            if not self._ready:
+                with connection.transaction():  # concurrent CREATEs of one table would clash
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+                    connection.execute(POSTGRES.table)
+                self._ready = True
+            yield _Db(connection, POSTGRES)
 
     def spent(self, data_set: str) -> Spent:
         with self._connect() as db:
             return self._spent(db, data_set)
 
     @staticmethod
-    def _spent(db: sqlite3.Connection, data_set: str) -> Spent:
-        row = db.execute(f"SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM "
-                         f"entries WHERE data_set = ? AND state IN {COUNTED}",
+    def _spent(db: _Db, data_set: str) -> Spent:
+        row = db.execute(f"SELECT COALESCE(SUM(epsilon), 0) AS epsilon, COALESCE(SUM(delta), 0)"
+                         f" AS delta FROM entries WHERE data_set = ? AND state IN {COUNTED}",
                          (data_set,)).fetchone()
-        return Spent(float(row[0]), float(row[1]))
+        return Spent(float(row["epsilon"]), float(row["delta"]))
 
     def reserve(self, data_set: str, name: str, source: str, release: str, synthesizer: str,
                 epsilon: float, delta: float, limit: tuple[float, float] | None) -> int:
@@ -130,7 +238,8 @@ class Ledger:
             BudgetExceeded: naming the data set, its total, what is spent and what is left.
         """
         with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")  # the write lock: reservations happen one at a time
+            for statement in db.dialect.lock:  # reservations happen one at a time
+                db.execute(statement)
             try:
                 spent = self._spent(db, data_set)
                 if limit is not None and (spent.epsilon + epsilon > limit[0] * (1 + 1e-12)
@@ -143,13 +252,14 @@ class Ledger:
                         f"{left[0]:.4g}, delta={left[1]:.3g}: this run asks for epsilon="
                         f"{epsilon:g}, delta={delta:g} (see `synth budget`)")
                 now = _now()
-                cursor = db.execute(
+                entry = db.execute(
                     "INSERT INTO entries (data_set, name, source, release, synthesizer, epsilon,"
                     " delta, state, created, updated, owner) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                    "'reserved', ?, ?, ?)", (data_set, name, str(source), str(release),
-                                             synthesizer, epsilon, delta, now, now, _owner()))
+                    "'reserved', ?, ?, ?) RETURNING id",
+                    (data_set, name, str(source), str(release), synthesizer, epsilon, delta,
+                     now, now, _owner())).fetchall()[0]["id"]  # all: SQLite's statement ends
                 db.execute("COMMIT")
-                return int(cursor.lastrowid)
+                return int(entry)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -182,6 +292,26 @@ class Ledger:
     def cancel(self, entry: int) -> bool:
         """Frees a reservation whose run failed before any DP step; False if it had started."""
         return self._move(entry, "cancelled", ("reserved",))
+
+    def adopt(self, entry: int, data_set: str) -> bool:
+        """Takes over the 'spending' entry of a killed run of ``data_set`` that this run
+        resumes (from its training checkpoint): the entry, charged in full since the killed
+        run's first DP step, becomes this process's, and no new reservation is made. Refused
+        (False) unless its owner is a process of this host that no longer runs: a live run,
+        or one on another host, keeps its entry. The update is conditional on the owner read,
+        so of two runs resuming at once only one takes it."""
+        with self._connect() as db:
+            row = db.execute("SELECT owner FROM entries WHERE id = ? AND data_set = ? AND "
+                             "state = 'spending'", (entry, data_set)).fetchone()
+            if row is None or row["owner"] is None:
+                return False
+            host, _, pid = row["owner"].rpartition(":")
+            if host != socket.gethostname() or not pid.isdigit() or process_alive(int(pid)):
+                return False
+            cursor = db.execute("UPDATE entries SET owner = ?, updated = ? WHERE id = ? AND "
+                                "state = 'spending' AND owner = ?",
+                                (_owner(), _now(), entry, row["owner"]))
+            return cursor.rowcount == 1
 
     def release_stale(self) -> list[int]:
         """Frees the reservations whose run was killed before training: entries still
