@@ -153,16 +153,28 @@ def read_identifiers(path: str | Path, schema: Schema) -> pd.DataFrame:
 
 
 def _read_csv(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
+    frame = pd.read_csv(path, **csv_options(schema))
+    return tidy_csv(frame, schema, path, first_line=2 if schema.csv.header else 1)
+
+
+def csv_options(schema: Schema) -> dict:
+    """``pandas.read_csv`` arguments for the schema's CSV layout (every field as text)."""
     fmt = schema.csv
-    frame = pd.read_csv(
-        path, sep=fmt.delimiter, header=0 if fmt.header else None,
-        names=None if fmt.header else schema.input_names, dtype=str, keep_default_na=False,
-        skip_blank_lines=False, index_col=False, engine="python" if len(fmt.delimiter) > 1 else "c",
-    )
+    return {"sep": fmt.delimiter, "header": 0 if fmt.header else None,
+            "names": None if fmt.header else schema.input_names, "dtype": str,
+            "keep_default_na": False, "skip_blank_lines": False, "index_col": False,
+            "engine": "python" if len(fmt.delimiter) > 1 else "c"}
+
+
+def tidy_csv(frame: pd.DataFrame, schema: Schema, path: Path, first_line: int
+             ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Records of CSV text whose first is on ``first_line``: identifiers dropped, fields
+    stripped, blank and comment lines skipped. Returns them and each one's line number."""
+    fmt = schema.csv
     if not fmt.header and frame.shape[1] != len(schema.input_names):
         raise DataError(f"{path}: expected {len(schema.input_names)} fields per line "
                         f"(the schema's columns), found {frame.shape[1]}")
-    lines = np.arange(len(frame)) + (2 if fmt.header else 1)
+    lines = np.arange(len(frame)) + first_line
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = safe_harbor.drop_identifiers(frame, schema)  # before anything reads them
     stripped = frame.apply(lambda s: s.str.strip())
@@ -175,46 +187,74 @@ def _read_csv(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
 def coerce(raw: pd.DataFrame, schema: Schema, *, source: str, lines: np.ndarray | None = None,
            clip: bool = False, map_unknown: bool = False) -> Ingested:
     """Coerces a raw frame to the schema's columns and dtypes (see ``ingest``)."""
-    problems: list[Problem] = []
-    missing = [c.name for c in schema.columns if c.name not in raw.columns]
-    if missing:
-        names = ", ".join(f"'{m}'" for m in missing)
-        raise DataError(f"{source}: column{'s' if len(missing) > 1 else ''} {names} required by "
-                        f"{schema.where} {'are' if len(missing) > 1 else 'is'} missing "
-                        f"(found: {', '.join(map(str, raw.columns))})")
-    dropped = tuple(str(c) for c in raw.columns if c not in schema.names)
+    dropped = check_columns(raw.columns, schema, source)
     if dropped:
         log.warning("%s: ignoring columns not in the schema: %s", source, ", ".join(dropped))
-    ctx = _Context(source, schema, lines, clip, map_unknown, problems)
-    out = {c.name: ctx.column(c, raw[c.name]) for c in schema.columns}
-    if problems:
-        rest = len(problems) - MAX_LISTED
-        more = f"; and {rest} more problem{'s' if rest > 1 else ''}" if rest > 0 else ""
-        listed = ["; ".join(p.describe(redact) for p in problems[:MAX_LISTED])
-                  for redact in (False, True)]
-        raise DataError(f"{source}: {listed[0]}{more}", public=f"{source}: {listed[1]}{more}")
-    frame = pd.DataFrame(out)
+    ctx = _Context(source, schema, lines, clip, map_unknown, [])
+    frame = ctx.frame(raw)
+    if ctx.problems:
+        raise_problems(source, ctx.problems)
     report = IngestReport(source=source, rows=len(frame), dropped_columns=dropped,
                           clipped=ctx.clipped, mapped_to_catch_all=ctx.mapped)
     return Ingested(frame=frame, report=report)
 
 
+def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
+    """The input's columns that the schema does not declare.
+
+    Raises:
+        DataError: a column the schema declares is missing.
+    """
+    names = list(names)
+    missing = [c.name for c in schema.columns if c.name not in names]
+    if missing:
+        listed = ", ".join(f"'{m}'" for m in missing)
+        raise DataError(f"{source}: column{'s' if len(missing) > 1 else ''} {listed} required by "
+                        f"{schema.where} {'are' if len(missing) > 1 else 'is'} missing "
+                        f"(found: {', '.join(map(str, names))})")
+    return tuple(str(c) for c in names if c not in schema.names)
+
+
+def raise_problems(source: str, problems: list[Problem]) -> None:
+    """Raises the one-line DataError that lists ``problems`` (the first few spelled out)."""
+    rest = len(problems) - MAX_LISTED
+    more = f"; and {rest} more problem{'s' if rest > 1 else ''}" if rest > 0 else ""
+    listed = ["; ".join(p.describe(redact) for p in problems[:MAX_LISTED])
+              for redact in (False, True)]
+    raise DataError(f"{source}: {listed[0]}{more}", public=f"{source}: {listed[1]}{more}")
+
+
+def no_values(col: Column, rows: int) -> Problem:
+    """The problem of a column that has no value in any of its ``rows``."""
+    return Problem(col.name, 0, None, rows, f"has no value in any of its {rows:,} rows",
+                   "a column with no values cannot be synthesized; drop it from the schema")
+
+
 class _Context:
     """Per-call state for coercing columns: where to report, and what was changed."""
 
-    def __init__(self, source, schema, lines, clip, map_unknown, problems):
+    def __init__(self, source, schema, lines, clip, map_unknown, problems, offset: int = 0,
+                 batch: bool = False):
         self.source, self.schema, self.lines = source, schema, lines
         self.clip, self.map_unknown, self.problems = clip, map_unknown, problems
         self.clipped: dict[str, int] = {}
         self.mapped: dict[str, int] = {}
+        # a batch of a larger input (pipelines.batched): rows are numbered from offset + 1,
+        # and a column with no value in this batch is only missing values here
+        self.offset, self.batch = offset, batch
+        self.all_null: set[str] = set()
+
+    def frame(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The schema's columns of ``raw``, coerced; problems are collected, not raised."""
+        return pd.DataFrame({c.name: self.column(c, raw[c.name]) for c in self.schema.columns})
 
     def problem(self, col: Column, mask: np.ndarray, message: str, remedy: str,
                 value: str | None = None) -> None:
         idx = np.flatnonzero(mask)
         first = int(idx[0])
         line = int(self.lines[first]) if self.lines is not None else None
-        self.problems.append(Problem(col.name, first + 1, line, len(idx), message, remedy,
-                                     value))
+        self.problems.append(Problem(col.name, self.offset + first + 1, line, len(idx), message,
+                                     remedy, value))
 
     def column(self, col: Column, values: pd.Series) -> pd.Series:
         values = values.reset_index(drop=True)
@@ -222,14 +262,15 @@ class _Context:
             values = values.astype("string").str.strip()
             values = values.mask(values.isin(self.schema.missing_values))
         is_null = values.isna().to_numpy()
-        if is_null.all():
-            self.problems.append(Problem(
-                col.name, 0, None, len(values), f"has no value in any of its {len(values):,} "
-                "rows", "a column with no values cannot be synthesized; drop it from the schema"))
+        if is_null.all() and not self.batch:
+            self.problems.append(no_values(col, len(values)))
             return pd.Series(pd.NA, index=values.index, dtype=object)
         if is_null.any() and not col.nullable:
             self.problem(col, is_null, "is missing a value",
                          f"fix the data or declare the column nullable in {self.schema.where}")
+        if is_null.all():
+            self.all_null.add(col.name)
+            return pd.Series(index=values.index, dtype=pandas_dtype(col))
         if col.kind == "categorical":
             out = self._categorical(col, values, is_null)
         elif col.kind == "boolean":

@@ -1,0 +1,194 @@
+"""Batched ingest: a large CSV or Parquet input read a batch at a time and encoded straight
+into compact integer codes, so memory stays near one batch plus the codes.
+
+Each batch goes through the same steps as ``pipelines.ingest.ingest`` (identifiers dropped
+as the file is read, Safe Harbor rules, then the per-column checks of ``coerce``), with its
+rows numbered from where the batch starts in the file. Problems are gathered over every batch
+and reported as one DataError worded exactly as the unbatched path words it (first row, first
+value, count in all). A checked batch is encoded by ``synth.encoding.TableEncoder`` and its
+codes written into one array per column, of the smallest unsigned dtype that holds the
+column's states (uint8 for at most 256). For Parquet the row count comes from the file's
+metadata and the arrays are allocated once; for CSV the batches' codes are joined at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines import safe_harbor
+from pipelines.ingest import (
+    DataError,
+    IngestReport,
+    Problem,
+    _Context,
+    check_columns,
+    csv_options,
+    log,
+    no_values,
+    raise_problems,
+    read_raw,
+    tidy_csv,
+)
+from schemas import Schema
+from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
+
+BATCH_ROWS = 262_144
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A checked input as codes: one array per schema column, in schema order."""
+
+    codes: dict[str, np.ndarray]  # each of code_dtype(its block's size)
+    encoder: TableEncoder
+    report: IngestReport
+
+    def matrix(self) -> np.ndarray:
+        """Codes as ``TableEncoder.encode`` gives them: (rows, columns) int64."""
+        return np.stack([c.astype("int64") for c in self.codes.values()], axis=1)
+
+
+def code_dtype(states: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds codes 0 .. states - 1."""
+    return np.min_scalar_type(max(states - 1, 0))
+
+
+def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
+                   map_unknown: bool = False, batch_rows: int = BATCH_ROWS,
+                   max_bins: int = DEFAULT_MAX_BINS) -> Encoded:
+    """Reads, checks and encodes ``path`` in batches of ``batch_rows`` rows.
+
+    Same arguments and errors as ``pipelines.ingest.ingest``; the codes equal
+    ``TableEncoder(schema, max_bins).encode(ingest(path, schema).frame)``.
+
+    Raises:
+        DataError: one line naming the file and every problem found, over all batches.
+    """
+    path = Path(path)
+    source = str(path)
+    read_raw_checks(path)
+    encoder = TableEncoder(schema, max_bins=max_bins)
+    dtypes = [code_dtype(size) for size in encoder.sizes]
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    total = pq.ParquetFile(path).metadata.num_rows if parquet else None
+    out = [np.empty(total, dtype) for dtype in dtypes] if parquet else [[] for _ in dtypes]
+    problems: list[Problem] = []
+    clipped: dict[str, int] = {}
+    mapped: dict[str, int] = {}
+    null_rows = {c.name: 0 for c in schema.columns}  # rows of batches with no value
+    dropped: tuple[str, ...] = ()
+    rows = 0
+    for raw, lines in _batches(path, schema, batch_rows):
+        if rows == 0:
+            dropped = check_columns(raw.columns, schema, source)
+            if dropped:
+                log.warning("%s: ignoring columns not in the schema: %s", source,
+                            ", ".join(dropped))
+        raw = _generalize(raw, schema, source, lines, rows)
+        ctx = _Context(source, schema, lines, clip, map_unknown, [], offset=rows, batch=True)
+        frame = ctx.frame(raw)
+        problems += ctx.problems
+        for name in ctx.all_null:
+            null_rows[name] += len(frame)
+        for counts, more in ((clipped, ctx.clipped), (mapped, ctx.mapped)):
+            for name, n in more.items():
+                counts[name] = counts.get(name, 0) + n
+        if not problems:  # once the input is known to be rejected, only check the rest
+            codes = encoder.encode(frame)
+            for i, dtype in enumerate(dtypes):
+                if parquet:
+                    out[i][rows:rows + len(frame)] = codes[:, i]
+                else:
+                    out[i].append(codes[:, i].astype(dtype))
+        rows += len(frame)
+    if rows == 0:
+        raise DataError(f"{path}: the file has no data rows")
+    problems = _merge(problems, schema, null_rows, rows)
+    if problems:
+        raise_problems(source, problems)
+    if not parquet:
+        out = [np.concatenate(parts).astype(dtype, copy=False)
+               for parts, dtype in zip(out, dtypes)]
+    report = IngestReport(source=source, rows=rows, dropped_columns=dropped, clipped=clipped,
+                          mapped_to_catch_all=mapped)
+    return Encoded(dict(zip(schema.names, out)), encoder, report)
+
+
+def read_raw_checks(path: Path) -> None:
+    """The checks ``read_raw`` makes before reading: the file exists and is not empty."""
+    if not path.is_file() or path.stat().st_size == 0:
+        read_raw(path, None)  # raises the same DataError without reading anything
+
+
+def _batches(path: Path, schema: Schema, batch_rows: int
+             ) -> Iterator[tuple[pd.DataFrame, np.ndarray | None]]:
+    """The input's records a batch at a time, as ``read_raw`` reads them, with CSV lines."""
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            drop = {i.name for i in schema.identifiers}
+            # no pre-buffering: it would hold every column chunk of a row group, read ahead
+            file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+            names = [n for n in file.schema_arrow.names if n not in drop]  # never read
+            for batch in file.iter_batches(batch_size=batch_rows, columns=names):
+                yield batch.to_pandas(), None
+            return
+        first = 2 if schema.csv.header else 1
+        with pd.read_csv(path, chunksize=batch_rows, **csv_options(schema)) as chunks:
+            for chunk in chunks:
+                frame, lines = tidy_csv(chunk, schema, path, first)
+                first += len(chunk)
+                if len(frame):
+                    yield frame, lines
+    except DataError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read input: {str(exc).splitlines()[0]}") from None
+
+
+ROW = re.compile(r"(?<= in row )(\d[\d,]*)")
+
+
+def _generalize(raw: pd.DataFrame, schema: Schema, source: str, lines, offset: int):
+    """``safe_harbor.generalize`` on one batch; a rejection names rows of the whole file.
+    (Unlike the per-column checks it stops at the first batch with a problem, and the
+    counts it gives are of that batch.)"""
+    try:
+        return safe_harbor.generalize(raw, schema, source=source, lines=lines)
+    except DataError as exc:
+        def shift(text: str) -> str:
+            return ROW.sub(lambda m: f"{int(m.group(1).replace(',', '')) + offset:,}", text)
+        raise DataError(shift(str(exc)), public=shift(exc.public)) from None
+
+
+_RANK = (("has no value", 0), ("is missing", 1), ("whole number", 3), ("is below", 4),
+         ("is above", 5))
+
+
+def _merge(problems: list[Problem], schema: Schema, null_rows: dict[str, int], rows: int
+           ) -> list[Problem]:
+    """The batches' problems as the whole input's: one per column and kind, at its first
+    row, counting every batch, in the order the unbatched checks find them."""
+    merged: dict[tuple, Problem] = {}
+    for p in problems:
+        key = (p.column, p.message, p.remedy)
+        seen = merged.get(key)
+        merged[key] = p if seen is None else Problem(
+            seen.column, seen.first_row, seen.first_line, seen.count + p.count, seen.message,
+            seen.remedy, seen.value)
+    for col in schema.columns:  # no value in any batch: a problem of the whole column
+        if null_rows[col.name] == rows:
+            merged = {k: p for k, p in merged.items() if p.column != col.name}
+            merged[("", col.name)] = no_values(col, rows)
+
+    def order(p: Problem) -> tuple[int, int]:
+        rank = next((r for word, r in _RANK if word in p.message), 2)
+        return schema.names.index(p.column), rank
+
+    return sorted(merged.values(), key=order)
