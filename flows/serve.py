@@ -11,6 +11,9 @@ subprocess, in the repository root, one at a time. That needs no work pool, no w
 code storage, since the code is this checkout; a process work pool plus ``prefect worker``
 is the step up when runs must execute on other hosts.
 
+Runs take their parameters from a form, so every release must land inside the output root
+(``--output-root``, default ``releases/``; see ``pipelines.paths``), whatever ``out`` says.
+
 A server reachable beyond loopback must require Prefect's basic auth string
 (``PREFECT_SERVER_API_AUTH_STRING``, clients send ``PREFECT_API_AUTH_STRING``): ``--host``
 other than loopback is refused without it.
@@ -33,6 +36,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipelines.config import RunConfig
+from pipelines.paths import ROOT_ENV, UnsafePath, output_root, release_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = Path(__file__).resolve().parent / "deployments"
@@ -254,10 +258,18 @@ def main(argv=None) -> int:
                         help="Flow runs executed at the same time (default 1)")
     parser.add_argument("--startup-timeout", type=float, default=180,
                         help="Seconds to wait for the server to answer (default 180)")
+    parser.add_argument("--output-root", type=Path, default=None,
+                        help=f"Folder every run's release must go into, whatever a form "
+                             f"asks (default: ${ROOT_ENV}, else {ROOT / 'releases'})")
     args = parser.parse_args(argv)
+    # runs take `out` from a form: confine them (and the served runs, which inherit this)
+    root = args.output_root or output_root() or ROOT / "releases"
+    os.environ[ROOT_ENV] = str(root.resolve())
     try:
         specs = load_specs(args.deployments)
-    except DeploymentFileError as exc:
+        for spec in specs:
+            release_dir(spec.config.out)
+    except (DeploymentFileError, UnsafePath) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -199,6 +199,7 @@ def publish_table(table: pa.Table, out_dir: Path, *,
     if _occupied(out_dir) and not overwrite:
         raise PublishError(f"{out_dir} already holds a release: choose another directory or "
                            "pass overwrite=True to replace it")
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
@@ -223,6 +224,7 @@ def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
     """Writes a folder of files (an internal report, say) atomically, replacing what was there:
     staged beside ``out_dir``, fsynced, renamed into place, as a release is."""
     out_dir = Path(out_dir).absolute()
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
@@ -236,6 +238,22 @@ def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def atomic_write(path: Path, blob: bytes) -> None:
+    """Replaces the file at ``path`` by ``blob`` in one step: staged beside it, fsynced,
+    renamed over it, the folder fsynced. A reader, or a process killed at any point, sees
+    the old file or the new one, never a part of one."""
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.staging-{_owner()}-{uuid.uuid4().hex}")
+    try:
+        _write_file(staging, blob)
+        os.replace(staging, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 def _owner() -> str:
@@ -265,13 +283,43 @@ def sweep_leftovers(out_dir: Path) -> list[Path]:
             parts = path.name[len(f".{out_dir.name}.{kind}-"):].split("-")
             if (len(parts) == 3 and parts[0] == host and parts[1].isdigit()
                     and not process_alive(int(parts[1]))):
-                shutil.rmtree(path, ignore_errors=True)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:  # a file of atomic_write
+                    path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
 
 
 def _occupied(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+# a folder holding one of these (and plain files only) is a release, report or checkpoint
+# folder this tool wrote, so it may be replaced
+OURS = (DATA_FILE, "privacy_report.json", "checkpoint.pt")
+
+
+def _check_replaceable(path: Path) -> None:
+    """Overwriting replaces, hence deletes, what is at ``path``: only ever an empty folder or
+    one this tool wrote, never a link, a file or somebody's folder that ``out`` named by
+    mistake.
+
+    Raises:
+        PublishError: naming the path.
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise PublishError(f"{path} is a file or a link, not a release folder: refusing to "
+                           "replace it")
+    # hidden staging files of atomic_write (a checkpoint's) are this tool's too
+    entries = [e for e in path.iterdir() if not (e.name.startswith(".")
+                                                  and ".staging-" in e.name and e.is_file())]
+    if entries and not (all(e.is_file() and not e.is_symlink() for e in entries)
+                        and any(e.name in OURS for e in entries)):
+        raise PublishError(f"{path} holds files that are not a release of this tool: "
+                           "refusing to replace it; choose another location")
 
 
 def _write_file(path: Path, blob: bytes) -> None:

@@ -2,7 +2,9 @@
 with an API auth string), the deployments of flows/deployments/ served by ``python -m
 flows.serve``, a run triggered through the API, and authentication enforced."""
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +37,7 @@ class Service:
     api: str
     home: Path
     log: Path
+    root: Path  # the output root every served run's release must go into
 
 
 def free_port() -> int:
@@ -72,8 +75,10 @@ def service(tmp_path_factory):
         wait_healthy(api, 180, server)
         client_env = {**env, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH}
         client_env.pop("PREFECT_SERVER_API_AUTH_STRING")
+        root = ROOT / "releases"  # the default; the deployments' own releases go there
         with open(log, "wb") as sink:
-            runner = subprocess.Popen([sys.executable, "-m", "flows.serve", "--api-url", api],
+            runner = subprocess.Popen([sys.executable, "-m", "flows.serve", "--api-url", api,
+                                       "--output-root", str(root)],
                                       cwd=ROOT, env=client_env, stdout=sink,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         from prefect.settings import (
@@ -85,7 +90,7 @@ def service(tmp_path_factory):
 
         with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: AUTH,
                                          PREFECT_HOME: str(home)}):
-            yield Service(api=api, home=home, log=log)
+            yield Service(api=api, home=home, log=log, root=root)
     finally:
         if runner is not None:
             # SIGINT is what Ctrl-C sends `make serve`; SIGTERM/SIGKILL after that
@@ -174,7 +179,7 @@ def test_every_config_file_is_a_served_deployment_with_schedule_tags_and_form(se
         assert deployment.enforce_parameter_schema
 
 
-def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_sample, tmp_path):
+def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_sample, request):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -185,7 +190,10 @@ def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_samp
     from prefect.deployments import run_deployment
 
     served_deployments(service)
-    out = tmp_path / "adult"
+    out = service.root / f"test-service-{os.getpid()}"
+    request.addfinalizer(lambda: [shutil.rmtree(out.with_name(out.name + suffix),
+                                                ignore_errors=True)
+                                  for suffix in ("", ".internal", ".quarantine")])
     config = {"input": str(adult_sample), "schema_file": str(ROOT / "schemas" / "adult.yaml"),
               "out": str(out), "epsilon": 1.0, "rows": 800, "noise_seed": 5,  # reproducible
               # 1,800 training rows and 800 synthetic ones: the default bounds are too tight
@@ -210,6 +218,26 @@ def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_samp
             time.sleep(0 if published else 1)
     assert {"release", "release-checks", "release-report"} <= {a.key for a in artifacts}
     assert published, "the run's 'published' log line never reached the API"
+
+
+def test_a_form_cannot_send_a_release_outside_the_output_root(service, adult_sample,
+                                                               tmp_path):
+    """``out`` comes from a form: one outside the served output root fails the run before
+    the ledger or the disk is touched."""
+    from prefect.deployments import run_deployment
+
+    served_deployments(service)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    config = {"input": str(adult_sample), "schema_file": str(ROOT / "schemas" / "adult.yaml"),
+              "out": str(victim), "overwrite": True, "epsilon": 1.0,
+              "ledger": str(tmp_path / "ledger.db")}
+    run = run_deployment(f"{FLOW}/adult-demo", parameters={"config": config}, timeout=300,
+                         poll_interval=2)
+    assert run.state is not None and run.state.is_failed()
+    assert "outside the output root" in run.state.message
+    assert os.listdir(victim) == ["keep.txt"] and not (tmp_path / "ledger.db").exists()
 
 
 def test_the_api_refuses_unauthenticated_calls(service):
@@ -243,3 +271,84 @@ def test_the_server_refuses_a_config_outside_the_form(service):
                                                    parameters={"config": bad})
         assert err.value.response.status_code == 409
         assert f"config.{field}" in err.value.response.text
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (its own, built-in remote control:
+    no extra package), one page."""
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-port=0", "--window-size=1280,1600"]
+
+    def __init__(self, profile: Path):
+        from websockets.sync.client import connect
+
+        self.process = subprocess.Popen([CHROMIUM, *self.FLAGS, f"--user-data-dir={profile}",
+                                         "about:blank"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        page = next(p for p in pages if p["type"] == "page")
+        self.socket = connect(page["webSocketDebuggerUrl"], max_size=2**26)
+        self.ids = 0
+
+    def call(self, method: str, **params):
+        self.ids += 1
+        self.socket.send(json.dumps({"id": self.ids, "method": method, "params": params}))
+        while True:  # events arrive in between: skip them
+            message = json.loads(self.socket.recv(timeout=60))
+            if message.get("id") == self.ids:
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression,
+                         returnByValue=True)["result"].get("value")
+
+    def close(self):
+        self.socket.close()
+        stop(self.process)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_the_run_form_renders_in_the_ui(service, tmp_path):
+    """The deployment's run form in Prefect's UI, in headless Chromium: signed in with the
+    auth string, the form shows RunConfig's fields with their descriptions, and the
+    screenshot is a real page, not a blank or an error."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    deployment = served_deployments(service)["adult-demo"]
+    origin = service.api.removesuffix("/api")
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=origin + "/")
+        time.sleep(1)
+        # what the UI's sign-in form stores: the auth string, base64
+        browser.evaluate(f"localStorage.setItem('prefect-password', "
+                         f"btoa({json.dumps(AUTH)}))")
+        browser.call("Page.navigate", url=f"{origin}/deployments/deployment/"
+                                          f"{deployment.id}/run")
+        wanted = ("Total privacy budget epsilon", "Synthesizer")
+        text, deadline = "", time.monotonic() + 60
+        while not all(w in text for w in wanted) and time.monotonic() < deadline:
+            time.sleep(1)
+            text = browser.evaluate("document.body ? document.body.innerText : ''") or ""
+        png = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+    finally:
+        browser.close()
+    (tmp_path / "run-form.png").write_bytes(png)
+    assert all(w in text for w in wanted), text[:2000]
+    assert "adult-demo" in text and "Unauthenticated" not in text
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    assert image.size[0] >= 1000 and len(image.getcolors(1 << 20) or []) > 50

@@ -1,0 +1,79 @@
+"""Names and places: what a data set, run or release may be called, and where it may go.
+
+A service takes its ``out`` parameters from a form anyone with access can fill in, so under
+an output root (``$SYNTH_OUTPUT_ROOT``, which ``flows.serve`` sets) a release directory, and
+the ``.internal`` and ``.quarantine`` folders beside it, must lie strictly inside that root:
+no absolute path elsewhere, no ``..``, no symbolic link out of it. A name that becomes one
+path component (a data set's name in a grid of releases, say) is a plain word of letters,
+digits, ``.``, ``_`` and ``-``. Without a root, ``out`` is whatever the person at the command
+line chose, and only names are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+from pipelines.ingest import DataError
+
+ROOT_ENV = "SYNTH_OUTPUT_ROOT"
+MAX_COMPONENT = 150  # bytes; file systems allow 255, and ".<name>.staging-<host>-..." is longer
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RESERVED = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+
+
+class UnsafePath(DataError):
+    """A name or an output location that could land outside where releases go."""
+
+
+def safe_name(name: object, what: str = "name") -> str:
+    """``name`` if it is usable as one path component on any file system, else refused:
+    1 to 100 of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit, no ``..``, no
+    trailing dot, no Windows device name.
+
+    Raises:
+        UnsafePath: naming what was refused and why.
+    """
+    text = name if isinstance(name, str) else ""
+    if (not NAME.fullmatch(text) or ".." in text or text.endswith(".")
+            or RESERVED.fullmatch(text)):
+        raise UnsafePath(f"{what} {name!r} cannot name a folder: use 1 to 100 letters, "
+                         "digits, '.', '_' or '-', starting with a letter or digit")
+    return text
+
+
+def output_root() -> Path | None:
+    """The output root from ``$SYNTH_OUTPUT_ROOT``, None when unset."""
+    value = os.environ.get(ROOT_ENV)
+    return Path(value) if value else None
+
+
+def release_dir(out: object, root: Path | None = None) -> Path:
+    """Where the release ``out`` goes. With an output root (``root``, else
+    ``$SYNTH_OUTPUT_ROOT``) a relative ``out`` is taken inside it, and any ``out`` must
+    resolve strictly inside it, symbolic links followed; without one, ``out`` as given.
+
+    Raises:
+        UnsafePath: an empty location, a NUL or control character, or one outside the root.
+    """
+    text = out if isinstance(out, str) else str(out) if isinstance(out, Path) else ""
+    if not text.strip() or any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise UnsafePath(f"output location {out!r} is empty or holds control characters")
+    if any(len(os.fsencode(part)) > MAX_COMPONENT for part in Path(text).parts):
+        raise UnsafePath(f"output location {text[:60]!r}...: a folder name is longer than "
+                         f"{MAX_COMPONENT} bytes (the staging folder beside it needs room)")
+    root = root if root is not None else output_root()
+    if root is None:
+        return Path(text)
+    base = Path(root).resolve()
+    target = (base / text).resolve()  # an absolute ``text`` replaces base; links followed
+    if not target.is_relative_to(base) or target == base or ".." in Path(text).parts:
+        raise UnsafePath(f"output location {out!r} is outside the output root {base}: "
+                         f"give a folder inside it (relative to it), without '..'")
+    for sibling in (".internal", ".quarantine"):  # written beside the release
+        beside = target.with_name(target.name + sibling)
+        if beside.is_symlink() and not beside.resolve().is_relative_to(base):
+            raise UnsafePath(f"{beside} links outside the output root {base}")
+    return target
