@@ -82,8 +82,14 @@ class RunConfig(BaseModel):
     map_unknown: bool = Field(False, description="Map undeclared categories to the column's "
                               "declared catch_all instead of rejecting")
     overwrite: bool = Field(False, description="Replace an existing release at `out`")
-    ledger: str | None = Field(None, description="Privacy budget ledger database (default: "
-                               "$SYNTH_HOME/ledger.db, else ~/.dp-synth/ledger.db)")
+    ledger: str | None = Field(None, description="Privacy budget ledger database: a SQLite "
+                               "file or a postgresql://user@host/db URL (default: "
+                               "$SYNTH_LEDGER_URL, else $SYNTH_HOME/ledger.db, else "
+                               "~/.dp-synth/ledger.db)")
+    checkpoint_every: int = Field(200, ge=0, description="DP-SGD steps between training "
+                                  "checkpoints (dp-vae, dp-ctgan and the image models; 0: "
+                                  "none). A killed run, started again with the same "
+                                  "settings, resumes from its last checkpoint")
     holdout: float = Field(0.1, ge=0, lt=0.9, description="Share of the real rows held out "
                            "of training, to compare leakage checks with (0: none)")
     fidelity: FidelityThresholds = Field(default_factory=FidelityThresholds,
@@ -139,6 +145,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("secure_noise", "clip", "map_unknown", "overwrite"):
         parser.add_argument("--" + name.replace("_", "-"), action="store_true",
                             help=fields[name].description)
+    parser.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                        default=fields["checkpoint_every"].default,
+                        help=f"{fields['checkpoint_every'].description} (default: "
+                             f"{fields['checkpoint_every'].default})")
     parser.add_argument("--holdout", type=float, default=fields["holdout"].default,
                         help=f"{fields['holdout'].description} (default: "
                              f"{fields['holdout'].default})")

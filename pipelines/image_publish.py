@@ -137,6 +137,12 @@ class ImageCheck:
         return {"success": self.success, "verdict": self.verdict,
                 "checks": [{"check": n, "success": ok, "detail": d} for n, ok, d in self.checks]}
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> ImageCheck:
+        """The outcome ``to_dict`` wrote (a release's validation.json)."""
+        return cls(tuple((c["check"], bool(c["success"]), c["detail"])
+                         for c in saved["checks"]))
+
 
 class ImageCheckFailed(Exception):
     """The synthetic images failed a check; nothing was published at the release location

@@ -8,6 +8,7 @@ prepare (public checks; budget reserved in the ledger) -> load (private) -> fit 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -18,7 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.checkpoints import RunCheckpoint
 from pipelines.config import DEFAULT_SYNTHESIZER, TUNABLE, RunConfig
+from pipelines.html_report import ReportInputs, render
 from pipelines.image_publish import (
     CONTACT_SHEET,
     ImageCheck,
@@ -30,10 +33,27 @@ from pipelines.image_publish import (
 from pipelines.images import ImageSet, image_set_fingerprint, ingest_images
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger
-from pipelines.html_report import ReportInputs, render
-from pipelines.publish import Release, footer_metadata, publish_table
+from pipelines.paths import release_dir
+from pipelines.publish import (
+    DATA_FILE,
+    Release,
+    footer_metadata,
+    publish_folder,
+    publish_table,
+    sweep_leftovers,
+)
 from pipelines.report import now, privacy_report, release_metadata
-from pipelines.run import HTML_FILE, quarantine_dir
+from pipelines.run import (
+    HTML_FILE,
+    KEY_FILE,
+    AlreadyPublished,
+    internal_dir,
+    published_key,
+    quarantine_dir,
+    reserve_or_resume,
+    run_key,
+)
+from schemas import SchemaError
 from schemas.image import ImageSchema, load_image_schema
 from synth.audit import audit
 from synth.images import image_synthesizer_names, make_image_synthesizer
@@ -58,6 +78,9 @@ class ImagePlan:
     out: Path
     ledger: Ledger
     entry: int  # this run's reservation in the ledger
+    key: str = ""  # run key: a rerun of a published run is a no-op
+    checkpoint: RunCheckpoint | None = None  # training checkpoints
+    resumed: bool = False  # training resumes from a killed run's checkpoint (and entry)
 
 
 @dataclass(frozen=True)
@@ -115,19 +138,38 @@ def prepare(config: RunConfig) -> ImagePlan:
     budget = PrivacyBudget(config.epsilon, config.delta)
     name = image_synthesizer(config)
     params = image_params(config, name)
-    out = Path(config.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
-        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    out = release_dir(config.out)
     try:
         data_set = image_set_fingerprint(config.input)
     except OSError as exc:
         raise DataError(f"{config.input}: cannot read input: {exc.strerror or exc}") from None
-    ledger = Ledger(config.ledger)
-    ledger.release_stale()  # reservations of runs killed before training
-    entry = ledger.reserve(data_set, schema.name, str(config.input), str(out), name,
-                           budget.epsilon, budget.delta, schema.budget)
+    key = run_key(config, data_set, schema)
+    if published_key(out) == key:
+        sweep_leftovers(out)
+        raise AlreadyPublished(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
+        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    ledger, entry, checkpoint = reserve_or_resume(
+        config, key, out, data_set, schema.name, str(config.input), name, budget,
+        schema.budget)
     return ImagePlan(config=config, schema=schema, synthesizer=name, params=params,
-                     budget=budget, out=out, ledger=ledger, entry=entry)
+                     budget=budget, out=out, ledger=ledger, entry=entry, key=key,
+                     checkpoint=checkpoint,
+                     resumed=checkpoint is not None and checkpoint.resumed)
+
+
+def already_published(config: RunConfig) -> Path | None:
+    """The release location if an identical image run already published there, else None
+    (reads the schema, hashes the input files; nothing else)."""
+    try:
+        out = release_dir(config.out)
+        if not (out / DATA_FILE).is_file():
+            return None
+        key = run_key(config, image_set_fingerprint(config.input),
+                      load_image_schema(config.schema_file))
+    except (OSError, SchemaError, DataError):
+        return None  # prepare reports it
+    return out if published_key(out) == key else None
 
 
 def load(plan: ImagePlan) -> ImageSet:
@@ -141,10 +183,13 @@ def load(plan: ImagePlan) -> ImageSet:
 
 def fit(plan: ImagePlan, data: ImageSet, progress: Callable[[int, int], None] | None = None):
     """Trains under the plan's budget; the ledger entry counts in full from the first DP step
-    and records what the accountant reports at the end."""
-    plan.ledger.start(plan.entry)
+    and records what the accountant reports at the end; a resumed run's entry has counted
+    since the killed run's first step."""
+    if not plan.resumed:
+        plan.ledger.start(plan.entry)
     model = make_image_synthesizer(plan.synthesizer, **plan.params).fit(
-        data.images, data.labels, len(plan.schema.labels), plan.budget, progress=progress)
+        data.images, data.labels, len(plan.schema.labels), plan.budget, progress=progress,
+        checkpoint=plan.checkpoint)
     if model.privacy_.epsilon > plan.budget.epsilon * (1 + 1e-9):
         raise RuntimeError(f"spent epsilon {model.privacy_.epsilon} exceeds the budget "
                            f"{plan.budget.epsilon}")
@@ -219,6 +264,11 @@ def release(plan: ImagePlan, synthetic: tuple[np.ndarray, np.ndarray],
              VALIDATION_FILE: json.dumps(checked.outcome.to_dict(), indent=2).encode(),
              CONTACT_SHEET: sheet, HTML_FILE: html.encode()}
     target = plan.out if checked.outcome.success else quarantine_dir(plan.out)
+    internal = {REPORT_FILE: files[REPORT_FILE]}  # replaces (removes) the checkpoint too
+    if checked.outcome.success:  # reruns of this very run become no-ops
+        internal[KEY_FILE] = (f"{plan.key}\n"
+                              f"{hashlib.sha256(files[REPORT_FILE]).hexdigest()}\n").encode()
+    publish_folder(internal, internal_dir(plan.out))
     published = publish_table(table, target, extra_files=files,
                               overwrite=plan.config.overwrite or not checked.outcome.success)
     if not checked.outcome.success:
@@ -229,8 +279,16 @@ def release(plan: ImagePlan, synthetic: tuple[np.ndarray, np.ndarray],
 
 def run_image_release(config: RunConfig, progress: Callable[[int, int], None] | None = None
                       ) -> ImageReleaseResult:
-    """The whole job, in process: what ``synth run`` does for an image schema."""
-    plan = prepare(config)
+    """The whole job, in process: what ``synth run`` does for an image schema. A rerun of a
+    published run is a no-op that returns the release already there."""
+    try:
+        plan = prepare(config)
+    except AlreadyPublished as done:
+        log.info("%s", done)
+        report = json.loads((done.out / REPORT_FILE).read_text(encoding="utf-8"))
+        validation = json.loads((done.out / VALIDATION_FILE).read_text(encoding="utf-8"))
+        return ImageReleaseResult(release=done.out, report=report,
+                                  validation=ImageCheck.from_dict(validation))
     data = load(plan)
     model = fit(plan, data, progress)
     del data  # private images are not needed past training

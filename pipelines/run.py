@@ -19,12 +19,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines import checkpoints
+from pipelines.checkpoints import RunCheckpoint
 from pipelines.config import RunConfig
-from pipelines.ingest import DataError, Ingested, ingest, read_identifiers
-from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.html_report import ReportInputs, render
+from pipelines.ingest import DataError, Ingested, ingest, read_identifiers
 from pipelines.leakage import LeakageReport, check_leakage, identifier_leaks
-from pipelines.publish import DATA_FILE, Release, publish, publish_folder, sweep_leftovers
+from pipelines.ledger import Ledger, source_fingerprint
+from pipelines.paths import release_dir
+from pipelines.publish import (
+    DATA_FILE,
+    Release,
+    publish,
+    publish_folder,
+    sweep_leftovers,
+)
 from pipelines.report import code_version, now, privacy_report, release_metadata
 from pipelines.surrogates import add_surrogates
 from pipelines.train import sample, train
@@ -56,6 +65,8 @@ class Plan:
     ledger: Ledger
     entry: int  # this run's reservation in the ledger
     key: str = ""  # run_key: what the release footer records to make reruns no-ops
+    checkpoint: RunCheckpoint | None = None  # training checkpoints (DP-SGD synthesizers)
+    resumed: bool = False  # training resumes from a killed run's checkpoint (and entry)
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ def prepare(config: RunConfig) -> Plan:
         config.synthesizer_params()
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    out = Path(config.out)
+    out = release_dir(config.out)
     source = Path(config.input)
     if not source.is_file():
         raise DataError(f"{source}: cannot read input: no such file")
@@ -93,12 +104,44 @@ def prepare(config: RunConfig) -> Plan:
         raise AlreadyPublished(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
         raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    ledger, entry, checkpoint = reserve_or_resume(
+        config, key, out, data_set, schema.name, str(source), config.synthesizer, budget,
+        schema.budget)
+    return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
+                entry=entry, key=key, checkpoint=checkpoint,
+                resumed=checkpoint is not None and checkpoint.resumed)
+
+
+def reserve_or_resume(config: RunConfig, key: str, out: Path, data_set: str, name: str,
+                      source: str, synthesizer: str, budget: PrivacyBudget,
+                      limit: tuple[float, float] | None
+                      ) -> tuple[Ledger, int, RunCheckpoint | None]:
+    """The run's ledger entry and its training checkpoint. A killed run of these very
+    settings (same run key) that left a checkpoint is resumed: its entry, charged since its
+    first DP step, is taken over instead of reserving the budget again. Otherwise the run's
+    (epsilon, delta) is reserved, or refused past the data set's total.
+
+    Raises:
+        BudgetExceeded; CheckpointError: a checkpoint file that cannot be loaded safely.
+    """
     ledger = Ledger(config.ledger)
     ledger.release_stale()  # reservations of runs killed before training
-    entry = ledger.reserve(data_set, schema.name, str(source), str(out), config.synthesizer,
-                           budget.epsilon, budget.delta, schema.budget)
-    return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
-                entry=entry, key=key)
+    path = internal_dir(out) / checkpoints.FILE
+    saved = RunCheckpoint.found(path, key) if config.checkpoint_every else None
+    if saved is not None and ledger.adopt(int(saved["entry"]), data_set):
+        entry = int(saved["entry"])
+        log.info("resuming training from %s (step %d), charged to ledger entry %d", path,
+                 saved["state"]["step"], entry)
+    else:
+        saved = None
+        entry = ledger.reserve(data_set, name, source, str(out), synthesizer, budget.epsilon,
+                               budget.delta, limit)
+    if not config.checkpoint_every:
+        return ledger, entry, None
+    checkpoint = RunCheckpoint(path, key, entry, config.checkpoint_every)
+    if saved is not None:
+        checkpoint.resume_from(saved)
+    return ledger, entry, checkpoint
 
 
 def previous(out: Path) -> ReleaseResult:
@@ -121,20 +164,21 @@ def already_published(config: RunConfig) -> Path | None:
     """The release location if an identical run already published there, else None (reads
     the schema, hashes the input file; nothing else)."""
     source = Path(config.input)
-    if not (Path(config.out) / DATA_FILE).is_file() or not source.is_file():
-        return None
     try:
+        out = release_dir(config.out)
+        if not (out / DATA_FILE).is_file() or not source.is_file():
+            return None
         key = run_key(config, source_fingerprint(source), load_schema(config.schema_file))
-    except (OSError, SchemaError):
+    except (OSError, SchemaError, DataError):
         return None  # prepare reports it
-    return Path(config.out) if published_key(Path(config.out)) == key else None
+    return out if published_key(out) == key else None
 
 
 def run_key(config: RunConfig, data_set: str, schema: Schema) -> str:
     """sha256 naming a run by what determines it: the input's bytes, the schema, every
     setting but where it goes, and the code version."""
     settings = config.model_dump(mode="json", exclude={"out", "overwrite", "ledger", "input",
-                                                       "schema_file"})
+                                                       "schema_file", "checkpoint_every"})
     blob = json.dumps({"data_set": data_set, "schema": schema.fingerprint(),
                        "settings": settings, "code": code_version()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -180,10 +224,13 @@ def load(plan: Plan) -> Ingested:
 def fit(plan: Plan, data: pd.DataFrame,
         progress: Callable[[int, int], None] | None = None) -> Synthesizer:
     """Trains under the plan's budget. The ledger entry counts in full from the first DP step
-    (even if training then fails) and records what the accountant reports at the end."""
-    plan.ledger.start(plan.entry)
+    (even if training then fails) and records what the accountant reports at the end. A
+    resumed run's entry has counted since the killed run's first step."""
+    if not plan.resumed:
+        plan.ledger.start(plan.entry)
     model = train(data, plan.schema, plan.budget, plan.config.synthesizer,
-                  plan.config.synthesizer_params(), progress=progress)
+                  plan.config.synthesizer_params(), progress=progress,
+                  checkpoint=plan.checkpoint)
     plan.ledger.commit(plan.entry, model.privacy_.epsilon, model.privacy_.delta)
     return model
 

@@ -29,6 +29,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from synth.checkpoint import Resumable
 from synth.ghost import GhostClipper
 from synth.privacy import (
     History,
@@ -159,7 +160,9 @@ class DPStep:
 
 def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
              budget: PrivacyBudget, config: DPSGDConfig, generator: torch.Generator,
-             progress: Progress | None = None, prior: History = ()) -> PrivacyReport:
+             progress: Progress | None = None, prior: History = (),
+             resume: Resumable | None = None, noise_seed: int | None = None
+             ) -> PrivacyReport:
     """Trains ``module`` in place on ``data`` under DP-SGD and returns what it spent.
 
     Args:
@@ -185,14 +188,18 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     step_once = DPStep(module, optimizer, sigma, config.max_grad_norm, expected_batch,
                        generator, secure_noise=config.secure_noise)
     accountant = create_accountant(mechanism=config.accountant)
-    accountant.history = [tuple(h) for h in prior]
+    resume = resume or Resumable(None)
+    parts = {"module": module, "optimizer": optimizer}
+    start, history = resume.start((sigma, q, steps), parts, generator, noise_seed)
+    accountant.history = history or [tuple(h) for h in prior]
     module.train()
     try:
-        for step in range(steps):
+        for step in range(start, steps):
             batch = data[poisson_mask(n, q, generator, data.device)]
             step_once(partial(per_sample_loss, module, batch, generator) if len(batch)
                       else None)
             accountant.step(noise_multiplier=sigma, sample_rate=q)
+            resume.after(step + 1, steps, parts, accountant.history)
             if progress is not None:
                 progress(step + 1, steps)
     finally:

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from schemas import Schema
 from synth.base import Params
+from synth.checkpoint import Checkpoint, Resumable
 from synth.dpsgd import (
     DPSGDConfig,
     DPStep,
@@ -266,8 +267,10 @@ class DPCTGAN(Params):
         self.secure_noise = secure_noise
 
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
-            progress: Callable[[int, int], None] | None = None) -> DPCTGAN:
-        """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
+            progress: Callable[[int, int], None] | None = None,
+            checkpoint: Checkpoint | None = None) -> DPCTGAN:
+        """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``;
+        saves to, and resumes from, ``checkpoint`` (``synth.checkpoint``)."""
         if not 0 < self.histogram_share < 1:
             raise ValueError(f"histogram_share must lie in (0, 1), got {self.histogram_share}")
         device = resolve_device(self.device)
@@ -287,8 +290,10 @@ class DPCTGAN(Params):
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         codes = self.encoder_.encode(data)  # (N, columns)
         # a one-shot release: its noise comes from the OS CSPRNG unless a test fixed the seed
-        self.noisy_counts_ = noisy_counts(codes, self.encoder_.sizes, std, generator,
-                                          self.secure_noise or self.noise_seed is None)
+        resume = Resumable(checkpoint)
+        self.noisy_counts_ = [np.asarray(c) for c in resume.measure("histograms", lambda: (
+            noisy_counts(codes, self.encoder_.sizes, std, generator,
+                         self.secure_noise or self.noise_seed is None)))]
         history = [(hist_sigma, 1.0, 1)]
         # post-processing: counts below NOISE_FLOOR stds are read as zero, else the many
         # empty bins of a fine histogram would keep noise mass
@@ -304,7 +309,7 @@ class DPCTGAN(Params):
                                        [counts[i] for i in discrete], device)
         self._init_models(counts, device)
         self._train(torch.as_tensor(codes, device=device), q, steps, sigma, generator,
-                    progress)
+                    progress, resume, history)
 
         # 4. Account for exactly the history executed.
         self.history_ = history
@@ -370,7 +375,8 @@ class DPCTGAN(Params):
         return loss
 
     def _train(self, codes: torch.Tensor, q: float, steps: int, sigma: float,
-               generator: torch.Generator, progress) -> None:
+               generator: torch.Generator, progress, resume: Resumable,
+               history: list) -> None:
         G, D, conditions = self.generator_, self.discriminator_, self.conditions_
         n, width = len(codes), self.encoder_.width
         offsets = _offsets(self.encoder_.sizes, codes.device)
@@ -380,6 +386,9 @@ class DPCTGAN(Params):
         step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, generator,
                         secure_noise=self.secure_noise)
         ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
+        parts = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d,
+                 "average": ema}
+        start, _ = resume.start((sigma, q, steps), parts, generator, self.noise_seed)
 
         def d_loss(real_codes: torch.Tensor) -> torch.Tensor:
             # Record i's loss is softplus(-D(real_i, cond_i)) + softplus(D(fake_i, cond'_i)):
@@ -399,7 +408,7 @@ class DPCTGAN(Params):
         G.train()
         D.train()
         try:
-            for step in range(steps):
+            for step in range(start, steps):
                 real_codes = codes[poisson_mask(n, q, generator, codes.device)]
                 step_d(partial(d_loss, real_codes) if len(real_codes) else None)
                 for _ in range(self.generator_steps):
@@ -410,6 +419,7 @@ class DPCTGAN(Params):
                     loss.backward(inputs=list(G.parameters()))
                     opt_g.step()
                 average_into(ema, G, step)
+                resume.after(step + 1, steps, parts, [*history[:-1], (sigma, q, step + 1)])
                 if progress is not None:
                     progress(step + 1, steps)
         finally:

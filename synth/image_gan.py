@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from synth.base import Params
+from synth.checkpoint import Checkpoint, Resumable
 from synth.dpsgd import DPSGDConfig, DPStep, plan, poisson_mask, private_generator
 from synth.gan import average_into
 from synth.image_nets import (
@@ -127,10 +128,11 @@ class DPConvGAN(Params):
         self.device = device
 
     def fit(self, images: np.ndarray, labels: np.ndarray, n_classes: int,
-            budget: PrivacyBudget, progress: Callable[[int, int], None] | None = None
-            ) -> DPConvGAN:
+            budget: PrivacyBudget, progress: Callable[[int, int], None] | None = None,
+            checkpoint: Checkpoint | None = None) -> DPConvGAN:
         """Fits on private uint8 ``images`` (N, H, W, C) and int ``labels`` (N,) in
-        [0, n_classes), spending at most ``budget``."""
+        [0, n_classes), spending at most ``budget``; saves to, and resumes from,
+        ``checkpoint`` (``synth.checkpoint``)."""
         check_images(images, labels, n_classes)
         if not 0 <= self.label_share < 1:
             raise ValueError(f"label_share must lie in [0, 1), got {self.label_share}")
@@ -142,12 +144,13 @@ class DPConvGAN(Params):
         generator = private_generator(self.noise_seed, device)
 
         # 1. The label prior: uniform, or the noised label histogram (accounted).
+        resume = Resumable(checkpoint)
         history, measurements, counts = [], (), None
         if self.label_share > 0:
-            counts, entry, measurement = measure_labels(
+            counts, entry, measurement = resume.measure("labels", lambda: measure_labels(
                 labels, n_classes, self.label_share, budget, generator,
-                self.secure_noise or self.noise_seed is None)
-            history, measurements = [entry], (measurement,)
+                self.secure_noise or self.noise_seed is None))
+            counts, history, measurements = np.asarray(counts), [entry], (measurement,)
         self.labels_ = LabelPrior(n_classes, counts)
 
         # 2. DP-SGD noise for the discriminator, calibrated on the whole history.
@@ -159,7 +162,7 @@ class DPConvGAN(Params):
         real = to_device(images, device)  # uint8 (N, C, H', W')
         self._init_models(n_classes, tuple(real.shape[1:]), device)
         self._train(real, torch.as_tensor(labels, dtype=torch.long, device=device), q, steps,
-                    sigma, generator, progress)
+                    sigma, generator, progress, resume, history)
 
         # 4. Account for exactly the history executed.
         self.history_ = history
@@ -196,7 +199,8 @@ class DPConvGAN(Params):
                                                      value=-1.0)
 
     def _train(self, real: torch.Tensor, labels: torch.Tensor, q: float, steps: int,
-               sigma: float, generator: torch.Generator, progress) -> None:
+               sigma: float, generator: torch.Generator, progress, resume: Resumable,
+               history: list) -> None:
         G, D = self.generator_, self.discriminator_
         n, expected_batch = len(real), q * len(real)
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(0.5, 0.999))
@@ -204,6 +208,9 @@ class DPConvGAN(Params):
         step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, generator,
                         secure_noise=self.secure_noise, rows_per_record=2)
         ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
+        parts = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d,
+                 "average": ema}
+        start, _ = resume.start((sigma, q, steps), parts, generator, self.noise_seed)
 
         def d_loss(index: torch.Tensor) -> torch.Tensor:
             x = real[index].float() / 127.5 - 1.0  # (batch, C, H', W')
@@ -217,7 +224,7 @@ class DPConvGAN(Params):
         G.train()
         D.train()
         try:
-            for step in range(steps):
+            for step in range(start, steps):
                 index = torch.nonzero(poisson_mask(n, q, generator, real.device))[:, 0]
                 step_d(partial(d_loss, index) if len(index) else None)
                 for _ in range(self.generator_steps):
@@ -228,6 +235,7 @@ class DPConvGAN(Params):
                     loss.backward(inputs=list(G.parameters()))
                     opt_g.step()
                 average_into(ema, G, step)  # G's weights averaged, as in synth.gan
+                resume.after(step + 1, steps, parts, [*history[:-1], (sigma, q, step + 1)])
                 if progress is not None:
                     progress(step + 1, steps)
         finally:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from synth.base import Params
+from synth.checkpoint import Checkpoint, Resumable
 from synth.dpsgd import DPSGDConfig, private_generator, train_dp
 from synth.image_nets import (
     Downsampler,
@@ -107,10 +108,11 @@ class DPConvVAE(Params):
         self.device = device
 
     def fit(self, images: np.ndarray, labels: np.ndarray, n_classes: int,
-            budget: PrivacyBudget, progress: Callable[[int, int], None] | None = None
-            ) -> DPConvVAE:
+            budget: PrivacyBudget, progress: Callable[[int, int], None] | None = None,
+            checkpoint: Checkpoint | None = None) -> DPConvVAE:
         """Fits on private uint8 ``images`` (N, H, W, C) and int ``labels`` (N,) in
-        [0, n_classes), spending at most ``budget``."""
+        [0, n_classes), spending at most ``budget``; saves to, and resumes from,
+        ``checkpoint`` (``synth.checkpoint``)."""
         check_images(images, labels, n_classes)
         if not 0 <= self.label_share < 1:
             raise ValueError(f"label_share must lie in [0, 1), got {self.label_share}")
@@ -118,12 +120,13 @@ class DPConvVAE(Params):
         generator = private_generator(self.noise_seed, device)
 
         # 1. The label prior: uniform, or the noised label histogram (accounted).
+        resume = Resumable(checkpoint)
         prior, measurements, counts = [], (), None
         if self.label_share > 0:
-            counts, entry, measurement = measure_labels(
+            counts, entry, measurement = resume.measure("labels", lambda: measure_labels(
                 labels, n_classes, self.label_share, budget, generator,
-                self.secure_noise or self.noise_seed is None)
-            prior, measurements = [entry], (measurement,)
+                self.secure_noise or self.noise_seed is None))
+            counts, prior, measurements = np.asarray(counts), [entry], (measurement,)
         self.labels_ = LabelPrior(n_classes, counts)
 
         # 2. The model, initialised from the public seed.
@@ -145,7 +148,8 @@ class DPConvVAE(Params):
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
         report = train_dp(self.model_, loss, torch.arange(len(images), device=device), budget,
-                          config, generator, progress, prior=prior)
+                          config, generator, progress, prior=prior, resume=resume,
+                          noise_seed=self.noise_seed)
 
         # 4. The report covers the whole history (label histogram included).
         self.privacy_ = dataclasses.replace(

@@ -17,8 +17,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from schemas import Schema
-from synth.dpsgd import DPSGDConfig, private_generator, train_dp
 from synth.base import Params
+from synth.checkpoint import Checkpoint, Resumable
+from synth.dpsgd import DPSGDConfig, private_generator, train_dp
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import PrivacyBudget
 from synth.sampling import check_request, chunks, draw, resolve_device
@@ -102,8 +103,10 @@ class DPVAE(Params):
         self.secure_noise = secure_noise
 
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
-            progress: Callable[[int, int], None] | None = None) -> "DPVAE":
-        """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
+            progress: Callable[[int, int], None] | None = None,
+            checkpoint: Checkpoint | None = None) -> "DPVAE":
+        """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``;
+        saves to, and resumes from, ``checkpoint`` (``synth.checkpoint``)."""
         device = resolve_device(self.device)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         codes = torch.as_tensor(self.encoder_.encode(data), device=device)  # (N, columns)
@@ -114,7 +117,8 @@ class DPVAE(Params):
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
-        self.privacy_ = train_dp(self.model_, _loss, codes, budget, config, generator, progress)
+        self.privacy_ = train_dp(self.model_, _loss, codes, budget, config, generator, progress,
+                                 resume=Resumable(checkpoint), noise_seed=self.noise_seed)
         self.epsilon_spent_ = self.privacy_.epsilon
         return self
 

@@ -50,6 +50,20 @@ def arm(point: str, out: Path) -> None:
                     die()
             return real_train(*args, progress=tick, **kwargs)
         run.train = train_then_die
+    elif point == "checkpoint":  # the first training checkpoint saved (--checkpoint-every)
+        from pipelines.checkpoints import RunCheckpoint
+
+        after(RunCheckpoint, "save")
+    elif point == "checkpoint-write":  # half of the first checkpoint written, not renamed
+        real_checkpoint_file = publish._write_file
+
+        def write_checkpoint(path, blob):
+            if not Path(path).name.startswith(".checkpoint.pt.staging-"):
+                return real_checkpoint_file(path, blob)
+            with open(path, "wb") as f:
+                f.write(blob[: len(blob) // 2])
+            die()
+        publish._write_file = write_checkpoint
     elif point == "before-commit":  # training finished, the accountant's spend not recorded
         def commit(self, *args, **kwargs):
             die()

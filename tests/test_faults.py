@@ -49,6 +49,10 @@ POINTS = {
     "after-release-rename": ("committed", True),  # the release renamed in: the rerun is a no-op
 }
 OVERWRITE_POINTS = ("swap-in", "mid-swap")  # a second run replacing a release (--overwrite)
+# killed in training with checkpoints every 3 steps: after the first one is saved (the rerun
+# resumes from it, on the same ledger entry), and half-way through writing it (nothing to
+# resume: the rerun starts afresh)
+CHECKPOINT_POINTS = ("checkpoint", "checkpoint-write")
 
 
 def command(case, root, *extra: str) -> list[str]:
@@ -68,6 +72,9 @@ def killed(tmp_path_factory, adult_sample):
     for point in POINTS:
         cases[point] = {"point": point, "root": base / point, **plain}
         cases[point]["args"] = command(cases[point], base / point)
+    for point in CHECKPOINT_POINTS:
+        cases[point] = {"point": point, "root": base / point, **plain}
+        cases[point]["args"] = command(cases[point], base / point, "--checkpoint-every", "3")
     # a data set with a total budget of 1.5: a run of epsilon 1 killed before training
     cases["ingest-budgeted"] = {"point": "ingest", "root": base / "ingest-budgeted",
                                 "input": adult_sample, "schema": budgeted}
@@ -92,6 +99,8 @@ def killed(tmp_path_factory, adult_sample):
     for case, code in zip(cases.values(), json.loads((base / "results.json").read_text())):
         case["code"] = code
     cases["first-key"] = (first / "out" / "rel.internal" / "run_key").read_text()
+    cases["first-epsilon"] = json.loads(
+        (first / "out" / "rel" / "privacy_report.json").read_text())["epsilon"]
     return cases
 
 
@@ -162,6 +171,38 @@ def test_kill_then_rerun(killed, point, capsys):
     else:
         assert entries[-1]["state"] == "committed" and len(entries) == 2
         assert entries[0]["state"] == ("cancelled" if state == "reserved" else state)
+
+
+@pytest.mark.parametrize("point", CHECKPOINT_POINTS)
+def test_a_run_killed_in_training_resumes_from_its_checkpoint(killed, point, capsys, caplog):
+    """Killed after its first checkpoint, the rerun resumes there and charges the killed
+    run's ledger entry (one entry, committed) with the epsilon of an uninterrupted run.
+    Killed while writing it, the old state (none) is intact and the rerun starts afresh."""
+    import torch
+
+    case = killed[point]
+    out = check_killed(case)
+    internal = out.parent / "rel.internal"
+    if point == "checkpoint":
+        state = torch.load(internal / "checkpoint.pt", weights_only=True)
+        assert state["state"]["step"] == 3 and len(state["run_key"]) == 64
+    else:
+        assert not (internal / "checkpoint.pt").exists()
+        assert [n for n in os.listdir(internal) if n.startswith(".checkpoint.pt.staging-")]
+    ledger = Ledger(case["root"] / "ledger.db")
+    assert [e["state"] for e in ledger.history()] == ["spending"]
+
+    with caplog.at_level("INFO", logger="pipelines.run"):
+        assert main(case["args"]) == 0, capsys.readouterr().err
+    assert release_at(out) is not None
+    assert sorted(os.listdir(out.parent)) == ["rel", "rel.internal"]
+    assert "checkpoint.pt" not in os.listdir(internal)  # gone with the internal report
+    resumed = "resuming training from" in caplog.text
+    states = [e["state"] for e in ledger.history()]
+    assert (resumed, states) == ((True, ["committed"]) if point == "checkpoint"
+                                 else (False, ["spending", "committed"]))
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["epsilon"] == pytest.approx(killed["first-epsilon"], rel=1e-9)
 
 
 def test_a_reservation_killed_before_training_is_freed(killed, capsys):

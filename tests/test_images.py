@@ -25,6 +25,7 @@ from pipelines.image_publish import (
 )
 from pipelines.images import ingest_images, read_idx_array
 from pipelines.ingest import DataError
+from pipelines.ledger import Ledger
 from pipelines.publish import publish_table, read_release_metadata
 from schemas import SchemaError, is_image_schema, load_image_schema
 from tests.conftest import ROOT
@@ -276,9 +277,11 @@ def tiny_fashion(tmp_path_factory):
 @pytest.mark.parametrize("synthesizer", ["dp-conv-gan", "dp-conv-vae"])
 def test_synth_run_publishes_an_image_release(tiny_fashion, tmp_path, capsys, synthesizer):
     out = tmp_path / "release"
-    code = main(["run", "--schema", str(FASHION), "--input", str(tiny_fashion), "--epsilon",
-                 "10", "--delta", "1e-5", "--out", str(out), "--synthesizer", synthesizer,
-                 "--epochs", "1", "--batch-size", "100", "--rows", "40", "-q"])
+    args = ["run", "--schema", str(FASHION), "--input", str(tiny_fashion), "--epsilon", "10",
+            "--delta", "1e-5", "--out", str(out), "--synthesizer", synthesizer, "--epochs",
+            "1", "--batch-size", "100", "--rows", "40", "-q", "--ledger",
+            str(tmp_path / "ledger.db")]
+    code = main(args)
     stdout = capsys.readouterr().out
     assert code == 0 and "contact_sheet.png" in stdout and "40 images" in stdout
     assert sorted(p.name for p in out.iterdir()) == [CONTACT_SHEET, "data.parquet",
@@ -297,6 +300,12 @@ def test_synth_run_publishes_an_image_release(tiny_fashion, tmp_path, capsys, sy
     assert meta["synthesizer"] == synthesizer and meta["validation"] == "passed 8 of 8 checks"
     checks = json.loads((out / "validation.json").read_text())["checks"]
     assert checks[-1]["check"] == "canary audit" and checks[-1]["success"]
+    # the same run again publishes nothing new and spends nothing
+    before = (out / "data.parquet").stat()
+    assert main(args) == 0
+    after = (out / "data.parquet").stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    assert [e["state"] for e in Ledger(tmp_path / "ledger.db").history()] == ["committed"]
 
 
 def test_synth_run_with_bad_images_exits_2_and_writes_nothing(tmp_path, capsys):
