@@ -30,6 +30,7 @@ EPILOG = """examples:
   synth schema check schemas/mydata.yaml
   synth run --input data.csv --schema schemas/mydata.yaml --epsilon 1 --out releases/mydata
   synth budget                                            # what each data set has spent
+  synth verify releases/mydata                            # the files match the manifest
 """
 
 
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--ledger", metavar="DB", help="ledger database: a SQLite file or "
                         "a postgresql://user@host/db URL (default: $SYNTH_LEDGER_URL, else "
                         "$SYNTH_HOME/ledger.db, else ~/.dp-synth/ledger.db)")
+    verify = sub.add_parser("verify", help="check a release against its manifest",
+                            description="Checks that a release folder is complete: every "
+                            "file its manifest.json lists is there with the same size and "
+                            "sha256, nothing else is, and data.parquet has its footer.")
+    verify.add_argument("release", metavar="DIR", help="release folder")
     return parser
 
 
@@ -209,6 +215,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "budget":
         return _budget(args)
+    if args.command == "verify":
+        from pipelines.publish import verify_release
+
+        problems = verify_release(args.release)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if not problems:
+            print(f"{args.release}: complete (every file matches manifest.json)")
+        return EXIT_BAD_INPUT if problems else 0
     if args.schema_command == "draft":
         from pipelines.draft import draft_schema
 

@@ -4,12 +4,15 @@ A release is a directory holding ``data.parquet`` (typed by the Schema, not infe
 frame) and extra files such as ``privacy_report.json``. Parquet writes are not atomic
 (PRIVACY-RELIABILITY-NOTES §8: ``kill -9`` mid-write leaves footer-less files), so every file is
 written into a hidden staging directory beside the target, fsynced, and the directory is then
-renamed into place: a reader sees no release or a complete one, never a partial one.
+renamed into place: a reader sees no release or a complete one, never a partial one. The last
+file staged is ``manifest.json``, every other file's size and sha256 as written: the commit
+record a reader checks a release against (``verify_release``, ``synth verify``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +30,8 @@ import pyarrow.parquet as pq
 from schemas.model import Column, Schema, pandas_dtype
 
 DATA_FILE = "data.parquet"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "dp-synth release 1"
 PREFIX = "synth."
 _ARROW_TYPES = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(),
                 "date": pa.date32(), "datetime": pa.timestamp("us")}
@@ -192,7 +197,8 @@ def publish_table(table: pa.Table, out_dir: Path, *,
     release, say) as a release directory, atomically, exactly as ``publish`` does."""
     out_dir = Path(out_dir).absolute()
     for name, blob in extra_files.items():
-        if (not isinstance(name, str) or name in ("", ".", "..", DATA_FILE) or "/" in name
+        if (not isinstance(name, str) or name in ("", ".", "..", DATA_FILE, MANIFEST_FILE)
+                or "/" in name
                 or os.sep in name or name.startswith(".") or not isinstance(blob, bytes)):
             raise PublishError(f"{out_dir}: extra file {name!r} needs a plain file name other "
                                f"than {DATA_FILE!r} and a bytes value (encode text first)")
@@ -211,13 +217,56 @@ def publish_table(table: pa.Table, out_dir: Path, *,
             os.fsync(f.fileno())
         for name, blob in extra_files.items():
             _write_file(staging / name, blob)
+        _write_file(staging / MANIFEST_FILE, _manifest(staging, (DATA_FILE, *extra_files)))
         _fsync_dir(staging)
         _swap_in(staging, out_dir, overwrite)
     except BaseException:  # KeyboardInterrupt too: leave nothing half-written behind
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Release(path=out_dir, data=out_dir / DATA_FILE,
-                   files=(DATA_FILE, *extra_files))
+                   files=(DATA_FILE, *extra_files, MANIFEST_FILE))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(folder: Path, names: tuple[str, ...]) -> bytes:
+    """The manifest of the files ``names`` as they are on disk in ``folder``."""
+    files = {n: {"bytes": (folder / n).stat().st_size, "sha256": _sha256(folder / n)}
+             for n in names}
+    return json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=2).encode()
+
+
+def verify_release(path: Path) -> list[str]:
+    """What is wrong with the release at ``path``: [] when its manifest is there and every
+    file matches it (size and sha256), no file is missing or extra, and ``data.parquet``
+    has its footer."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        listed = manifest["files"]
+        assert manifest["format"] == MANIFEST_FORMAT and isinstance(listed, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return [f"{path / MANIFEST_FILE}: missing or unreadable: not a complete release"]
+    present = {p.name for p in path.iterdir()} - {MANIFEST_FILE} if path.is_dir() else set()
+    problems = [f"{path / n}: not in the manifest" for n in sorted(present - set(listed))]
+    for name, entry in listed.items():
+        file = path / name
+        if name not in present:
+            problems.append(f"{file}: listed in the manifest but missing")
+        elif file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
+            problems.append(f"{file}: size or sha256 differs from the manifest")
+    if not problems:
+        try:
+            pq.read_metadata(path / DATA_FILE)
+        except Exception as exc:  # noqa: BLE001  any reader error is the finding
+            problems.append(f"{path / DATA_FILE}: unreadable Parquet ({exc})")
+    return problems
 
 
 def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:

@@ -80,11 +80,13 @@ def arm(point: str, out: Path) -> None:
             die()
         real_write = pq.write_table
         pq.write_table = half_write
-    elif point == "extra-file":  # half of validation.json written, data.parquet complete
+    elif point in ("extra-file", "manifest"):  # half of validation.json (or of the
+        # manifest, the last file staged) written, data.parquet complete
         real_file = publish._write_file
+        half = "validation.json" if point == "extra-file" else publish.MANIFEST_FILE
 
         def write_file(path, blob):
-            if Path(path).name != "validation.json":
+            if Path(path).name != half or ".staging-" not in Path(path).parent.name:
                 return real_file(path, blob)
             with open(path, "wb") as f:
                 f.write(blob[: len(blob) // 2])

@@ -28,12 +28,13 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.ledger import Ledger
-from pipelines.publish import read_release_metadata
+from pipelines.publish import read_release_metadata, verify_release
 from tests.conftest import ROOT
 
 FAST = ["--synthesizer", "dp-vae", "--epochs", "1", "--batch-size", "200", "--rows", "300",
         "--no-fidelity", "-q", "--epsilon", "1"]
-RELEASE_FILES = ["data.parquet", "privacy_report.json", "report.html", "validation.json"]
+RELEASE_FILES = ["data.parquet", "manifest.json", "privacy_report.json", "report.html",
+                 "validation.json"]
 
 # point -> (the ledger state it leaves, whether <out> holds the (new) release after the kill)
 POINTS = {
@@ -44,6 +45,7 @@ POINTS = {
     "sampling": ("committed", False),
     "parquet": ("committed", False),  # half of data.parquet in the staging dir
     "extra-file": ("committed", False),  # half of validation.json in the staging dir
+    "manifest": ("committed", False),  # half of manifest.json, the last file staged
     "swap-in": ("committed", False),  # the staging dir complete, not renamed
     "between-internal-and-release": ("committed", False),
     "after-release-rename": ("committed", True),  # the release renamed in: the rerun is a no-op
@@ -110,6 +112,7 @@ def release_at(out) -> dict[str, str] | None:
     if not out.exists():
         return None
     assert sorted(os.listdir(out)) == RELEASE_FILES, f"{out} is partial"
+    assert verify_release(out) == []
     data = out / "data.parquet"
     table = pq.read_table(data)
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}')").fetchall()[0][0] == 300
@@ -151,7 +154,7 @@ def test_kill_then_rerun(killed, point, capsys):
     out = check_killed(case)
     assert (release_at(out) is not None) == published
     staged = [out.parent / n for n in hidden(out.parent) if n.startswith(".rel.staging-")]
-    if point in ("parquet", "extra-file", "swap-in"):  # killed with the release half staged
+    if point in ("parquet", "extra-file", "manifest", "swap-in"):  # the release half staged
         [staging] = staged
         if point == "parquet":  # the footer-less file a plain write leaves, hidden
             with pytest.raises(Exception, match="(?i)parquet"):

@@ -285,8 +285,8 @@ def test_synth_run_publishes_an_image_release(tiny_fashion, tmp_path, capsys, sy
     stdout = capsys.readouterr().out
     assert code == 0 and "contact_sheet.png" in stdout and "40 images" in stdout
     assert sorted(p.name for p in out.iterdir()) == [CONTACT_SHEET, "data.parquet",
-                                                     "privacy_report.json", "report.html",
-                                                     "validation.json"]
+                                                     "manifest.json", "privacy_report.json",
+                                                     "report.html", "validation.json"]
     page = (out / "report.html").read_text()  # the report shows the samples, offline
     assert "Privacy statement" in page and "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page

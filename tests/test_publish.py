@@ -75,8 +75,10 @@ def test_adult_round_trips_through_pandas(tmp_path, adult):
     release = publish(frame, schema, META, tmp_path / "adult" / "v1",
                       extra_files={"privacy_report.json": b'{"epsilon": 1.0}'})
     assert release == Release(path=tmp_path / "adult" / "v1", data=tmp_path / "adult" / "v1" /
-                              "data.parquet", files=("data.parquet", "privacy_report.json"))
-    assert sorted(os.listdir(release.path)) == ["data.parquet", "privacy_report.json"]
+                              "data.parquet", files=("data.parquet", "privacy_report.json",
+                                                     "manifest.json"))
+    assert sorted(os.listdir(release.path)) == ["data.parquet", "manifest.json",
+                                                "privacy_report.json"]
     assert (release.path / "privacy_report.json").read_bytes() == b'{"epsilon": 1.0}'
     back = pd.read_parquet(release.data)
     assert back["workclass"].cat.categories.tolist() == list(schema.column("workclass").categories)
@@ -161,7 +163,7 @@ def test_existing_release_needs_overwrite(tmp_path, small):
         publish(small.head(1), SMALL, META, out)
     assert len(pd.read_parquet(out / "data.parquet")) == 4
     release = publish(small.head(1), SMALL, {"run_id": "new"}, out, overwrite=True)
-    assert sorted(os.listdir(out)) == ["data.parquet"]
+    assert sorted(os.listdir(out)) == ["data.parquet", "manifest.json"]
     assert len(pd.read_parquet(release.data)) == 1
     assert read_release_metadata(release.data)["run_id"] == "new"
     assert os.listdir(tmp_path) == ["rel"]  # the old release and staging are gone
@@ -265,7 +267,7 @@ def test_sigkill_mid_publish_never_exposes_a_partial_release(tmp_path, small, ov
     assert leftovers and all(n.startswith(".adult.staging-") for n in leftovers)
     if overwrite:  # the old release is untouched and complete
         assert read_release_metadata(out / "data.parquet")["run_id"] == "old"
-        assert sorted(os.listdir(out)) == ["data.parquet"]
+        assert sorted(os.listdir(out)) == ["data.parquet", "manifest.json"]
     else:
         assert not out.exists()
     assert publish(small, SMALL, META, out, overwrite=True).data.exists()  # recovery works
@@ -291,3 +293,23 @@ def test_sweep_keeps_what_a_live_writer_or_another_host_is_writing(tmp_path):
     assert sorted(p.name for p in removed) == sorted([names["dead"], names["dead_old"]])
     assert sorted(os.listdir(tmp_path)) == sorted([names["live"], names["other_host"],
                                                    names["unrelated"]])
+
+
+def test_the_manifest_is_the_commit_record_a_reader_checks(tmp_path, small, capsys):
+    from pipelines.cli import EXIT_BAD_INPUT, main
+    from pipelines.publish import verify_release
+
+    out = tmp_path / "rel"
+    release = publish(small, SMALL, META, out, extra_files={"notes.txt": b"hello"})
+    assert release.files[-1] == "manifest.json" and verify_release(out) == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"data.parquet", "notes.txt"}
+    assert main(["verify", str(out)]) == 0 and "complete" in capsys.readouterr().out
+    (out / "notes.txt").write_bytes(b"hellO")  # same size, other bytes
+    (out / "stray.txt").write_text("x")
+    problems = verify_release(out)
+    assert any("notes.txt: size or sha256" in p for p in problems)
+    assert any("stray.txt: not in the manifest" in p for p in problems)
+    (out / "manifest.json").unlink()
+    assert main(["verify", str(out)]) == EXIT_BAD_INPUT
+    assert "not a complete release" in capsys.readouterr().err
