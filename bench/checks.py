@@ -50,9 +50,9 @@ def main() -> int:
     cut = int(0.9 * len(frame))
     train, holdout = frame.iloc[order[:cut]], frame.iloc[order[cut:]]
     gates = FidelityThresholds()
-    print(f"| synthesizer | max KS | max TV | association diff | pMSE | TSTR AUROC | suite "
-          f"| leakage warnings | canary audit eps_lower / claim | seconds: fidelity / "
-          f"leakage / audit |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("| synthesizer | max KS | max TV | association diff | pMSE | TSTR AUROC | suite "
+          "| leakage warnings | canary audit eps_lower / claim | seconds: fidelity / "
+          "leakage / audit |\n|---|---|---|---|---|---|---|---|---|---|")
     for name in args.synthesizers:
         model = make_synthesizer(name, seed=args.seed).fit(train, schema,
                                                            PrivacyBudget(1.0, 1e-9))

@@ -9,10 +9,15 @@ Then, each in its own subprocess so that the peak resident memory is the method'
                           checks it, encoded to one compact unsigned code per cell
   pandas.read_parquet     the whole file into a DataFrame (no checks, no encoding)
 
+With --release, a third child runs a whole release of the file (``synth run``'s recipe:
+dp-marginals at epsilon 1, the default holdout, fidelity suite and leakage checks on their
+samples), which reads it in batches (``pipelines.large``).
+
 Peak RSS is the child's ru_maxrss (imports included; "after imports" is the RSS before the
 read). Prints a markdown table with the ratios ours / pandas and writes JSON with --json.
 
     python bench/ingest.py                                  # 10,000,000 rows
+    python bench/ingest.py --release                        # and a whole release of them
     python bench/ingest.py --rows 20000 --json /tmp/ingest.json
 """
 
@@ -36,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 METHODS = ("batched ingest+encode", "pandas.read_parquet")
+RELEASE = "whole release (synth run, dp-marginals)"
 CATEGORIES = {"c_state": 50, "c_job": 12, "c_code": 300, "c_tier": 3}
 
 
@@ -84,6 +90,7 @@ def generate(path: Path, rows: int, row_group: int) -> None:
 def child(method: str, path: str, batch_rows: int) -> None:
     """Runs one method and prints its measurements as JSON (peak RSS of this process)."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from pipelines.batched import ingest_encoded
     from schemas import schema_from_dict
@@ -91,7 +98,19 @@ def child(method: str, path: str, batch_rows: int) -> None:
     schema = schema_from_dict(schema_dict())
     base = _rss_mb()
     t0 = time.perf_counter()
-    if method == METHODS[0]:
+    if method == RELEASE:
+        from pipelines.config import RunConfig
+        from pipelines.run import run_release
+        from schemas.parse import dump_schema
+
+        folder = Path(tempfile.mkdtemp(prefix="bench-release-"))
+        (folder / "schema.yaml").write_text(dump_schema(schema))
+        result = run_release(RunConfig(input=path, schema_file=str(folder / "schema.yaml"),
+                                       out=str(folder / "rel"), epsilon=1.0,
+                                       ledger=str(folder / "ledger.db")))
+        rows = pq.ParquetFile(path).metadata.num_rows  # read; result: the release's files
+        held = sum(f.stat().st_size for f in result.release.iterdir())
+    elif method == METHODS[0]:
         encoded = ingest_encoded(path, schema, batch_rows=batch_rows)
         rows = encoded.report.rows
         held = sum(c.nbytes for c in encoded.codes.values())
@@ -121,6 +140,8 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "bench_ingest",
                         help="where the generated file is cached (never committed)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--release", action="store_true",
+                        help="also time a whole release of the file (minutes at 10M rows)")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -133,7 +154,7 @@ def main() -> int:
         generate(path, args.rows, args.row_group)
         print(f"generated {path} in {time.perf_counter() - t0:.1f} s")
     results = {}
-    for method in METHODS:
+    for method in (*METHODS, RELEASE) if args.release else METHODS:
         done = subprocess.run([sys.executable, __file__, "--child", method, str(path),
                                "--batch-rows", str(args.batch_rows)],
                               capture_output=True, text=True, check=False)

@@ -30,7 +30,7 @@ from pipelines.config import RunConfig, add_run_arguments, config_from_args
 from pipelines.ingest import DataError
 from pipelines.ledger import URL_ENV, Ledger
 from pipelines.paths import safe_name
-from pipelines.run import REPORT_FILE
+from pipelines.plan import REPORT_FILE
 from pipelines.validate import ValidationFailed
 
 # A local Ray instance when no cluster address is given: every core, no dashboard.

@@ -28,6 +28,14 @@ from pipelines import run as steps
 from pipelines.cli import guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
 from pipelines.ingest import DataError
+from pipelines.plan import (
+    AlreadyPublished,
+    Plan,
+    already_published,
+    internal_dir,
+    quarantine_dir,
+)
+from pipelines.plan import prepare as plan_run
 from pipelines.validate.fidelity import observed
 from schemas import is_image_schema
 
@@ -38,15 +46,15 @@ PRIVATE = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
 @task(name="prepare", **PRIVATE)
-def prepare(config: RunConfig) -> steps.Plan:
-    return steps.prepare(config)
+def prepare(config: RunConfig) -> Plan:
+    return plan_run(config)
 
 
 @task(name="ingest", **PRIVATE)
-def ingest(plan: steps.Plan):
-    """The real rows, split into (training rows, held-out rows)."""
+def ingest(plan: Plan) -> steps.Training:
+    """The real rows: what trains, and the training and held-out rows the checks read."""
     try:
-        return steps.split_holdout(plan, steps.load(plan).frame)
+        return steps.load_training(plan)
     except DataError as exc:
         # The full message quotes values from the private file: it goes to this process's
         # stderr only. Prefect stores state messages and logs, so it gets the redacted one.
@@ -55,22 +63,22 @@ def ingest(plan: steps.Plan):
 
 
 @task(name="train", **PRIVATE)
-def train(plan: steps.Plan, data):
+def train(plan: Plan, data):
     return steps.fit(plan, data)
 
 
 @task(name="sample", **PRIVATE)
-def sample(plan: steps.Plan, model):
+def sample(plan: Plan, model):
     return steps.generate(plan, model)
 
 
 @task(name="validate", **PRIVATE)
-def validate(plan: steps.Plan, model, synthetic, real, holdout) -> steps.Verdict:
+def validate(plan: Plan, model, synthetic, real, holdout) -> steps.Verdict:
     return steps.check(plan, model, synthetic, real, holdout)
 
 
 @task(name="publish", **PRIVATE)
-def publish(plan: steps.Plan, model, synthetic, verdict, real) -> dict:
+def publish(plan: Plan, model, synthetic, verdict, real) -> dict:
     try:
         release, report = steps.release(plan, model, synthetic, verdict, real)
     finally:
@@ -78,11 +86,11 @@ def publish(plan: steps.Plan, model, synthetic, verdict, real) -> dict:
     return {"release": str(release.path), "privacy_report": report}
 
 
-def report_artifacts(plan: steps.Plan, verdict: steps.Verdict) -> None:
+def report_artifacts(plan: Plan, verdict: steps.Verdict) -> None:
     """What the Prefect UI shows of a run: a summary, the checks as a table (pass/fail and
     thresholds: values computed from real rows stay in the internal report, since Prefect's
     database may be shared or hosted), and a link to the internal report."""
-    where = plan.out if verdict.success else steps.quarantine_dir(plan.out)
+    where = plan.out if verdict.success else quarantine_dir(plan.out)
     rows = [{"suite": "schema", "check": line, "success": False}
             for line in verdict.structural.failed]
     if verdict.fidelity is not None:
@@ -107,7 +115,7 @@ def report_artifacts(plan: steps.Plan, verdict: steps.Verdict) -> None:
                  f"| | |\n|---|---|\n| checks | {verdict.summary()} |\n"
                  f"| leakage warnings | {len(verdict.leakage.warnings) if verdict.leakage else '-'}"
                  f" |\n\nFailed expectations:\n{failed}\n")
-    internal = steps.internal_dir(plan.out) / "report.html"
+    internal = internal_dir(plan.out) / "report.html"
     create_link_artifact(key="release-report", link=internal.absolute().as_uri(),
                          link_text="internal report (real-data statistics)",
                          description="The run's HTML report; the release-safe one is beside "
@@ -124,16 +132,16 @@ def release(config: RunConfig) -> dict:
     """
     if is_image_schema(config.schema_file):  # kind: image -> flows/image_release.py
         return release_images(config)
-    done = steps.already_published(config)
+    done = already_published(config)
     if done is not None:  # an identical run published it: spend nothing, write nothing
-        get_run_logger().info("%s", steps.AlreadyPublished(done))
+        get_run_logger().info("%s", AlreadyPublished(done))
         return {"release": str(done), "privacy_report": steps.previous(done).report}
     plan = prepare(config)
-    real, holdout = ingest(plan)
-    model = train(plan, real)
+    data = ingest(plan)
+    model = train(plan, data.train)
     synthetic = sample(plan, model)
-    verdict = validate(plan, model, synthetic, real, holdout)
-    result = publish(plan, model, synthetic, verdict, real)
+    verdict = validate(plan, model, synthetic, data.real, data.holdout)
+    result = publish(plan, model, synthetic, verdict, data.real)
     get_run_logger().info("published %s", result["release"])
     return result
 

@@ -14,7 +14,7 @@ metadata and the arrays are allocated once; for CSV the batches' codes are joine
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +62,14 @@ def code_dtype(states: int) -> np.dtype:
 
 def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
                    map_unknown: bool = False, batch_rows: int = BATCH_ROWS,
-                   max_bins: int = DEFAULT_MAX_BINS) -> Encoded:
+                   max_bins: int = DEFAULT_MAX_BINS, encoder: TableEncoder | None = None,
+                   visit: Callable[[pd.DataFrame, int], None] | None = None) -> Encoded:
     """Reads, checks and encodes ``path`` in batches of ``batch_rows`` rows.
 
     Same arguments and errors as ``pipelines.ingest.ingest``; the codes equal
-    ``TableEncoder(schema, max_bins).encode(ingest(path, schema).frame)``.
+    ``TableEncoder(schema, max_bins).encode(ingest(path, schema).frame)`` (or ``encoder``'s).
+    ``visit(frame, first_row)`` sees each checked batch while the input is not yet known to
+    be rejected (to sample rows, say); its rows are rows ``first_row``... of the file.
 
     Raises:
         DataError: one line naming the file and every problem found, over all batches.
@@ -74,7 +77,7 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
     path = Path(path)
     source = str(path)
     read_raw_checks(path)
-    encoder = TableEncoder(schema, max_bins=max_bins)
+    encoder = encoder or TableEncoder(schema, max_bins=max_bins)
     dtypes = [code_dtype(size) for size in encoder.sizes]
     parquet = path.suffix.lower() in (".parquet", ".pq")
     total = pq.ParquetFile(path).metadata.num_rows if parquet else None
@@ -101,6 +104,8 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
             for name, n in more.items():
                 counts[name] = counts.get(name, 0) + n
         if not problems:  # once the input is known to be rejected, only check the rest
+            if visit is not None:
+                visit(frame, rows)
             codes = encoder.encode(frame)
             for i, dtype in enumerate(dtypes):
                 if parquet:

@@ -102,7 +102,8 @@ def _progress(enabled: bool) -> Iterator:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipelines.run import internal_dir, run_release
+    from pipelines.plan import internal_dir
+    from pipelines.run import run_release
     from schemas import is_image_schema
 
     if is_image_schema(args.schema_file):

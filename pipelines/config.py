@@ -90,6 +90,10 @@ class RunConfig(BaseModel):
                                   "checkpoints (dp-vae, dp-ctgan and the image models; 0: "
                                   "none). A killed run, started again with the same "
                                   "settings, resumes from its last checkpoint")
+    batch_above_rows: int = Field(2_000_000, ge=0, description="Parquet inputs of more rows "
+                                  "are read in batches and encoded as they are read (memory: "
+                                  "one batch plus compact codes); the checks then use a "
+                                  "random sample of 200,000 real rows")
     holdout: float = Field(0.1, ge=0, lt=0.9, description="Share of the real rows held out "
                            "of training, to compare leakage checks with (0: none)")
     fidelity: FidelityThresholds = Field(default_factory=FidelityThresholds,
@@ -149,6 +153,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         default=fields["checkpoint_every"].default,
                         help=f"{fields['checkpoint_every'].description} (default: "
                              f"{fields['checkpoint_every'].default})")
+    parser.add_argument("--batch-above-rows", type=int, metavar="ROWS",
+                        default=fields["batch_above_rows"].default,
+                        help=f"{fields['batch_above_rows'].description} (default: "
+                             f"{fields['batch_above_rows'].default:,})")
     parser.add_argument("--holdout", type=float, default=fields["holdout"].default,
                         help=f"{fields['holdout'].description} (default: "
                              f"{fields['holdout'].default})")

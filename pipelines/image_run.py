@@ -34,16 +34,7 @@ from pipelines.images import ImageSet, image_set_fingerprint, ingest_images
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger
 from pipelines.paths import release_dir
-from pipelines.publish import (
-    DATA_FILE,
-    Release,
-    footer_metadata,
-    publish_folder,
-    publish_table,
-    sweep_leftovers,
-)
-from pipelines.report import now, privacy_report, release_metadata
-from pipelines.run import (
+from pipelines.plan import (
     HTML_FILE,
     KEY_FILE,
     AlreadyPublished,
@@ -53,6 +44,15 @@ from pipelines.run import (
     reserve_or_resume,
     run_key,
 )
+from pipelines.publish import (
+    DATA_FILE,
+    Release,
+    footer_metadata,
+    publish_folder,
+    publish_table,
+    sweep_leftovers,
+)
+from pipelines.report import now, privacy_report, release_metadata
 from schemas import SchemaError
 from schemas.image import ImageSchema, load_image_schema
 from synth.audit import audit

@@ -2,8 +2,20 @@
 
 from pathlib import Path
 
-from schemas.image import ImageSchema, image_schema_from_dict, is_image_schema, load_image_schema
-from schemas.model import DEFAULT_MISSING, Column, CsvFormat, Schema, SchemaError, pandas_dtype
+from schemas.image import (
+           ImageSchema,
+           image_schema_from_dict,
+           is_image_schema,
+           load_image_schema,
+)
+from schemas.model import (
+           DEFAULT_MISSING,
+           Column,
+           CsvFormat,
+           Schema,
+           SchemaError,
+           pandas_dtype,
+)
 from schemas.parse import dump_schema, load_schema, schema_from_dict
 
 SCHEMA_DIR = Path(__file__).parent

@@ -28,9 +28,8 @@ release carries, so training, validation and publishing share one set of columns
 
 from __future__ import annotations
 
-import re
-
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 

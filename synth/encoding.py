@@ -21,6 +21,27 @@ NS_PER_DAY = 86_400 * 10**9
 
 
 @dataclass(frozen=True)
+class CodedTable:
+    """A private table that arrives already encoded (read in batches, never a frame): what
+    ``TableEncoder.encode`` would give, in a compact unsigned dtype, plus the fine states of
+    the columns with a fine grid (their non-missing values, in row order). Synthesizers
+    take it wherever they take a frame.
+
+    Attributes:
+        codes: (rows, columns) codes of an encoder with block sizes ``sizes``.
+        sizes: the block sizes the codes were made with (checked against the synthesizer's).
+        fine: column name -> fine states (``FineGrid.encode`` of its non-missing values).
+    """
+
+    codes: np.ndarray
+    sizes: tuple[int, ...]
+    fine: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@dataclass(frozen=True)
 class Block:
     """The discrete states of one column.
 
@@ -67,8 +88,11 @@ class FineGrid:
     def size(self) -> int:
         return len(self.coarse)
 
-    def encode(self, values: pd.Series) -> np.ndarray:
-        """Fine states of the non-missing values: (non-missing rows,) int64."""
+    def encode(self, values: pd.Series | np.ndarray) -> np.ndarray:
+        """Fine states of the non-missing values: (non-missing rows,) int64; an array is
+        taken as fine states already (a CodedTable's)."""
+        if isinstance(values, np.ndarray):
+            return values
         col = self.block.column
         present = values.dropna()
         x = _to_number(col, present.astype("float64") if col.is_numeric else present)
@@ -119,8 +143,19 @@ class TableEncoder:
         """Width of the one-hot encoding."""
         return sum(self.sizes)
 
-    def encode(self, frame: pd.DataFrame) -> np.ndarray:
-        """Codes of shape (rows, columns), int64, each in [0, block size)."""
+    def encode(self, frame: pd.DataFrame | CodedTable) -> np.ndarray:
+        """Codes of shape (rows, columns), int64, each in [0, block size); a CodedTable's
+        own codes (in their compact dtype) when they were made with this encoder's sizes.
+
+        Raises:
+            ValueError: a CodedTable encoded with other block sizes (other ``max_bins``).
+        """
+        if isinstance(frame, CodedTable):
+            if list(frame.sizes) != self.sizes:
+                raise ValueError(f"codes of block sizes {list(frame.sizes)} given to an "
+                                 f"encoder of sizes {self.sizes}: encode with the "
+                                 "synthesizer's max_bins")
+            return frame.codes
         return np.stack([_encode(b, frame[b.column.name]) for b in self.blocks], axis=1)
 
     def decode(self, codes: np.ndarray, rng: np.random.Generator,

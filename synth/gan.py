@@ -288,7 +288,7 @@ class DPCTGAN(Params):
                                                budget.delta, "prv")
         std = hist_sigma * math.sqrt(d)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
-        codes = self.encoder_.encode(data)  # (N, columns)
+        codes = self.encoder_.encode(data).astype(np.int64, copy=False)  # (N, columns)
         # a one-shot release: its noise comes from the OS CSPRNG unless a test fixed the seed
         resume = Resumable(checkpoint)
         self.noisy_counts_ = [np.asarray(c) for c in resume.measure("histograms", lambda: (

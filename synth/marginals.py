@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from schemas import Schema
 from synth.base import Params
-from synth.encoding import TableEncoder
+from synth.encoding import CodedTable, TableEncoder
 from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
 from synth.sampling import check_request, chunks, draw, resolve_device
 
@@ -58,7 +58,7 @@ class _Mechanisms:
     """The two private primitives, through OpenDP, with their zCDP costs summed."""
 
     def __init__(self, codes: np.ndarray, sizes: list[int], seed: int | None,
-                 frame: pd.DataFrame | None = None):
+                 frame: pd.DataFrame | CodedTable | None = None):
         self.codes, self.sizes, self.frame = codes, sizes, frame  # frame: for fine histograms
         self.rho_spent = 0.0
         self.log: list[dict] = []
@@ -86,7 +86,9 @@ class _Mechanisms:
     def measure_fine(self, column: int, grid, sigma: float) -> np.ndarray:
         """A column's histogram over its fine states (non-missing values; one record moves
         one count by one), plus discrete Gaussian noise of scale sigma."""
-        values = self.frame[grid.block.column.name]
+        frame = self.frame  # a CodedTable holds the fine states already
+        values = (frame.fine if isinstance(frame, CodedTable) else frame)[
+            grid.block.column.name]
         counts = np.bincount(grid.encode(values), minlength=grid.size).astype("int64")
         return self._noisy(counts, sigma, {"fine_histogram": column, "states": grid.size})
 
@@ -231,7 +233,7 @@ class DPMarginals(Params):
         self.seed = seed
         self.noise_seed = noise_seed
 
-    def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
+    def fit(self, data: pd.DataFrame | CodedTable, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPMarginals":
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
         if self.rounds_per_column and not (0 < self.one_way_share < 1

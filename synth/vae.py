@@ -109,7 +109,8 @@ class DPVAE(Params):
         saves to, and resumes from, ``checkpoint`` (``synth.checkpoint``)."""
         device = resolve_device(self.device)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
-        codes = torch.as_tensor(self.encoder_.encode(data), device=device)  # (N, columns)
+        codes = torch.as_tensor(self.encoder_.encode(data).astype(np.int64, copy=False),
+                                device=device)  # (N, columns)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model_ = _VAE(self.encoder_.sizes, self.latent_dim, self.hidden).to(device)

@@ -3,7 +3,6 @@ rounded outward and rare categories flagged, that ingest then accepts."""
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 import yaml

@@ -3,7 +3,6 @@ on a small hand-made schema covering every kind."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -105,7 +105,8 @@ def test_real_rows_pass_and_independent_columns_fail_without_leaking_values(adul
 # --- a release at epsilon = 1 passes; a broken synthesizer is quarantined -----------------
 
 def test_adult_release_passes_and_independent_columns_are_quarantined(tmp_path):
-    from pipelines.run import internal_dir, quarantine_dir, run_release
+    from pipelines.plan import internal_dir, quarantine_dir
+    from pipelines.run import run_release
 
     common = {"input": str(DEMO_ADULT), "schema_file": str(ADULT), "epsilon": 1.0,
               "rows": 10_000, "noise_seed": 3}

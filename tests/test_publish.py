@@ -20,7 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import publish as publish_module
-from pipelines.publish import PublishError, Release, publish, read_release_metadata, to_arrow
+from pipelines.publish import (
+    PublishError,
+    Release,
+    publish,
+    read_release_metadata,
+    to_arrow,
+)
 from schemas import SCHEMA_DIR, load_schema, pandas_dtype, schema_from_dict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from schemas import (SCHEMA_DIR, CsvFormat, Schema, SchemaError, dump_schema, load_schema,
-                     pandas_dtype, schema_from_dict)
+from schemas import (
+    SCHEMA_DIR,
+    CsvFormat,
+    Schema,
+    SchemaError,
+    dump_schema,
+    load_schema,
+    pandas_dtype,
+    schema_from_dict,
+)
 
 ADULT = SCHEMA_DIR / "adult.yaml"
 FLCHAIN = SCHEMA_DIR / "flchain.yaml"

@@ -9,8 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.validate import (ValidationFailed, ValidationOutcome, expectations_for,
-                                save_outcome, validate_synthetic)
+from pipelines.validate import (
+    ValidationFailed,
+    ValidationOutcome,
+    expectations_for,
+    save_outcome,
+    validate_synthetic,
+)
 from schemas import SCHEMA_DIR, load_schema, pandas_dtype, schema_from_dict
 
 ADULT_DATA = Path("/work/shared/datasets/adult/adult.data")

@@ -12,8 +12,8 @@ import datetime as dt
 import json
 import logging
 import uuid
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +141,10 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list, result_format:
         describe: one line for a failed expectation's result.
     """
     import great_expectations as gx
-    from great_expectations.data_context.types.base import (DataContextConfig,
-                                                            InMemoryStoreBackendDefaults)
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+    )
 
     # A fresh in-memory context per call, with unique names, so that repeated calls in one
     # process never collide in GX's stores; no Data Docs site (GX's default ephemeral context

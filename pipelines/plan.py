@@ -1,0 +1,184 @@
+"""The public half of a run: everything settled before a private byte is read.
+
+prepare parses the schema, checks the settings and the output location (inside the output
+root, see ``pipelines.paths``), names the run by its run key (input bytes, schema, settings,
+code), returns early when that very run already published, and reserves the run's (epsilon,
+delta) in the budget ledger, or takes over the entry of a killed run it resumes from a
+training checkpoint. ``pipelines.run`` (tables) and ``pipelines.image_run`` (images) share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines import checkpoints
+from pipelines.checkpoints import RunCheckpoint
+from pipelines.config import RunConfig
+from pipelines.ingest import DataError
+from pipelines.ledger import Ledger, source_fingerprint
+from pipelines.paths import release_dir
+from pipelines.publish import DATA_FILE, sweep_leftovers
+from pipelines.report import code_version
+from schemas import Schema, SchemaError, load_schema
+from synth.privacy import PrivacyBudget
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "privacy_report.json"
+VALIDATION_FILE = "validation.json"
+HTML_FILE = "report.html"
+FIDELITY_FILE = "fidelity.json"  # internal: the fidelity suite's values
+LEAKAGE_FILE = "leakage.json"  # internal: the release checks
+KEY_FILE = "run_key"  # internal: what makes a rerun of the same run a no-op
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The public half of a run, checked before any private byte is read."""
+
+    config: RunConfig
+    schema: Schema
+    budget: PrivacyBudget
+    out: Path
+    ledger: Ledger
+    entry: int  # this run's reservation in the ledger
+    key: str = ""  # run_key: what the release footer records to make reruns no-ops
+    checkpoint: RunCheckpoint | None = None  # training checkpoints (DP-SGD synthesizers)
+    resumed: bool = False  # training resumes from a killed run's checkpoint (and entry)
+
+
+def prepare(config: RunConfig) -> Plan:
+    """Parses the schema, checks the budget and the output location, and reserves the run's
+    (epsilon, delta) in the budget ledger. Nothing private is read, beyond hashing the input
+    file to know which data set it is.
+
+    Raises:
+        SchemaError, BudgetError (BudgetExceeded among them), DataError: one-line messages.
+    """
+    schema = load_schema(config.schema_file)
+    budget = PrivacyBudget(config.epsilon, config.delta)
+    try:
+        config.synthesizer_params()
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    out = release_dir(config.out)
+    source = Path(config.input)
+    if not source.is_file():
+        raise DataError(f"{source}: cannot read input: no such file")
+    try:
+        data_set = source_fingerprint(source)
+    except OSError as exc:
+        raise DataError(f"{source}: cannot read input: {exc.strerror or exc}") from None
+    key = run_key(config, data_set, schema)
+    if published_key(out) == key:
+        sweep_leftovers(out)  # what a run killed after publishing it may have left beside it
+        raise AlreadyPublished(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
+        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    ledger, entry, checkpoint = reserve_or_resume(
+        config, key, out, data_set, schema.name, str(source), config.synthesizer, budget,
+        schema.budget)
+    return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
+                entry=entry, key=key, checkpoint=checkpoint,
+                resumed=checkpoint is not None and checkpoint.resumed)
+
+
+def reserve_or_resume(config: RunConfig, key: str, out: Path, data_set: str, name: str,
+                      source: str, synthesizer: str, budget: PrivacyBudget,
+                      limit: tuple[float, float] | None
+                      ) -> tuple[Ledger, int, RunCheckpoint | None]:
+    """The run's ledger entry and its training checkpoint. A killed run of these very
+    settings (same run key) that left a checkpoint is resumed: its entry, charged since its
+    first DP step, is taken over instead of reserving the budget again. Otherwise the run's
+    (epsilon, delta) is reserved, or refused past the data set's total.
+
+    Raises:
+        BudgetExceeded; CheckpointError: a checkpoint file that cannot be loaded safely.
+    """
+    ledger = Ledger(config.ledger)
+    ledger.release_stale()  # reservations of runs killed before training
+    path = internal_dir(out) / checkpoints.FILE
+    saved = RunCheckpoint.found(path, key) if config.checkpoint_every else None
+    if saved is not None and ledger.adopt(int(saved["entry"]), data_set):
+        entry = int(saved["entry"])
+        log.info("resuming training from %s (step %d), charged to ledger entry %d", path,
+                 saved["state"]["step"], entry)
+    else:
+        saved = None
+        entry = ledger.reserve(data_set, name, source, str(out), synthesizer, budget.epsilon,
+                               budget.delta, limit)
+    if not config.checkpoint_every:
+        return ledger, entry, None
+    checkpoint = RunCheckpoint(path, key, entry, config.checkpoint_every)
+    if saved is not None:
+        checkpoint.resume_from(saved)
+    return ledger, entry, checkpoint
+
+
+class AlreadyPublished(Exception):
+    """The release at ``out`` came from this very run (same input bytes, schema, settings and
+    code): running it again would spend budget for nothing, so nothing is done."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        super().__init__(f"{out} already holds the release of this run (same input, schema, "
+                         "settings and code): nothing was spent or published again")
+
+
+def already_published(config: RunConfig) -> Path | None:
+    """The release location if an identical run already published there, else None (reads
+    the schema, hashes the input file; nothing else)."""
+    source = Path(config.input)
+    try:
+        out = release_dir(config.out)
+        if not (out / DATA_FILE).is_file() or not source.is_file():
+            return None
+        key = run_key(config, source_fingerprint(source), load_schema(config.schema_file))
+    except (OSError, SchemaError, DataError):
+        return None  # prepare reports it
+    return out if published_key(out) == key else None
+
+
+def run_key(config: RunConfig, data_set: str, schema: Schema) -> str:
+    """sha256 naming a run by what determines it: the input's bytes, the schema, every
+    setting but where it goes, and the code version."""
+    settings = config.model_dump(mode="json", exclude={"out", "overwrite", "ledger", "input",
+                                                       "schema_file", "checkpoint_every"})
+    blob = json.dumps({"data_set": data_set, "schema": schema.fingerprint(),
+                       "settings": settings, "code": code_version()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def published_key(out: Path) -> str | None:
+    """The run key of the release at ``out``, if one is there. It is kept in the internal
+    folder, never in the release: it hashes the private input's bytes, and anyone who knew
+    every record but one could test guesses of that one against it. The file also holds the
+    sha256 of the release's privacy_report.json: it is written with the internal folder,
+    before the release is moved into place, and names only that release (a run killed in
+    between leaves a key that matches no release at ``out``)."""
+    key = internal_dir(out) / KEY_FILE
+    if not (out / DATA_FILE).is_file() or not key.is_file():
+        return None
+    lines = key.read_text(encoding="utf-8").split()
+    if len(lines) > 1:
+        try:
+            report = (out / REPORT_FILE).read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(report).hexdigest() != lines[1]:
+            return None
+    return lines[0] if lines else None
+
+
+def internal_dir(out: Path) -> Path:
+    """Where the internal report of the release at ``out`` goes (never publish it)."""
+    return out.with_name(out.name + ".internal")
+
+
+def quarantine_dir(out: Path) -> Path:
+    """Where a release that failed its checks goes instead of ``out``."""
+    return out.with_name(out.name + ".quarantine")
