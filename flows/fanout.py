@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -27,6 +28,7 @@ from prefect_ray.context import remote_options
 from flows.release import release
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_VALIDATION, guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
+from pipelines.image_publish import ImageCheckFailed
 from pipelines.ingest import DataError
 from pipelines.ledger import URL_ENV, Ledger
 from pipelines.paths import safe_name
@@ -52,7 +54,7 @@ def release_run(config: RunConfig, threads: int) -> dict:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         result = release(config)  # the same flow as `python -m flows.release`, as a subflow
-    except ValidationFailed as exc:  # quarantined: the budget was spent all the same
+    except (ValidationFailed, ImageCheckFailed) as exc:  # quarantined: spent all the same
         where = exc.quarantine or Path(config.out)
         report = where / REPORT_FILE
         spent = json.loads(report.read_text())["epsilon"] if report.is_file() else None
@@ -93,8 +95,13 @@ def release_many(configs: list[RunConfig], cpus_per_run: float = 1,
     check_resources(cpus_per_run, gpus_per_run)
     # The workers report to this run's Prefect API (also a temporary server's) and book in
     # its ledger when $SYNTH_LEDGER_URL names it (a file ledger is in each config already)
+    ledger_url = os.environ.get(URL_ENV)
+    if ledger_url and urlsplit(ledger_url).password is not None:
+        raise DataError(f"${URL_ENV} holds a password: Ray would keep it in the runs' "
+                        "runtime environment; give it through PGPASSWORD or ~/.pgpass on "
+                        "every node instead")
     env = {"PREFECT_API_URL": str(FlowRunContext.get().client.api_url),
-           **{k: os.environ[k] for k in (URL_ENV,) if os.environ.get(k)}}
+           **({URL_ENV: ledger_url} if ledger_url else {})}
     with remote_options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                         runtime_env={"env_vars": env}):
         futures = [release_run.submit(c, max(1, int(cpus_per_run))) for c in configs]
@@ -116,6 +123,12 @@ def fan_out(configs: list[RunConfig], ray_address: str | None = None,
             cpus_per_run: float = 1, gpus_per_run: float = 0) -> list[dict]:
     """Runs release_many on the Ray cluster at ``ray_address`` ("ray://head:10001", "auto"),
     else on a local Ray instance (or the one this process already started)."""
+    if ray_address and not (os.environ.get(URL_ENV) or all(
+            c.ledger and "://" in c.ledger for c in configs)):
+        print("warning: a SQLite ledger is safe only when every run is on one host (its "
+              "locks do not hold over a network file system): on a cluster of several "
+              f"nodes give a PostgreSQL ledger (--ledger postgresql://... or ${URL_ENV})",
+              file=sys.stderr)
     runner = (RayTaskRunner(address=ray_address, init_kwargs={"address": ray_address})
               if ray_address else RayTaskRunner(init_kwargs=LOCAL_RAY))
     return release_many.with_options(task_runner=runner)(configs, cpus_per_run, gpus_per_run)

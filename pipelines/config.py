@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from synth.privacy import DEFAULT_DELTA
 
@@ -98,6 +99,19 @@ class RunConfig(BaseModel):
                            "of training, to compare leakage checks with (0: none)")
     fidelity: FidelityThresholds = Field(default_factory=FidelityThresholds,
                                          description="Bounds of the fidelity suite")
+
+    @field_validator("ledger")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        """A run's settings are stored (Prefect keeps a run's parameters, the UI shows
+        them): a ledger URL must not carry its password."""
+        if value and "://" in value:
+            parts = urlsplit(value)
+            if parts.password is not None or "password=" in parts.query:
+                raise ValueError("the ledger URL holds a password, which would be stored "
+                                 "with the run's settings: give it through PGPASSWORD or "
+                                 "~/.pgpass instead")
+        return value
 
     def synthesizer_params(self) -> dict:
         """The settings given for the chosen synthesizer; the rest keep its defaults.

@@ -38,6 +38,7 @@ from pipelines.plan import (
     HTML_FILE,
     KEY_FILE,
     AlreadyPublished,
+    check_targets,
     internal_dir,
     published_key,
     quarantine_dir,
@@ -147,8 +148,7 @@ def prepare(config: RunConfig) -> ImagePlan:
     if published_key(out) == key:
         sweep_leftovers(out)
         raise AlreadyPublished(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
-        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    check_targets(out, config.overwrite)
     ledger, entry, checkpoint = reserve_or_resume(
         config, key, out, data_set, schema.name, str(config.input), name, budget,
         schema.budget)

@@ -293,16 +293,21 @@ class Ledger:
         """Frees a reservation whose run failed before any DP step; False if it had started."""
         return self._move(entry, "cancelled", ("reserved",))
 
-    def adopt(self, entry: int, data_set: str) -> bool:
+    def adopt(self, entry: int, data_set: str, release: str, synthesizer: str,
+              epsilon: float, delta: float) -> bool:
         """Takes over the 'spending' entry of a killed run of ``data_set`` that this run
         resumes (from its training checkpoint): the entry, charged in full since the killed
         run's first DP step, becomes this process's, and no new reservation is made. Refused
         (False) unless its owner is a process of this host that no longer runs: a live run,
         or one on another host, keeps its entry. The update is conditional on the owner read,
-        so of two runs resuming at once only one takes it."""
+        so of two runs resuming at once only one takes it. The entry must be the one the
+        checkpoint's run reserved (same data set, release, synthesizer, epsilon and delta),
+        not an entry that happens to have its number in another ledger."""
         with self._connect() as db:
             row = db.execute("SELECT owner FROM entries WHERE id = ? AND data_set = ? AND "
-                             "state = 'spending'", (entry, data_set)).fetchone()
+                             "release = ? AND synthesizer = ? AND epsilon = ? AND delta = ? "
+                             "AND state = 'spending'",
+                             (entry, data_set, release, synthesizer, epsilon, delta)).fetchone()
             if row is None or row["owner"] is None:
                 return False
             host, _, pid = row["owner"].rpartition(":")

@@ -3,7 +3,8 @@
 A service takes its ``out`` parameters from a form anyone with access can fill in, so under
 an output root (``$SYNTH_OUTPUT_ROOT``, which ``flows.serve`` sets) a release directory, and
 the ``.internal`` and ``.quarantine`` folders beside it, must lie strictly inside that root:
-no absolute path elsewhere, no ``..``, no symbolic link out of it. A name that becomes one
+no absolute path elsewhere, no ``..``, no symbolic link out of it, not inside another
+release's folders. A name that becomes one
 path component (a data set's name in a grid of releases, say) is a plain word of letters,
 digits, ``.``, ``_`` and ``-``. Without a root, ``out`` is whatever the person at the command
 line chose, and only names are checked.
@@ -19,6 +20,7 @@ from pathlib import Path
 from pipelines.ingest import DataError
 
 ROOT_ENV = "SYNTH_OUTPUT_ROOT"
+BESIDE = (".internal", ".quarantine")
 MAX_COMPONENT = 150  # bytes; file systems allow 255, and ".<name>.staging-<host>-..." is longer
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RESERVED = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
@@ -52,11 +54,14 @@ def output_root() -> Path | None:
 
 def release_dir(out: object, root: Path | None = None) -> Path:
     """Where the release ``out`` goes. With an output root (``root``, else
-    ``$SYNTH_OUTPUT_ROOT``) a relative ``out`` is taken inside it, and any ``out`` must
-    resolve strictly inside it, symbolic links followed; without one, ``out`` as given.
+    ``$SYNTH_OUTPUT_ROOT``) ``out`` (relative to the working directory, as any path) must
+    resolve strictly inside it, symbolic links followed, and not inside another release's
+    folders; without one, ``out`` as given. Either way its name is not one the tool gives
+    the folders beside a release (``.internal``, ``.quarantine``) or its hidden staging.
 
     Raises:
-        UnsafePath: an empty location, a NUL or control character, or one outside the root.
+        UnsafePath: an empty location, a NUL or control character, a reserved name, or one
+            outside the root.
     """
     text = out if isinstance(out, str) else str(out) if isinstance(out, Path) else ""
     if not text.strip() or any(unicodedata.category(ch) == "Cc" for ch in text):
@@ -64,15 +69,26 @@ def release_dir(out: object, root: Path | None = None) -> Path:
     if any(len(os.fsencode(part)) > MAX_COMPONENT for part in Path(text).parts):
         raise UnsafePath(f"output location {text[:60]!r}...: a folder name is longer than "
                          f"{MAX_COMPONENT} bytes (the staging folder beside it needs room)")
+    name = Path(text).name
+    if name.startswith(".") or name.endswith(BESIDE):
+        raise UnsafePath(f"output location {out!r}: a release folder's name cannot start "
+                         f"with '.' or end with {' or '.join(BESIDE)} (the tool's own "
+                         "folders beside a release are named so)")
     root = root if root is not None else output_root()
     if root is None:
         return Path(text)
     base = Path(root).resolve()
-    target = (base / text).resolve()  # an absolute ``text`` replaces base; links followed
+    target = Path(text).resolve()  # relative to the working directory; links followed
     if not target.is_relative_to(base) or target == base or ".." in Path(text).parts:
         raise UnsafePath(f"output location {out!r} is outside the output root {base}: "
-                         f"give a folder inside it (relative to it), without '..'")
-    for sibling in (".internal", ".quarantine"):  # written beside the release
+                         f"give a folder inside it, without '..'")
+    for parent in target.parents:  # not planted inside another release's folders
+        if parent == base:
+            break
+        if (parent / "manifest.json").is_file() or parent.name.endswith(BESIDE):
+            raise UnsafePath(f"output location {out!r} is inside {parent}, a release "
+                             "folder: give a folder of its own")
+    for sibling in BESIDE:  # written beside the release
         beside = target.with_name(target.name + sibling)
         if beside.is_symlink() and not beside.resolve().is_relative_to(base):
             raise UnsafePath(f"{beside} links outside the output root {base}")

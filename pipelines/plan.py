@@ -21,7 +21,7 @@ from pipelines.config import RunConfig
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.paths import release_dir
-from pipelines.publish import DATA_FILE, sweep_leftovers
+from pipelines.publish import DATA_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
 from schemas import Schema, SchemaError, load_schema
 from synth.privacy import PrivacyBudget
@@ -77,14 +77,26 @@ def prepare(config: RunConfig) -> Plan:
     if published_key(out) == key:
         sweep_leftovers(out)  # what a run killed after publishing it may have left beside it
         raise AlreadyPublished(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
-        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    check_targets(out, config.overwrite)
     ledger, entry, checkpoint = reserve_or_resume(
         config, key, out, data_set, schema.name, str(source), config.synthesizer, budget,
         schema.budget)
     return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
                 entry=entry, key=key, checkpoint=checkpoint,
                 resumed=checkpoint is not None and checkpoint.resumed)
+
+
+def check_targets(out: Path, overwrite: bool) -> None:
+    """Before anything is spent: the release folder is free, or ``overwrite`` and this
+    tool's; so are the internal and quarantine folders the run will replace.
+
+    Raises:
+        DataError, PublishError: naming the folder.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    for folder in (out, internal_dir(out), quarantine_dir(out)):
+        check_replaceable(folder)
 
 
 def reserve_or_resume(config: RunConfig, key: str, out: Path, data_set: str, name: str,
@@ -103,7 +115,8 @@ def reserve_or_resume(config: RunConfig, key: str, out: Path, data_set: str, nam
     ledger.release_stale()  # reservations of runs killed before training
     path = internal_dir(out) / checkpoints.FILE
     saved = RunCheckpoint.found(path, key) if config.checkpoint_every else None
-    if saved is not None and ledger.adopt(int(saved["entry"]), data_set):
+    if saved is not None and ledger.adopt(int(saved["entry"]), data_set, str(out),
+                                          synthesizer, budget.epsilon, budget.delta):
         entry = int(saved["entry"])
         log.info("resuming training from %s (step %d), charged to ledger entry %d", path,
                  saved["state"]["step"], entry)

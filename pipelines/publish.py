@@ -205,7 +205,7 @@ def publish_table(table: pa.Table, out_dir: Path, *,
     if _occupied(out_dir) and not overwrite:
         raise PublishError(f"{out_dir} already holds a release: choose another directory or "
                            "pass overwrite=True to replace it")
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
@@ -271,9 +271,10 @@ def verify_release(path: Path) -> list[str]:
 
 def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
     """Writes a folder of files (an internal report, say) atomically, replacing what was there:
-    staged beside ``out_dir``, fsynced, renamed into place, as a release is."""
+    staged beside ``out_dir`` with its manifest, fsynced, renamed into place, as a release
+    is."""
     out_dir = Path(out_dir).absolute()
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
@@ -281,6 +282,7 @@ def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
         staging.mkdir()
         for name, blob in files.items():
             _write_file(staging / name, blob)
+        _write_file(staging / MANIFEST_FILE, _manifest(staging, tuple(files)))
         _fsync_dir(staging)
         _swap_in(staging, out_dir, overwrite=True)
     except BaseException:
@@ -344,19 +346,22 @@ def _occupied(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
-# a folder holding one of these (and plain files only) is a release, report or checkpoint
-# folder this tool wrote, so it may be replaced
-OURS = (DATA_FILE, "privacy_report.json", "checkpoint.pt")
+# what this tool writes in a release, internal or quarantine folder (besides the files a
+# folder's manifest lists): a folder of these alone may be replaced
+KNOWN_FILES = frozenset({DATA_FILE, MANIFEST_FILE, "privacy_report.json", "validation.json",
+                         "report.html", "contact_sheet.png", "fidelity.json", "leakage.json",
+                         "run_key", "checkpoint.pt"})
 
 
-def _check_replaceable(path: Path) -> None:
+def check_replaceable(path: Path) -> None:
     """Overwriting replaces, hence deletes, what is at ``path``: only ever an empty folder or
-    one this tool wrote, never a link, a file or somebody's folder that ``out`` named by
-    mistake.
+    one this tool wrote (plain files, each listed by the folder's manifest or one of the
+    names this tool writes), never a link, a file or a folder that ``out`` named by mistake.
 
     Raises:
         PublishError: naming the path.
     """
+    path = Path(path)
     if not path.exists() and not path.is_symlink():
         return
     if path.is_symlink() or not path.is_dir():
@@ -365,8 +370,13 @@ def _check_replaceable(path: Path) -> None:
     # hidden staging files of atomic_write (a checkpoint's) are this tool's too
     entries = [e for e in path.iterdir() if not (e.name.startswith(".")
                                                   and ".staging-" in e.name and e.is_file())]
-    if entries and not (all(e.is_file() and not e.is_symlink() for e in entries)
-                        and any(e.name in OURS for e in entries)):
+    try:
+        listed = set(json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    if not all(e.is_file() and not e.is_symlink() and (e.name in KNOWN_FILES
+                                                       or e.name in listed)
+               for e in entries):
         raise PublishError(f"{path} holds files that are not a release of this tool: "
                            "refusing to replace it; choose another location")
 

@@ -86,7 +86,8 @@ def arm(point: str, out: Path) -> None:
         half = "validation.json" if point == "extra-file" else publish.MANIFEST_FILE
 
         def write_file(path, blob):
-            if Path(path).name != half or ".staging-" not in Path(path).parent.name:
+            if (Path(path).name != half  # the release's staging, not the internal folder's
+                    or not Path(path).parent.name.startswith(f".{out.name}.staging-")):
                 return real_file(path, blob)
             with open(path, "wb") as f:
                 f.write(blob[: len(blob) // 2])

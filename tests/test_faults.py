@@ -195,7 +195,7 @@ def test_a_run_killed_in_training_resumes_from_its_checkpoint(killed, point, cap
     ledger = Ledger(case["root"] / "ledger.db")
     assert [e["state"] for e in ledger.history()] == ["spending"]
 
-    with caplog.at_level("INFO", logger="pipelines.run"):
+    with caplog.at_level("INFO", logger="pipelines.plan"):
         assert main(case["args"]) == 0, capsys.readouterr().err
     assert release_at(out) is not None
     assert sorted(os.listdir(out.parent)) == ["rel", "rel.internal"]

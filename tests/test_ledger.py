@@ -158,3 +158,16 @@ def test_a_killed_run_stays_charged(adult_sample, budgeted_schema, tmp_path):
     with pytest.raises(BudgetExceeded):
         ledger.reserve(entry["data_set"], "adult", "in", "out", "dp-vae", 1.0, 1e-9, (1.5, 1e-6))
     assert not (tmp_path / "a").exists()
+
+
+def test_a_run_refuses_a_ledger_url_with_its_password():
+    """A run's settings are stored by Prefect and shown in its UI: no password in them."""
+    from pydantic import ValidationError
+
+    from pipelines.config import RunConfig
+
+    base = {"input": "a.csv", "schema_file": "s.yaml", "out": "o", "epsilon": 1}
+    for url in ("postgresql://synth:secret@db/ledger", "postgresql://db/l?password=secret"):
+        with pytest.raises(ValidationError, match="PGPASSWORD"):
+            RunConfig(**base, ledger=url)
+    assert RunConfig(**base, ledger="postgresql://synth@db/ledger").ledger

@@ -54,10 +54,11 @@ def test_a_name_is_one_plain_path_component_or_refused(name, tmp_path):
 
 
 @pytest.mark.parametrize("out", HOSTILE + fuzzed(), ids=short)
-def test_an_output_location_stays_inside_the_root_or_is_refused(out, tmp_path):
+def test_an_output_location_stays_inside_the_root_or_is_refused(out, tmp_path, monkeypatch):
     root = tmp_path / "releases"
     root.mkdir()
     (root / "link").symlink_to(tmp_path)  # a link inside the root that leads out of it
+    monkeypatch.chdir(root)  # relative locations are taken from here, inside the root
     try:
         target = release_dir(out, root)
     except UnsafePath as exc:
@@ -76,9 +77,19 @@ def test_links_out_of_the_root_are_refused(tmp_path):
     (root / "ok.internal").symlink_to(tmp_path / "elsewhere")
     for out in ("link/x", "link", "ok"):
         with pytest.raises(UnsafePath):
-            release_dir(out, root)
-    assert release_dir("fine/x", root) == root.resolve() / "fine" / "x"
-    assert release_dir(str(root / "abs"), root) == root.resolve() / "abs"  # inside: fine
+            release_dir(str(root / out), root)
+    assert release_dir(str(root / "fine" / "x"), root) == root.resolve() / "fine" / "x"
+
+
+def test_a_release_cannot_be_planted_in_or_named_as_the_tools_own_folders(tmp_path):
+    root = tmp_path / "releases"
+    (root / "theirs").mkdir(parents=True)
+    (root / "theirs" / "manifest.json").write_text("{}")  # a release
+    for out in ("theirs/sub", "x.internal", "x.quarantine", "theirs.internal/sub", ".hidden"):
+        with pytest.raises(UnsafePath):
+            release_dir(str(root / out), root)
+    with pytest.raises(UnsafePath):  # the names are refused without a root too
+        release_dir(str(tmp_path / "y.internal"))
 
 
 def test_a_run_outside_the_root_exits_with_a_clear_error(tmp_path, adult_sample, monkeypatch,
@@ -95,6 +106,18 @@ def test_a_run_outside_the_root_exits_with_a_clear_error(tmp_path, adult_sample,
     assert "outside the output root" in capsys.readouterr().err
     assert (victim / "precious.txt").read_text() == "keep me"
     assert not (tmp_path / "l.db").exists()  # refused before the ledger was touched
+    # inside the root, a folder that is not a release: refused before anything is spent
+    theirs = root / "theirs"
+    theirs.mkdir(parents=True)
+    (theirs / "data.parquet").write_text("not ours")
+    (theirs / "thesis.docx").write_text("keep me")
+    code = main(["run", "--input", str(adult_sample), "--schema",
+                 str(ROOT / "schemas" / "adult.yaml"), "--epsilon", "1", "--out",
+                 str(theirs), "--overwrite", "--ledger", str(tmp_path / "l.db"), "-q"])
+    assert code == EXIT_BAD_INPUT
+    assert "refusing to replace" in capsys.readouterr().err
+    assert (theirs / "thesis.docx").read_text() == "keep me"
+    assert not (tmp_path / "l.db").exists() and not (root / "theirs.internal").exists()
 
 
 def test_overwrite_replaces_only_what_this_tool_wrote(tmp_path):
@@ -106,6 +129,8 @@ def test_overwrite_replaces_only_what_this_tool_wrote(tmp_path):
     publish_table(table, mine, overwrite=True)  # a release: replaced
     for name, setup in {
         "folder": lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")),
+        "mixed": lambda p: (p.mkdir(), (p / "data.parquet").write_text("x"),
+                            (p / "thesis.docx").write_text("x")),
         "nested": lambda p: (p.mkdir(), (p / "privacy_report.json").write_text("{}"),
                              (p / "sub").mkdir()),
         "file": lambda p: p.write_text("x"),
