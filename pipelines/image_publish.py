@@ -158,24 +158,13 @@ class ImageCheckFailed(Exception):
 
 
 def check_image_table(table: pa.Table, schema: ImageSchema, rows: int) -> ImageCheck:
-    """Row count, columns, label in the declared set, width/height/mode, and every PNG
-    decoding to the declared shape."""
-    checks = [("columns", tuple(table.column_names) == COLUMNS,
-               f"columns {table.column_names}, expected {list(COLUMNS)}")]
-    checks.append(("row count", table.num_rows == rows, f"{table.num_rows} rows, expected {rows}"))
-    if not checks[0][1]:
-        return ImageCheck(tuple(checks))
-    col = {name: table.column(name).to_pylist() for name in ("width", "height", "mode", "label")}
-    labels = set(schema.labels)
-    checks += [
-        ("label in declared set", all(v in labels for v in col["label"]),
-         f"labels outside the schema: {sorted({str(v) for v in col['label']} - labels)[:5]}"),
-        ("width", set(col["width"]) <= {schema.width}, f"widths {sorted(set(col['width']))}"),
-        ("height", set(col["height"]) <= {schema.height},
-         f"heights {sorted(set(col['height']))}"),
-        ("mode", set(col["mode"]) <= {schema.mode}, f"modes {sorted(set(col['mode']))}"),
-    ]
-    shapes = {decode_png(b).shape for b in table.column("image").to_pylist()}
-    checks.append(("PNG decodes to the declared shape", shapes <= {schema.shape},
-                   f"decoded shapes {sorted(shapes)}"))
-    return ImageCheck(tuple(checks))
+    """The release table's columns, then the Great Expectations suite of
+    ``pipelines.validate.images``: row count, label in the declared set, width, height and
+    mode, and every PNG decoding to the declared shape."""
+    from pipelines.validate.images import validate_images
+
+    columns = ("columns", tuple(table.column_names) == COLUMNS,
+               f"columns {table.column_names}, expected {list(COLUMNS)}")
+    if not columns[1]:
+        return ImageCheck((columns,))
+    return ImageCheck((columns, *validate_images(table, schema, rows)))

@@ -2,6 +2,7 @@
 inputs, the Parquet release read back by pandas, pyarrow and DuckDB, the contact sheet, a
 tiny release through ``synth run`` with the real models, and the metrics on tiny data."""
 
+import dataclasses
 import gzip
 import json
 import struct
@@ -235,6 +236,11 @@ def test_release_table_reads_back_in_pandas_pyarrow_and_duckdb(tmp_path):
     schema, images, labels = tiny_schema(tmp_path), pixels(9), np.arange(9) % 3
     table = image_table(images, labels, schema, {"data_set": "tiny-images", "rows": "9"})
     assert check_image_table(table, schema, 9).success
+    # the checks are a Great Expectations suite over the images: a wrong declared height
+    # fails the height column and what the PNGs decode to, by name
+    taller = dataclasses.replace(schema, height=7)
+    assert [n for n, ok, _ in check_image_table(table, taller, 9).checks if not ok] == [
+        "height", "PNG decodes to the declared height"]
     sheet = contact_sheet(images, labels, schema)
     out = publish_table(table, tmp_path / "rel", extra_files={CONTACT_SHEET: sheet})
     data = out.data
@@ -297,7 +303,7 @@ def test_synth_run_publishes_an_image_release(tiny_fashion, tmp_path, capsys, sy
     assert len(frame) == 40 and set(frame["label"]) <= set(load_image_schema(FASHION).labels)
     assert decode_png(frame["image"][0]).shape == (28, 28, 1)
     meta = read_release_metadata(out / "data.parquet")
-    assert meta["synthesizer"] == synthesizer and meta["validation"] == "passed 8 of 8 checks"
+    assert meta["synthesizer"] == synthesizer and meta["validation"] == "passed 10 of 10 checks"
     checks = json.loads((out / "validation.json").read_text())["checks"]
     assert checks[-1]["check"] == "canary audit" and checks[-1]["success"]
     # the same run again publishes nothing new and spends nothing
