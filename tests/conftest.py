@@ -39,3 +39,32 @@ def adult_sample(tmp_path_factory) -> Path:
     with gzip.open(DEMO_ADULT, "rt") as src:
         path.write_text("".join(line for _, line in zip(range(2000), src)))
     return path
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory):
+    """A temporary Prefect server for a module's flow runs (Prefect's test harness), with
+    its home, storage included, in a temporary folder."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield home
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def server_env(home: Path, **settings: str) -> dict[str, str]:
+    """The environment of a Prefect server started by a test: this one's, without its
+    Prefect settings, plus a home of its own, analytics off, and ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DO_NOT_TRACK": "1", "OMP_WAIT_POLICY": "PASSIVE", **settings})
+    return env

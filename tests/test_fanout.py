@@ -59,24 +59,6 @@ def test_help_names_the_ray_options(capsys):
 
 
 @pytest.fixture(scope="module")
-def prefect_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield home
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
 def local_ray(prefect_home):
     """One local Ray instance of 2 CPUs and no GPU for the module; the task runner uses it."""
     ray = pytest.importorskip("ray")

@@ -1,7 +1,6 @@
 """The Prefect flow end to end on real Adult rows, against a real (temporary) Prefect server."""
 
 import json
-import os
 
 import duckdb
 import pandas as pd
@@ -14,24 +13,6 @@ REQUIRED_METADATA = {"data_set", "schema_version", "schema_fingerprint", "synthe
                      "synthesizer_params", "epsilon", "delta", "accountant", "mechanism",
                      "rows", "created",
                      "code_version", "validation"}
-
-
-@pytest.fixture(scope="module")
-def prefect_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield home
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adult_sample,

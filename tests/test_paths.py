@@ -92,32 +92,26 @@ def test_a_release_cannot_be_planted_in_or_named_as_the_tools_own_folders(tmp_pa
         release_dir(str(tmp_path / "y.internal"))
 
 
-def test_a_run_outside_the_root_exits_with_a_clear_error(tmp_path, adult_sample, monkeypatch,
-                                                         capsys):
+def test_a_run_outside_the_root_or_onto_a_foreign_folder_spends_nothing(tmp_path, adult_sample,
+                                                                         monkeypatch, capsys):
     root = tmp_path / "releases"
     monkeypatch.setenv(ROOT_ENV, str(root))
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    (victim / "precious.txt").write_text("keep me")
-    code = main(["run", "--input", str(adult_sample), "--schema",
-                 str(ROOT / "schemas" / "adult.yaml"), "--epsilon", "1", "--out",
-                 str(victim), "--overwrite", "--ledger", str(tmp_path / "l.db"), "-q"])
-    assert code == EXIT_BAD_INPUT
-    assert "outside the output root" in capsys.readouterr().err
-    assert (victim / "precious.txt").read_text() == "keep me"
-    assert not (tmp_path / "l.db").exists()  # refused before the ledger was touched
-    # inside the root, a folder that is not a release: refused before anything is spent
-    theirs = root / "theirs"
-    theirs.mkdir(parents=True)
-    (theirs / "data.parquet").write_text("not ours")
-    (theirs / "thesis.docx").write_text("keep me")
-    code = main(["run", "--input", str(adult_sample), "--schema",
-                 str(ROOT / "schemas" / "adult.yaml"), "--epsilon", "1", "--out",
-                 str(theirs), "--overwrite", "--ledger", str(tmp_path / "l.db"), "-q"])
-    assert code == EXIT_BAD_INPUT
-    assert "refusing to replace" in capsys.readouterr().err
-    assert (theirs / "thesis.docx").read_text() == "keep me"
-    assert not (tmp_path / "l.db").exists() and not (root / "theirs.internal").exists()
+    victim = tmp_path / "victim"  # outside the root
+    theirs = root / "theirs"  # inside it, but not a release
+    for folder, files in ((victim, {"precious.txt": "keep me"}),
+                          (theirs, {"data.parquet": "not ours", "thesis.docx": "keep me"})):
+        folder.mkdir(parents=True)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    for folder, message in ((victim, "outside the output root"),
+                            (theirs, "refusing to replace")):
+        code = main(["run", "--input", str(adult_sample), "--schema",
+                     str(ROOT / "schemas" / "adult.yaml"), "--epsilon", "1", "--out",
+                     str(folder), "--overwrite", "--ledger", str(tmp_path / "l.db"), "-q"])
+        assert code == EXIT_BAD_INPUT and message in capsys.readouterr().err
+        assert not (tmp_path / "l.db").exists()  # refused before the ledger was touched
+        assert not folder.with_name(folder.name + ".internal").exists()
+    assert (victim / "precious.txt").read_text() == (theirs / "thesis.docx").read_text()
 
 
 def test_overwrite_replaces_only_what_this_tool_wrote(tmp_path):

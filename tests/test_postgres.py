@@ -22,7 +22,7 @@ import pytest
 from flows.serve import start_server, stop_server, wait_healthy
 from pipelines.cli import EXIT_BAD_INPUT, main
 from pipelines.ledger import URL_ENV, BudgetExceeded, Ledger
-from tests.conftest import ROOT
+from tests.conftest import ROOT, server_env
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
 
@@ -237,15 +237,10 @@ def test_prefects_server_runs_on_postgresql(server, tmp_path):
     home = tmp_path / "prefect-home"
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({
-        "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1", "OMP_WAIT_POLICY": "PASSIVE",
-        "PREFECT_API_DATABASE_CONNECTION_URL": server.url("prefect",
-                                                          scheme="postgresql+asyncpg"),
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
-    })
+    env = server_env(home, PREFECT_API_DATABASE_CONNECTION_URL=server.url(
+        "prefect", scheme="postgresql+asyncpg"),
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false")
     process = start_server("127.0.0.1", port, env)
     try:
         wait_healthy(api, 120, process)

@@ -25,7 +25,7 @@ from flows.serve import (
     stop_server,
     wait_healthy,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, server_env
 
 USER, PASSWORD = "dp-synth", "test-secret-4c1e"
 AUTH = f"{USER}:{PASSWORD}"
@@ -56,16 +56,11 @@ def service(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-service")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({
-        "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1", "OMP_WAIT_POLICY": "PASSIVE",
-        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
-        # no scheduled runs appear by themselves during the test; the schedules are still
-        # stored and read back
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
-    })
+    # no scheduled runs appear by themselves during the test; the schedules are still
+    # stored and read back
+    env = server_env(home, PREFECT_SERVER_API_AUTH_STRING=AUTH,
+                     PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+                     PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false")
     old_home = os.environ.get("PREFECT_HOME")
     os.environ["PREFECT_HOME"] = str(home)  # this process too, should it import prefect now
     server = start_server("127.0.0.1", port, env)
