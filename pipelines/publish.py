@@ -205,26 +205,36 @@ def publish_table(table: pa.Table, out_dir: Path, *,
     if _occupied(out_dir) and not overwrite:
         raise PublishError(f"{out_dir} already holds a release: choose another directory or "
                            "pass overwrite=True to replace it")
+    _publish_dir(out_dir, extra_files, overwrite, table)
+    return Release(path=out_dir, data=out_dir / DATA_FILE,
+                   files=(DATA_FILE, *extra_files, MANIFEST_FILE))
+
+
+def _publish_dir(out_dir: Path, files: Mapping[str, bytes], overwrite: bool,
+                 table: pa.Table | None = None) -> None:
+    """The one way a folder is published: staged in a hidden folder beside ``out_dir``
+    (``data.parquet`` first when there is a table, then ``files``, the manifest last), each
+    file and the folder fsynced, then swapped in; on any failure the staging goes."""
     check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
+    names = (DATA_FILE, *files) if table is not None else tuple(files)
     try:
         staging.mkdir()
-        with open(staging / DATA_FILE, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        for name, blob in extra_files.items():
+        if table is not None:
+            with open(staging / DATA_FILE, "wb") as f:
+                pq.write_table(table, f)
+                f.flush()
+                os.fsync(f.fileno())
+        for name, blob in files.items():
             _write_file(staging / name, blob)
-        _write_file(staging / MANIFEST_FILE, _manifest(staging, (DATA_FILE, *extra_files)))
+        _write_file(staging / MANIFEST_FILE, _manifest(staging, names))
         _fsync_dir(staging)
         _swap_in(staging, out_dir, overwrite)
     except BaseException:  # KeyboardInterrupt too: leave nothing half-written behind
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Release(path=out_dir, data=out_dir / DATA_FILE,
-                   files=(DATA_FILE, *extra_files, MANIFEST_FILE))
 
 
 def _sha256(path: Path) -> str:
@@ -274,20 +284,7 @@ def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
     staged beside ``out_dir`` with its manifest, fsynced, renamed into place, as a release
     is."""
     out_dir = Path(out_dir).absolute()
-    check_replaceable(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    sweep_leftovers(out_dir)
-    staging = out_dir.with_name(f".{out_dir.name}.staging-{_owner()}-{uuid.uuid4().hex}")
-    try:
-        staging.mkdir()
-        for name, blob in files.items():
-            _write_file(staging / name, blob)
-        _write_file(staging / MANIFEST_FILE, _manifest(staging, tuple(files)))
-        _fsync_dir(staging)
-        _swap_in(staging, out_dir, overwrite=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _publish_dir(out_dir, files, overwrite=True)
     return out_dir
 
 
