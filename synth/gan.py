@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -31,13 +30,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from schemas import Schema
+from synth.adversarial import adversarial_training
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
 from synth.dpsgd import (
     DPSGDConfig,
     DPStep,
     plan,
-    poisson_mask,
     private_generator,
     secure_normal,
 )
@@ -52,21 +51,7 @@ from synth.privacy import (
 from synth.sampling import check_request, chunks, draw, resolve_device
 
 DISCRETE_KINDS = ("categorical", "boolean")  # the columns conditional vectors pick from
-EMA_DECAY = 0.98  # G's weights are averaged over its last ~50 steps: DP noise makes G jitter
 NOISE_FLOOR = 2.0  # noised counts below 2 noise stds are read as zero
-
-
-@torch.no_grad()
-def average_into(ema: dict[str, torch.Tensor], generator: nn.Module, step: int) -> None:
-    """Folds the generator's weights after ``step`` into their running average ``ema``
-    (decay (1 + t) / (10 + t) up to EMA_DECAY: bias-corrected early on); buffers that are
-    not floating point are copied."""
-    decay = min(EMA_DECAY, (1 + step) / (10 + step))
-    for k, v in generator.state_dict().items():
-        if v.dtype.is_floating_point:
-            ema[k].mul_(decay).add_(v, alpha=1 - decay)
-        else:
-            ema[k].copy_(v)
 
 
 def _offsets(sizes: list[int], device: torch.device) -> torch.Tensor:
@@ -385,10 +370,6 @@ class DPCTGAN(Params):
         opt_g = torch.optim.Adam(G.parameters(), lr=self.generator_lr, betas=(0.5, 0.9))
         step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, generator,
                         secure_noise=self.secure_noise)
-        ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
-        parts = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d,
-                 "average": ema}
-        start, _ = resume.start((sigma, q, steps), parts, generator, self.noise_seed)
 
         def d_loss(real_codes: torch.Tensor) -> torch.Tensor:
             # Record i's loss is softplus(-D(real_i, cond_i)) + softplus(D(fake_i, cond'_i)):
@@ -405,28 +386,10 @@ class DPCTGAN(Params):
             logits = D(torch.stack([real, fake], dim=1))  # (batch, 2)
             return F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1])  # (batch,)
 
-        G.train()
-        D.train()
-        try:
-            for step in range(start, steps):
-                real_codes = codes[poisson_mask(n, q, generator, codes.device)]
-                step_d(partial(d_loss, real_codes) if len(real_codes) else None)
-                for _ in range(self.generator_steps):
-                    with step_d.public_forward():
-                        loss = self._generator_loss(D, max(2, round(expected_batch)),
-                                                    generator)
-                    opt_g.zero_grad(set_to_none=True)
-                    loss.backward(inputs=list(G.parameters()))
-                    opt_g.step()
-                average_into(ema, G, step)
-                resume.after(step + 1, steps, parts, [*history[:-1], (sigma, q, step + 1)])
-                if progress is not None:
-                    progress(step + 1, steps)
-        finally:
-            step_d.close()
-        G.load_state_dict(ema)
-        G.eval()
-        D.eval()
+        adversarial_training(
+            G, D, opt_g, step_d, codes, q, steps, sigma, generator, d_loss,
+            lambda: self._generator_loss(D, max(2, round(expected_batch)), generator),
+            self.generator_steps, resume, history, self.noise_seed, progress)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:

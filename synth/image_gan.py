@@ -25,17 +25,16 @@ than less noise did.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from synth.adversarial import adversarial_training
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, DPStep, plan, poisson_mask, private_generator
-from synth.gan import average_into
+from synth.dpsgd import DPSGDConfig, DPStep, plan, private_generator
 from synth.image_nets import (
     Downsampler,
     LabelPrior,
@@ -207,10 +206,6 @@ class DPConvGAN(Params):
         opt_g = torch.optim.Adam(G.parameters(), lr=self.generator_lr, betas=(0.5, 0.999))
         step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, generator,
                         secure_noise=self.secure_noise, rows_per_record=2)
-        ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
-        parts = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d,
-                 "average": ema}
-        start, _ = resume.start((sigma, q, steps), parts, generator, self.noise_seed)
 
         def d_loss(index: torch.Tensor) -> torch.Tensor:
             x = real[index].float() / 127.5 - 1.0  # (batch, C, H', W')
@@ -221,28 +216,14 @@ class DPConvGAN(Params):
             logits = D(pairs, y.repeat_interleave(2)).view(-1, 2)  # (batch, [real, fake])
             return F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1])  # (batch,)
 
-        G.train()
-        D.train()
-        try:
-            for step in range(start, steps):
-                index = torch.nonzero(poisson_mask(n, q, generator, real.device))[:, 0]
-                step_d(partial(d_loss, index) if len(index) else None)
-                for _ in range(self.generator_steps):
-                    y = self.labels_.sample(max(2, round(expected_batch)), generator)
-                    with step_d.public_forward():
-                        loss = F.softplus(-D(self._fake(y, generator), y)).mean()
-                    opt_g.zero_grad(set_to_none=True)
-                    loss.backward(inputs=list(G.parameters()))
-                    opt_g.step()
-                average_into(ema, G, step)  # G's weights averaged, as in synth.gan
-                resume.after(step + 1, steps, parts, [*history[:-1], (sigma, q, step + 1)])
-                if progress is not None:
-                    progress(step + 1, steps)
-        finally:
-            step_d.close()
-        G.load_state_dict(ema)
-        G.eval()
-        D.eval()
+        def g_loss() -> torch.Tensor:
+            y = self.labels_.sample(max(2, round(expected_batch)), generator)
+            return F.softplus(-D(self._fake(y, generator), y)).mean()
+
+        # the records are indices into the images
+        adversarial_training(G, D, opt_g, step_d, torch.arange(n, device=real.device), q,
+                             steps, sigma, generator, d_loss, g_loss, self.generator_steps,
+                             resume, history, self.noise_seed, progress)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, labels: np.ndarray | None = None
