@@ -37,11 +37,10 @@ from synth.checkpoint import Checkpoint, Resumable
 from synth.dpsgd import DPSGDConfig, DPStep, plan, private_generator
 from synth.image_nets import (
     Downsampler,
-    LabelPrior,
     Upsampler,
     check_images,
     image_chunks,
-    measure_labels,
+    label_prior,
     to_device,
     to_uint8,
 )
@@ -144,13 +143,9 @@ class DPConvGAN(Params):
 
         # 1. The label prior: uniform, or the noised label histogram (accounted).
         resume = Resumable(checkpoint)
-        history, measurements, counts = [], (), None
-        if self.label_share > 0:
-            counts, entry, measurement = resume.measure("labels", lambda: measure_labels(
-                labels, n_classes, self.label_share, budget, generator,
-                self.secure_noise or self.noise_seed is None))
-            counts, history, measurements = np.asarray(counts), [entry], (measurement,)
-        self.labels_ = LabelPrior(n_classes, counts)
+        self.labels_, history, measurements = label_prior(
+            labels, n_classes, self.label_share, budget, generator,
+            self.secure_noise or self.noise_seed is None, resume)
 
         # 2. DP-SGD noise for the discriminator, calibrated on the whole history.
         sigma = calibrate_noise_after(budget, history, q, steps, self.accountant)
@@ -171,7 +166,7 @@ class DPConvGAN(Params):
             mechanism="DP conditional conv GAN: DP-SGD (Poisson sampling, per-record "
                       "clipping of a (real, fake) pair, Gaussian noise) on the discriminator "
                       "only; the generator is post-processing; labels sampled "
-                      + ("by the noised label histogram" if counts is not None
+                      + ("by the noised label histogram" if self.labels_.counts is not None
                          else "uniformly from the public label set"),
             noise_multiplier=sigma, sampling_rate=q, steps=steps,
             max_grad_norm=self.max_grad_norm, expected_batch_size=q * len(images),

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from synth.checkpoint import Resumable
 from synth.dpsgd import secure_normal
 from synth.privacy import PrivacyBudget, gaussian_noise_multiplier
 
@@ -124,6 +125,20 @@ def measure_labels(labels: np.ndarray, n_classes: int, share: float, budget: Pri
                    "noise_multiplier": sigma, "accounted_as": "(noise_multiplier, sampling "
                    "rate 1.0, 1 step), composed with DP-SGD in one accountant history"}
     return counts, (sigma, 1.0, 1), measurement
+
+
+def label_prior(labels: np.ndarray, n_classes: int, share: float, budget: PrivacyBudget,
+                generator: torch.Generator, secure: bool, resume: Resumable
+                ) -> tuple[LabelPrior, list, tuple]:
+    """An image model's label prior: uniform over the public label set when ``share`` is 0
+    (free), else the noised label histogram (``measure_labels``), measured once per run (a
+    resumed run reads it from its checkpoint). Returns the prior, its accountant history
+    entries and its measurement dicts."""
+    if share <= 0:
+        return LabelPrior(n_classes), [], ()
+    counts, entry, measurement = resume.measure("labels", lambda: measure_labels(
+        labels, n_classes, share, budget, generator, secure))
+    return LabelPrior(n_classes, np.asarray(counts)), [entry], (measurement,)
 
 
 def groups(channels: int) -> int:

@@ -25,11 +25,10 @@ from synth.checkpoint import Checkpoint, Resumable
 from synth.dpsgd import DPSGDConfig, private_generator, train_dp
 from synth.image_nets import (
     Downsampler,
-    LabelPrior,
     Upsampler,
     check_images,
     image_chunks,
-    measure_labels,
+    label_prior,
     to_device,
     to_uint8,
 )
@@ -89,7 +88,8 @@ class DPConvVAE(Params):
 
     def __init__(self, epochs: int = 4, batch_size: int = 512, max_grad_norm: float = 1.0,
                  lr: float = 2e-3, latent_dim: int = 8, width: int = 16, beta: float = 1.0,
-                 temperature: float = 1.0, label_share: float = 0.0, accountant: str = "prv", seed: int = 0,
+                 temperature: float = 1.0, label_share: float = 0.0, accountant: str = "prv",
+                 seed: int = 0,
                  noise_seed: int | None = None, secure_noise: bool = False,
                  device: str = "auto"):
         self.epochs = epochs
@@ -121,13 +121,9 @@ class DPConvVAE(Params):
 
         # 1. The label prior: uniform, or the noised label histogram (accounted).
         resume = Resumable(checkpoint)
-        prior, measurements, counts = [], (), None
-        if self.label_share > 0:
-            counts, entry, measurement = resume.measure("labels", lambda: measure_labels(
-                labels, n_classes, self.label_share, budget, generator,
-                self.secure_noise or self.noise_seed is None))
-            counts, prior, measurements = np.asarray(counts), [entry], (measurement,)
-        self.labels_ = LabelPrior(n_classes, counts)
+        self.labels_, prior, measurements = label_prior(
+            labels, n_classes, self.label_share, budget, generator,
+            self.secure_noise or self.noise_seed is None, resume)
 
         # 2. The model, initialised from the public seed.
         self.shape_ = images.shape[1:]  # (H, W, C)
@@ -156,7 +152,7 @@ class DPConvVAE(Params):
             report, measurements=measurements,
             mechanism="DP conditional conv VAE: DP-SGD (Poisson sampling, per-record "
                       "clipping, Gaussian noise) on encoder and decoder; labels sampled "
-                      + ("by the noised label histogram" if counts is not None
+                      + ("by the noised label histogram" if self.labels_.counts is not None
                          else "uniformly from the public label set"))
         self.history_ = prior + [(report.noise_multiplier, report.sampling_rate,
                                   report.steps)]

@@ -5,6 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from synth.dpsgd import DPStep
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -68,3 +71,16 @@ def server_env(home: Path, **settings: str) -> dict[str, str]:
     env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "DO_NOT_TRACK": "1", "OMP_WAIT_POLICY": "PASSIVE", **settings})
     return env
+
+
+
+class FrozenStep(DPStep):
+    """Runs the whole DP step (same randomness drawn), then restores the module's weights:
+    patched into a GAN, its D stays as initialised."""
+
+    def __call__(self, per_sample_loss):
+        before = [p.detach().clone() for p in self.params]
+        super().__call__(per_sample_loss)
+        with torch.no_grad():
+            for p, b in zip(self.params, before):
+                p.copy_(b)

@@ -13,7 +13,7 @@ import torch
 
 from pipelines.ingest import ingest
 from schemas import load_schema
-from synth import gan, image_gan
+from synth import gan, image_nets
 from synth.checkpoint import ResumeError
 from synth.gan import DPCTGAN
 from synth.images import make_image_synthesizer
@@ -134,7 +134,7 @@ def test_image_label_counts_are_measured_once(monkeypatch, adult):
     killed, run = fit_image("dp-conv-gan", adult, checkpoint)
     with pytest.raises(Killed):
         run()
-    monkeypatch.setattr(image_gan, "measure_labels", None)  # would fail if called
+    monkeypatch.setattr(image_nets, "measure_labels", None)  # would fail if called
     checkpoint.kill_at = None
     resumed, run = fit_image("dp-conv-gan", adult, checkpoint)
     run()

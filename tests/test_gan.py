@@ -12,7 +12,6 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 
 from pipelines.ingest import ingest
 from schemas import load_schema, pandas_dtype
-from synth.dpsgd import DPStep
 from synth.gan import DPCTGAN
 from synth.ghost import supported_layers
 from synth.privacy import (
@@ -22,7 +21,7 @@ from synth.privacy import (
     epsilon_of_history,
     gaussian_noise_multiplier,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, FrozenStep
 
 TINY = {"epochs": 1, "batch_size": 200, "hidden": 32, "latent_dim": 8,
         "discriminator_hidden": 32, "noise_seed": 5}
@@ -98,16 +97,6 @@ def test_only_the_discriminator_is_trained_by_dp_sgd(fitted):
 
 
 def _generator_after_fit(frame, schema, frozen_discriminator: bool, monkeypatch):
-    class FrozenStep(DPStep):
-        """Runs the whole DP step (same randomness drawn), then restores D's weights."""
-
-        def __call__(self, per_sample_loss):
-            before = [p.detach().clone() for p in self.params]
-            super().__call__(per_sample_loss)
-            with torch.no_grad():
-                for p, b in zip(self.params, before):
-                    p.copy_(b)
-
     with monkeypatch.context() as m:
         if frozen_discriminator:
             m.setattr("synth.gan.DPStep", FrozenStep)

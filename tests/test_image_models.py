@@ -15,6 +15,7 @@ from synth.ghost import GhostClipper, supported_layers
 from synth.image_gan import DPConvGAN, _Discriminator
 from synth.images import IMAGE_SYNTHESIZERS, make_image_synthesizer
 from synth.privacy import PrivacyBudget
+from tests.conftest import FrozenStep
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha"),
               pytest.mark.filterwarnings("ignore:Full backward hook is firing")]
@@ -146,16 +147,6 @@ def test_no_batchnorm_and_a_fake_does_not_depend_on_the_batch():
 
 
 def _generator_after_fit(images, labels, frozen_discriminator, monkeypatch):
-    class FrozenStep(DPStep):
-        """Runs the whole DP step (same randomness drawn), then restores D's weights."""
-
-        def __call__(self, per_sample_loss):
-            before = [p.detach().clone() for p in self.params]
-            super().__call__(per_sample_loss)
-            with torch.no_grad():
-                for p, b in zip(self.params, before):
-                    p.copy_(b)
-
     with monkeypatch.context() as m:
         if frozen_discriminator:
             m.setattr("synth.image_gan.DPStep", FrozenStep)
