@@ -112,6 +112,53 @@ def test_estimator_recovers_exact_marginals():
         assert np.abs(fitted - mech.exact(c) / n).sum() < 0.03, c
 
 
+def _random_mixture(sizes, components, seed):
+    import torch
+
+    model = _MixtureModel(sizes, components, torch.Generator().manual_seed(seed),
+                          torch.device("cpu"))
+    with torch.no_grad():
+        model.logits.normal_(0, 2, generator=torch.Generator().manual_seed(seed + 1))
+    return model
+
+
+def test_stratified_rows_follow_the_mixture_exactly():
+    """Each row's joint distribution is the mixture's: the pair (column 0, column 1) of one
+    row, over many independent draws, matches the model's 2-way marginal (chi-square)."""
+    import torch
+
+    from scipy.stats import chisquare
+
+    model = _random_mixture([3, 4, 2], 5, 0)
+    expected = model.marginal(model.probs(), (0, 1)).detach().double().numpy()
+    expected /= expected.sum()
+    g = torch.Generator().manual_seed(0)
+    draws = np.stack([model.sample(7, g) for _ in range(3000)])  # (draws, rows, columns)
+    for row in (0, 6):  # rows are exchangeable; check two
+        pairs = draws[:, row, 0] * 4 + draws[:, row, 1]
+        counts = np.bincount(pairs, minlength=12)
+        assert chisquare(counts, expected * len(pairs)).pvalue > 1e-3
+
+
+def test_stratified_histograms_are_tighter_than_independent_draws():
+    """Every 1-way histogram is within one row per component of n times the model's
+    marginal; plain per-row draws miss it by about sqrt(n p (1 - p))."""
+    import torch
+
+    sizes, components, n = [6, 20], 16, 20_000
+    model = _random_mixture(sizes, components, 3)
+    codes = model.sample(n, torch.Generator().manual_seed(0))
+    assert codes.shape == (n, 2)
+    probs = model.probs()
+    for c, size in enumerate(sizes):
+        expected = n * model.marginal(probs, (c,)).detach().numpy()
+        assert np.abs(np.bincount(codes[:, c], minlength=size) - expected).max() <= components
+    # the same seed gives the same rows; n not a multiple of the components works
+    again = model.sample(n, torch.Generator().manual_seed(0))
+    assert (codes == again).all()
+    assert model.sample(5, torch.Generator().manual_seed(1)).shape == (5, 2)
+
+
 def test_high_epsilon_release_is_faithful(adult):
     """At a large budget the synthetic 2-way marginals are close to the real ones."""
     schema, frame = adult
