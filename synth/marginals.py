@@ -38,6 +38,7 @@ from synth.sampling import check_request, chunks, resolve_device
 
 Clique = tuple[int, ...]
 RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare codes merged
+ONE_WAY_MAX = 0.6  # the most of the budget the 1-way marginals may take (see one_way_target)
 
 
 @dataclass
@@ -208,8 +209,12 @@ class DPMarginals(Params):
         rounds_per_column: initial number of rounds per column (AIM's T = 16 d); noise halves
             whenever a measurement stops moving the model, so fewer rounds usually run.
         one_way_share: share of the budget spent first on all 1-way marginals (AIM spends
-            about 0.9 d / T = 6%; more makes every column's own distribution more accurate,
-            which matters most at small epsilon); the rounds share the rest.
+            about 0.9 d / T = 6%); the rounds share the rest.
+        one_way_target: when those measurements are noisy for the data's size (their
+            expected L1 noise per column, judged from the noisy record count, above this
+            target), the 1-way marginals are measured once more with enough budget to reach
+            the target, at most ``ONE_WAY_MAX`` of the budget in all: the less budget per
+            record, the more the columns' own distributions matter (0: never).
         selection_share: share of each round's budget spent on selection (AIM's 0.1).
         max_cells: largest marginal (in cells) that may be selected, reached gradually as the
             budget is spent (AIM's model-size rule).
@@ -238,7 +243,8 @@ class DPMarginals(Params):
                  "report-noisy-max selection), composed in zCDP")
 
     def __init__(self, degree: int = 3, rounds_per_column: int = 16,
-                 one_way_share: float = 0.2, selection_share: float = 0.1,
+                 one_way_share: float = 0.2, one_way_target: float = 0.05,
+                 selection_share: float = 0.1,
                  max_cells: int = 20_000, max_bins: int = 20,
                  components: int = 1024, iterations: int = 50, lr: float = 0.05,
                  rare_merge: float = 2.0, fine_share: float = 0.05, device: str = "auto",
@@ -246,6 +252,7 @@ class DPMarginals(Params):
         self.degree = degree
         self.rounds_per_column = rounds_per_column
         self.one_way_share = one_way_share
+        self.one_way_target = one_way_target
         self.selection_share = selection_share
         self.max_cells = max_cells
         self.max_bins = max_bins
@@ -286,12 +293,15 @@ class DPMarginals(Params):
         grids = self.encoder_.fine_grids() if self.fine_share else {}
         fine_rho = self.fine_share * rho if grids else 0.0
         sigma0 = math.sqrt(d / (2 * one_way * (rho - fine_rho)))
+        measurements = [Measurement((i,), torch.as_tensor(mech.measure((i,), sigma0)), sigma0)
+                        for i in range(d)]
+        if rounds and self.one_way_target:
+            one_way = self._top_up(measurements, one_way, rho - fine_rho, mech)
+            sigma0 = measurements[0].sigma
         rest = (1 - one_way) * (rho - fine_rho)
         if rounds:
             sigma = math.sqrt(rounds / (2 * share * rest))
             epsilon = math.sqrt(8 * self.selection_share * rest / rounds)
-        measurements = [Measurement((i,), torch.as_tensor(mech.measure((i,), sigma0)), sigma0)
-                        for i in range(d)]
         sigma_fine = math.sqrt(len(grids) / (2 * fine_rho)) if grids else 0.0
         self.fine_ = {i: (g, mech.measure_fine(i, g, sigma_fine)) for i, g in grids.items()}
         self._merge_rare(measurements, sigma0, mech, device)
@@ -339,6 +349,27 @@ class DPMarginals(Params):
         self.epsilon_spent_ = self.privacy_.epsilon
         self.measured_ = [m.clique for m in measurements]
         return self
+
+    def _top_up(self, measurements: list[Measurement], share: float, rho: float,
+                mech: _Mechanisms) -> float:
+        """Measures every 1-way marginal again when the first measurements' expected L1
+        noise per column exceeds ``one_way_target`` (judged from the noisy record count:
+        post-processing), and replaces each pair of measurements by their inverse-variance
+        average (the same information). Returns the share of ``rho`` the 1-way marginals
+        took in all."""
+        d, sigma0 = len(measurements), measurements[0].sigma
+        n = self._total(measurements, self.encoder_.sizes)
+        noise = math.sqrt(2 / math.pi) * sigma0 * np.mean(self.encoder_.sizes) / n
+        wanted = min(ONE_WAY_MAX, share * (noise / self.one_way_target) ** 2)
+        if wanted <= share:
+            return share
+        sigma1 = math.sqrt(d / (2 * (wanted - share) * rho))
+        w0, w1 = sigma0**-2, sigma1**-2
+        sigma = (w0 + w1) ** -0.5
+        for i, m in enumerate(measurements):
+            again = torch.as_tensor(mech.measure((i,), sigma1))
+            measurements[i] = Measurement((i,), (w0 * m.counts + w1 * again) / (w0 + w1), sigma)
+        return wanted
 
     def _merge_rare(self, measurements: list[Measurement], sigma: float, mech: _Mechanisms,
                     device: torch.device) -> None:
