@@ -175,9 +175,9 @@ class _MixtureModel:
         systematic sampling of its distribution (one uniform offset, evenly spaced points
         through the inverse CDF) and are paired across columns by independent random
         permutations; the rows are shuffled last. Drawing a component and then every
-        column independently per row (plain Monte Carlo) has the same per-row distribution
-        and about 1.4 times the 2-way error at 40,000 rows (BENCHMARKS.md)."""
-        cdfs = [p.double().cumsum(1) for p in self.probs()]
+        column independently per row has the same per-row distribution, but on Adult at
+        epsilon 10 its 40,000 rows' 2-way TVD to the real rows was 0.019 against 0.014."""
+        cdfs = [c / c[:, -1:] for c in (p.double().cumsum(1) for p in self.probs())]
         k, device = len(self.logits), self.logits.device
         out = []
         for m in chunks(n):
@@ -243,10 +243,10 @@ class DPMarginals(Params):
                  "report-noisy-max selection), composed in zCDP")
 
     def __init__(self, degree: int = 3, rounds_per_column: int = 16,
-                 one_way_share: float = 0.2, one_way_target: float = 0.05,
+                 one_way_share: float = 0.2, one_way_target: float = 0.1,
                  selection_share: float = 0.1,
                  max_cells: int = 20_000, max_bins: int = 20,
-                 components: int = 1024, iterations: int = 50, lr: float = 0.05,
+                 components: int = 1024, iterations: int = 100, lr: float = 0.05,
                  rare_merge: float = 2.0, fine_share: float = 0.05, device: str = "auto",
                  seed: int = 0, noise_seed: int | None = None):
         self.degree = degree
