@@ -39,6 +39,8 @@ from synth.sampling import check_request, chunks, resolve_device
 Clique = tuple[int, ...]
 RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare codes merged
 ONE_WAY_MAX = 0.6  # the most of the budget the 1-way marginals may take (see one_way_target)
+ITERATIONS = 50, 100  # Adam iterations per round: noisy rounds, precise rounds
+PRECISE = 1e-3  # a round is precise when its noise scale is below this share of the records
 
 
 @dataclass
@@ -220,7 +222,12 @@ class DPMarginals(Params):
             budget is spent (AIM's model-size rule).
         max_bins: bins per numeric column (the schema may set its own).
         components: mixture components of the model.
-        iterations: Adam iterations after each measurement (ten times as many at the end).
+        iterations: Adam iterations after each measurement (ten times as many at the start
+            and end). None (default): ``ITERATIONS[1]`` when the rounds' planned noise scale
+            is below ``PRECISE`` times the noisy record count, else ``ITERATIONS[0]``:
+            fitting longer helps where measurements are precise and fits their noise where
+            they are not (on Adult, 3-way L1 at epsilon 10: 0.089 with 50, 0.080 with 100;
+            at epsilon 1: 0.147 with 50, 0.152 with 100).
         lr: Adam learning rate of the estimator.
         rare_merge: in a categorical column of more than 20 categories (ICD-like codes),
             the codes whose noisy 1-way count is below ``rare_merge`` noise standard
@@ -246,7 +253,7 @@ class DPMarginals(Params):
                  one_way_share: float = 0.2, one_way_target: float = 0.1,
                  selection_share: float = 0.1,
                  max_cells: int = 20_000, max_bins: int = 20,
-                 components: int = 1024, iterations: int = 100, lr: float = 0.05,
+                 components: int = 1024, iterations: int | None = None, lr: float = 0.05,
                  rare_merge: float = 2.0, fine_share: float = 0.05, device: str = "auto",
                  seed: int = 0, noise_seed: int | None = None):
         self.degree = degree
@@ -311,7 +318,8 @@ class DPMarginals(Params):
         cells = {r: math.prod(merged.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
                  for r in candidates}
         total = self._total(measurements, sizes)
-        self.model_.fit(measurements, total, 10 * self.iterations, self.lr)
+        iterations = self.iterations or ITERATIONS[bool(rounds) and sigma < PRECISE * total]
+        self.model_.fit(measurements, total, 10 * iterations, self.lr)
         tick = lambda: progress(min(1000, int(1000 * mech.rho_spent / rho)), 1000) \
             if progress else None
         tick()
@@ -334,13 +342,13 @@ class DPMarginals(Params):
             measurements.append(Measurement(chosen, torch.as_tensor(
                 mech.measure(chosen, sigma)), sigma))
             total = self._total(measurements, sizes)
-            self.model_.fit(measurements, total, self.iterations, self.lr)
+            self.model_.fit(measurements, total, iterations, self.lr)
             after = self.model_.marginal([p.detach() for p in self.model_.probs()], chosen).cpu()
             moved = total * float((after - before).abs().sum())
             if moved <= math.sqrt(2 / math.pi) * sigma * cells[chosen]:  # within the noise:
                 sigma, epsilon = sigma / 2, epsilon * 2  # measure more precisely from now on
             tick()
-        self.model_.fit(measurements, total, 10 * self.iterations, self.lr)
+        self.model_.fit(measurements, total, 10 * iterations, self.lr)
         self.privacy_ = PrivacyReport(
             epsilon=zcdp_epsilon(mech.rho_spent, budget.delta), delta=budget.delta,
             target_epsilon=budget.epsilon, accountant="zcdp", mechanism=self.mechanism,
@@ -348,6 +356,7 @@ class DPMarginals(Params):
         self.rho_spent_ = mech.rho_spent
         self.epsilon_spent_ = self.privacy_.epsilon
         self.measured_ = [m.clique for m in measurements]
+        self.iterations_ = iterations
         return self
 
     def _top_up(self, measurements: list[Measurement], share: float, rho: float,

@@ -8,7 +8,13 @@ import pytest
 from pipelines.ingest import ingest
 from schemas import load_schema
 from synth.encoding import TableEncoder
-from synth.marginals import DPIndependent, DPMarginals, _Mechanisms, _MixtureModel
+from synth.marginals import (
+    ITERATIONS,
+    DPIndependent,
+    DPMarginals,
+    _Mechanisms,
+    _MixtureModel,
+)
 from synth.privacy import PrivacyBudget, zcdp_epsilon, zcdp_rho
 from tests.conftest import ROOT
 
@@ -60,6 +66,18 @@ def test_spent_epsilon_is_opendps_rho_total_and_uses_the_budget(adult, epsilon):
     one_way = sum(m["rho"] for m in p.measurements[:t]) / (rho / (1 - 1e-6))
     fine = sum(m["rho"] for m in p.measurements[t:t + f]) / (rho / (1 - 1e-6))
     assert one_way / (1 - fine) == pytest.approx(0.6 if epsilon < 10 else 0.2, rel=1e-4)
+
+
+def test_iterations_follow_the_rounds_noise_against_the_noisy_record_count(adult):
+    """Longer fits where the rounds' noise is small for the data's size (a rule of epsilon,
+    columns and the noisy count: post-processing); a value given is kept."""
+    schema, frame = adult  # 2,000 rows, 15 columns
+    settings = {"rounds_per_column": 2, "components": 16, "noise_seed": 1}
+    noisy = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))  # sigma about 50
+    precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))  # about 0.7
+    assert (noisy.iterations_, precise.iterations_) == ITERATIONS
+    given = DPMarginals(iterations=7, **settings).fit(frame, schema, PrivacyBudget(100.0))
+    assert given.iterations_ == 7
 
 
 def test_independent_baseline_spends_everything_on_one_way_marginals(adult):
@@ -131,7 +149,6 @@ def test_stratified_rows_follow_the_mixture_exactly():
     """Each row's joint distribution is the mixture's: the pair (column 0, column 1) of one
     row, over many independent draws, matches the model's 2-way marginal (chi-square)."""
     import torch
-
     from scipy.stats import chisquare
 
     model = _random_mixture([3, 4, 2], 5, 0)
