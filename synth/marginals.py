@@ -39,9 +39,7 @@ from synth.sampling import check_request, chunks, resolve_device
 Clique = tuple[int, ...]
 RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare codes merged
 ONE_WAY_MAX = 0.6  # the most of the budget the 1-way marginals may take (see one_way_target)
-# defaults by the rounds' noise (see DPMarginals): for noisy rounds, for precise rounds
-ITERATIONS = 50, 100  # Adam iterations per round
-COMPONENTS = 4096, 1024  # mixture components
+ITERATIONS = 50, 100  # Adam iterations per round: noisy rounds, precise rounds
 PRECISE = 1e-3  # a round is precise when its noise scale is below this share of the records
 
 
@@ -223,17 +221,13 @@ class DPMarginals(Params):
         max_cells: largest marginal (in cells) that may be selected, reached gradually as the
             budget is spent (AIM's model-size rule).
         max_bins: bins per numeric column (the schema may set its own).
-        components: mixture components of the model. None (default): ``COMPONENTS[0]``
-            when the rounds are noisy, ``COMPONENTS[1]`` when they are precise (their planned
-            noise scale below ``PRECISE`` times the noisy record count, a post-processing
-            choice): a wider mixture fits noisy measurements better (on Adult, 3-way L1 at
-            epsilon 0.1: 0.322 with 1,024, 0.307 with 4,096; at 1: 0.147, 0.145), but at
-            epsilon 10 it was no better and would take 2 to 4 times as long.
+        components: mixture components of the model.
         iterations: Adam iterations after each measurement (ten times as many at the start
-            and end). None (default): ``ITERATIONS[0]`` when the rounds are noisy,
-            ``ITERATIONS[1]`` when they are precise: fitting longer helps where measurements
-            are precise and fits their noise where they are not (on Adult, 3-way L1 at
-            epsilon 10: 0.089 with 50, 0.080 with 100; at epsilon 1: 0.147, 0.152).
+            and end). None (default): ``ITERATIONS[1]`` when the rounds' planned noise scale
+            is below ``PRECISE`` times the noisy record count, else ``ITERATIONS[0]``:
+            fitting longer helps where measurements are precise and fits their noise where
+            they are not (on Adult, 3-way L1 at epsilon 10: 0.089 with 50, 0.080 with 100;
+            at epsilon 1: 0.147 with 50, 0.152 with 100).
         lr: Adam learning rate of the estimator.
         rare_merge: in a categorical column of more than 20 categories (ICD-like codes),
             the codes whose noisy 1-way count is below ``rare_merge`` noise standard
@@ -259,7 +253,7 @@ class DPMarginals(Params):
                  one_way_share: float = 0.2, one_way_target: float = 0.1,
                  selection_share: float = 0.1,
                  max_cells: int = 20_000, max_bins: int = 20,
-                 components: int | None = None, iterations: int | None = None, lr: float = 0.05,
+                 components: int = 1024, iterations: int | None = None, lr: float = 0.05,
                  rare_merge: float = 2.0, fine_share: float = 0.05, device: str = "auto",
                  seed: int = 0, noise_seed: int | None = None):
         self.degree = degree
@@ -290,6 +284,8 @@ class DPMarginals(Params):
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         sizes = self.encoder_.sizes
         mech = _Mechanisms(self.encoder_.encode(data), sizes, self.noise_seed, data)
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.model_ = _MixtureModel(sizes, self.components, generator, device)
         rho = zcdp_rho(budget) * (1 - 1e-6)
         d = len(sizes)
         workload = [c for k in range(2, self.degree + 1)
@@ -313,12 +309,6 @@ class DPMarginals(Params):
         if rounds:
             sigma = math.sqrt(rounds / (2 * share * rest))
             epsilon = math.sqrt(8 * self.selection_share * rest / rounds)
-        total = self._total(measurements, sizes)
-        precise = bool(rounds) and sigma < PRECISE * total
-        iterations = self.iterations or ITERATIONS[precise]
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        self.model_ = _MixtureModel(sizes, self.components or COMPONENTS[precise], generator,
-                                    device)
         sigma_fine = math.sqrt(len(grids) / (2 * fine_rho)) if grids else 0.0
         self.fine_ = {i: (g, mech.measure_fine(i, g, sigma_fine)) for i, g in grids.items()}
         self._merge_rare(measurements, sigma0, mech, device)
@@ -327,6 +317,8 @@ class DPMarginals(Params):
                       if len(r) == 1 or all(merged.get(c, 2) > 1 for c in r)]
         cells = {r: math.prod(merged.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
                  for r in candidates}
+        total = self._total(measurements, sizes)
+        iterations = self.iterations or ITERATIONS[bool(rounds) and sigma < PRECISE * total]
         self.model_.fit(measurements, total, 10 * iterations, self.lr)
         tick = lambda: progress(min(1000, int(1000 * mech.rho_spent / rho)), 1000) \
             if progress else None
