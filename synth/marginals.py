@@ -235,6 +235,14 @@ class DPMarginals(Params):
             The grouping is post-processing of the 1-way measurement (no extra budget); the
             codes keep their own noisy 1-way frequencies, so rare codes are neither dropped
             nor leaked.
+        coarsen: where the rounds are noisy for the data's size, every binned column counts in
+            the 2- and 3-way marginals by runs of adjacent bins cut at the quantiles of its
+            noisy 1-way counts, as many runs as the noisy record count holds ``coarsen`` times
+            the rounds' planned noise scale (at least 2; no runs where that is more than the
+            bins; 0: never). Fewer cells, less noise per measurement: on Adult at epsilon
+            0.1 (about 5 runs) 3-way L1 0.301 against 0.322 in 5 of 5 paired runs; the
+            1-way marginals and the fine histograms keep every bin. Post-processing of the
+            1-way measurements, chosen once before the rounds.
         fine_share: share of the budget spent on a histogram of each binned numeric column
             over finer states (one per value when a column has at most 2,000 whole values,
             else ten per bin): sampling places values inside a bin by it, so point masses
@@ -255,7 +263,7 @@ class DPMarginals(Params):
                  max_cells: int = 20_000, max_bins: int = 20,
                  components: int = 1024, iterations: int | None = None, lr: float = 0.05,
                  rare_merge: float = 2.0, fine_share: float = 0.05, device: str = "auto",
-                 seed: int = 0, noise_seed: int | None = None):
+                 coarsen: float = 5.0, seed: int = 0, noise_seed: int | None = None):
         self.degree = degree
         self.rounds_per_column = rounds_per_column
         self.one_way_share = one_way_share
@@ -267,6 +275,7 @@ class DPMarginals(Params):
         self.iterations = iterations
         self.lr = lr
         self.rare_merge = rare_merge
+        self.coarsen = coarsen
         self.fine_share = fine_share
         self.device = device
         self.seed = seed
@@ -312,12 +321,15 @@ class DPMarginals(Params):
         sigma_fine = math.sqrt(len(grids) / (2 * fine_rho)) if grids else 0.0
         self.fine_ = {i: (g, mech.measure_fine(i, g, sigma_fine)) for i, g in grids.items()}
         self._merge_rare(measurements, sigma0, mech, device)
+        total = self._total(measurements, sizes)
+        self.coarsened_: dict[str, int] = {}  # column -> runs of bins in 2+-way marginals
+        if rounds and self.coarsen:
+            self._coarsen(measurements, max(2, int(total / (self.coarsen * sigma))), mech, device)
         merged = {c: int(g.max()) + 1 for c, g in mech.merged.items()}  # groups per column
         candidates = [r for r in candidates  # a column merged into one group adds nothing
                       if len(r) == 1 or all(merged.get(c, 2) > 1 for c in r)]
         cells = {r: math.prod(merged.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
                  for r in candidates}
-        total = self._total(measurements, sizes)
         iterations = self.iterations or ITERATIONS[bool(rounds) and sigma < PRECISE * total]
         self.model_.fit(measurements, total, 10 * iterations, self.lr)
         tick = lambda: progress(min(1000, int(1000 * mech.rho_spent / rho)), 1000) \
@@ -379,6 +391,26 @@ class DPMarginals(Params):
             again = torch.as_tensor(mech.measure((i,), sigma1))
             measurements[i] = Measurement((i,), (w0 * m.counts + w1 * again) / (w0 + w1), sigma)
         return wanted
+
+    def _coarsen(self, measurements: list[Measurement], parts: int, mech: _Mechanisms,
+                 device: torch.device) -> None:
+        """Groups each binned column of more than ``parts`` bins into at most ``parts`` runs
+        of adjacent bins, cut at the quantiles of its noisy 1-way counts, for the 2+-way
+        marginals (a bin holding a large share, such as a capital gain of 0, gets a run of its
+        own): post-processing of the 1-way measurements."""
+        for i, block in enumerate(self.encoder_.blocks):
+            n = block.n_values
+            if block.edges is None or n <= parts:
+                continue
+            p = measurements[i].counts[:n].numpy().clip(min=0)
+            middle = (np.cumsum(p) - p / 2) / max(p.sum(), 1.0)
+            g = np.unique(np.minimum(parts - 1, (middle * parts).astype("int64")),
+                          return_inverse=True)[1]
+            g = np.append(g, np.full(block.size - n, g.max() + 1))  # missing: its own group
+            mech.merged[i] = g
+            self.model_.merged[i] = F.one_hot(torch.as_tensor(g)).to(
+                device=device, dtype=self.model_.logits.dtype)
+            self.coarsened_[block.column.name] = int(g.max()) + 1
 
     def _merge_rare(self, measurements: list[Measurement], sigma: float, mech: _Mechanisms,
                     device: torch.device) -> None:

@@ -80,6 +80,28 @@ def test_iterations_follow_the_rounds_noise_against_the_noisy_record_count(adult
     assert given.iterations_ == 7
 
 
+def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_are_noisy(
+        adult):
+    """Where the rounds' noise is large for the data's size, a binned column counts in 2- and
+    3-way marginals by runs of adjacent bins (post-processing of the 1-way measurements: no
+    extra cost); its 1-way marginal and the sample keep every bin."""
+    schema, frame = adult  # 2,000 rows
+    settings = {"rounds_per_column": 2, "components": 16, "iterations": 5, "noise_seed": 1}
+    noisy = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))  # sigma about 50
+    assert 2 <= noisy.coarsened_["age"] < 20 and "workclass" not in noisy.coarsened_
+    assert noisy.epsilon_spent_ <= 1.0 + 1e-9
+    age, income = schema.names.index("age"), schema.names.index("income")
+    runs = noisy.model_.merged[age].argmax(1).numpy()  # the run of each bin
+    assert (np.diff(runs) >= 0).all() and runs.max() + 1 == noisy.coarsened_["age"]
+    probs = noisy.model_.probs()
+    assert len(noisy.model_.marginal(probs, (age, income))) == 2 * noisy.coarsened_["age"]
+    assert len(noisy.model_.marginal(probs, (age,))) == 20
+    assert noisy.sample(2000, seed=0)["age"].nunique() > 20
+    precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))  # about 0.7
+    off = DPMarginals(coarsen=0, **settings).fit(frame, schema, PrivacyBudget(1.0))
+    assert precise.coarsened_ == {} and off.coarsened_ == {}
+
+
 def test_independent_baseline_spends_everything_on_one_way_marginals(adult):
     schema, frame = adult
     model = DPIndependent(noise_seed=1).fit(frame, schema, PrivacyBudget(1.0))
