@@ -83,8 +83,8 @@ def test_iterations_follow_the_rounds_noise_against_the_noisy_record_count(adult
 def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_are_noisy(
         adult):
     """Where the rounds' noise is large for the data's size, a binned column counts in 2- and
-    3-way marginals by runs of adjacent bins (post-processing of the 1-way measurements: no
-    extra cost); its 1-way marginal and the sample keep every bin."""
+    3-way marginals by runs of adjacent bins (post-processing of noisy counts: no extra
+    cost); its 1-way marginal and the sample keep every bin; an outcome keeps its bins."""
     schema, frame = adult  # 2,000 rows
     settings = {"rounds_per_column": 2, "components": 16, "iterations": 5, "noise_seed": 1}
     noisy = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))  # sigma about 50
@@ -99,7 +99,11 @@ def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_a
     assert noisy.sample(2000, seed=0)["age"].nunique() > 20
     precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))  # about 0.7
     off = DPMarginals(coarsen=0, **settings).fit(frame, schema, PrivacyBudget(1.0))
-    assert precise.coarsened_ == {} and off.coarsened_ == {}
+    assert precise.coarsened_ == off.coarsened_ == {}
+    demo = load_schema(ROOT / "schemas" / "medical_demo.yaml")
+    rows = ingest(ROOT / "data" / "medical" / "patients.csv.gz", demo).frame
+    survival = DPMarginals(**settings).fit(rows, demo, PrivacyBudget(0.3)).coarsened_
+    assert survival and demo.survival.time not in survival  # the outcome keeps its bins
 
 
 def test_independent_baseline_spends_everything_on_one_way_marginals(adult):
