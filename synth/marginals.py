@@ -397,6 +397,14 @@ class DPMarginals(Params):
             measurements[i] = Measurement((i,), (w0 * m.counts + w1 * again) / (w0 + w1), sigma)
         return wanted
 
+    def _group(self, column: int, groups: np.ndarray, mech: _Mechanisms,
+               device: torch.device) -> None:
+        """Counts a column by ``groups`` (the group of each state) in every 2+-way marginal,
+        in the measurements and in the model alike."""
+        mech.merged[column] = groups
+        self.model_.merged[column] = F.one_hot(torch.as_tensor(groups)).to(
+            device=device, dtype=self.model_.logits.dtype)
+
     def _coarsen(self, measurements: list[Measurement], parts: int, keep: set[str | None],
                  mech: _Mechanisms, device: torch.device) -> None:
         """Groups each binned column of more than ``parts`` bins into at most ``parts`` runs
@@ -412,9 +420,7 @@ class DPMarginals(Params):
             g = np.unique(np.minimum(parts - 1, (middle * parts).astype("int64")),
                           return_inverse=True)[1]
             g = np.append(g, np.full(block.size - n, g.max() + 1))  # missing: its own group
-            mech.merged[i] = g
-            self.model_.merged[i] = F.one_hot(torch.as_tensor(g)).to(
-                device=device, dtype=self.model_.logits.dtype)
+            self._group(i, g, mech, device)
             self.coarsened_[block.column.name] = int(g.max()) + 1
 
     def _merge_rare(self, measurements: list[Measurement], sigma: float, mech: _Mechanisms,
@@ -431,9 +437,7 @@ class DPMarginals(Params):
             if rare.sum() < 2:
                 continue
             groups = np.where(rare, (~rare).sum(), np.cumsum(~rare) - 1)  # rare: last group
-            mech.merged[i] = groups
-            self.model_.merged[i] = F.one_hot(torch.as_tensor(groups), int(groups.max()) + 1
-                                              ).to(device=device, dtype=self.model_.logits.dtype)
+            self._group(i, groups, mech, device)
             self.merged_[col.name] = [c for c, r in zip(col.categories, rare) if r]
 
     @staticmethod
