@@ -2,7 +2,8 @@
 
 Singling-out, linkability and inference risks after Giomi et al., "A Unified Framework for
 Quantifying Privacy Risk in Synthetic Data" (PoPETs 2023): risk = (attack rate - control
-rate) / (1 - control rate), with a Wilson score interval on the attack rate. Our own,
+rate) / (1 - control rate), with a 95% interval for the difference of the two rates
+(Newcombe's hybrid score interval, from the two rates' Wilson intervals). Our own,
 simplified implementation of the paper's method, not the ``anonymeter`` package (which pins
 numpy < 1.27): univariate singling-out predicates, linkability by nearest neighbours over two
 halves of the columns, inference of one secret column by nearest neighbour. Distances are
@@ -31,8 +32,11 @@ class Risk:
 
     Attributes:
         risk: (attack rate - control rate) / (1 - control rate), clipped to [0, 1].
-        ci: the 95% interval: the Wilson interval of the attack rate put through the same
-            formula (the control rate as a point estimate, as in the paper).
+        ci: the 95% interval: Newcombe's hybrid score interval of attack rate - control
+            rate (both rates' sampling errors, from their Wilson intervals) put through the
+            same formula. The paper takes the control rate as exact, which is too narrow:
+            with both rates drawn alike, its lower bound is above 0 about one time in 12
+            instead of one in 40 (see tests/test_leakage.py).
         attack_rate, control_rate: success on training targets and on held-out targets.
         n_attacks: targets in each set.
     """
@@ -55,10 +59,12 @@ def wilson(rate: float, n: int, z: float = Z95) -> tuple[float, float]:
 
 def _risk(attack: int, control: int, n: int) -> Risk:
     a, c = int(attack) / max(n, 1), int(control) / max(n, 1)
-    scale = lambda x: float(np.clip((x - c) / (1 - c), 0, 1)) if c < 1 else 0.0
-    low, high = wilson(a, n)
-    return Risk(risk=scale(a), ci=(scale(low), scale(high)), attack_rate=a, control_rate=c,
-                n_attacks=n)
+    scale = lambda d: float(np.clip(d / (1 - c), 0, 1)) if c < 1 else 0.0
+    (a_low, a_high), (c_low, c_high) = wilson(a, n), wilson(c, n)
+    low = a - c - np.hypot(a - a_low, c_high - c)  # Newcombe (1998), method 10
+    high = a - c + np.hypot(a_high - a, c - c_low)
+    return Risk(risk=scale(a - c), ci=(scale(low), scale(high)), attack_rate=a,
+                control_rate=c, n_attacks=n)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ synthetic rows and the schema; all frames in the schema's dtypes (``schemas.pand
   (as normalised text, so a numeric identifier that equals a value of a numeric column is
   counted too: conservative).
 * Singling-out, linkability and inference risks after Giomi et al., "A Unified Framework for
-  Quantifying Privacy Risk in Synthetic Data" (PoPETs 2023): risk = (attack rate - control
-  rate) / (1 - control rate), with a Wilson score interval on the attack rate. Our own,
-  simplified implementation of the paper's method, not the ``anonymeter`` package (which
-  pins numpy < 1.27): univariate singling-out predicates, linkability by nearest neighbours
-  over two halves of the columns, inference of one secret column by nearest neighbour.
-  The attacks live in ``pipelines.attacks``.
+  Quantifying Privacy Risk in Synthetic Data" (PoPETs 2023): risk = (attack rate - control rate)
+  / (1 - control rate), with a 95% interval that counts the sampling error of both rates
+  (Newcombe's hybrid score interval; the paper's, which takes the control rate as exact, puts a
+  risk's lower bound above 0 about 1 time in 12 when nothing leaks). Our own, simplified
+  implementation of the paper's method, not the ``anonymeter`` package (which pins numpy <
+  1.27): univariate singling-out predicates, linkability by nearest neighbours over two halves
+  of the columns, inference of one secret column by nearest neighbour. The attacks live in
+  ``pipelines.attacks``.
   Univariate singling-out is high whenever the output repeats raw values of a high-precision
   column (a unique income to the cent singles its owner out): a real finding, not noise.
 * Distance to closest record (DCR): share of synthetic rows closer to a training row than to
