@@ -7,8 +7,9 @@ concentrated DP: measure every 1-way marginal with Gaussian noise, then in round
 measurement stops moving the model. The estimator is ours, in the spirit of GEM (Liu, Vietri
 and Wu, 2021) and RAP: the model is a uniform mixture of ``components`` product
 distributions over the encoded columns (one softmax per column per component), fitted by
-Adam to all noisy measurements by weighted least squares. Its marginals are closed-form, it
-samples exactly, and it runs on the GPU when there is one.
+Adam to all noisy measurements by weighted least squares. Its marginals are closed-form, its
+samples follow them closely (stratified, then matched), and it runs on the GPU when there is
+one.
 
 Privacy: every read of the data is an OpenDP measurement: the discrete Gaussian mechanism on
 integer counts (L2 sensitivity 1 under add/remove of one record) and report-noisy-max with
@@ -41,6 +42,9 @@ RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare co
 ONE_WAY_MAX = 0.6  # the most of the budget the 1-way marginals may take (see one_way_target)
 ITERATIONS = 50, 100  # Adam iterations per round: noisy rounds, precise rounds
 PRECISE = 1e-3  # a round is precise when its noise scale is below this share of the records
+MATCH_PASSES = 8  # passes of swaps that bring a sample's marginals to the model's
+MATCH_LIMIT = 2**25  # the most target cells and cell indices held to match a chunk
+MATCH_WORK = 2**29  # the most cell lookups matching a chunk takes
 
 
 @dataclass
@@ -140,10 +144,12 @@ class _MixtureModel:
     def probs(self) -> list[torch.Tensor]:
         return [F.softmax(b, dim=1) for b in self.logits.split(self.sizes, dim=1)]
 
-    def marginal(self, probs: list[torch.Tensor], clique: Clique) -> torch.Tensor:
+    def marginal(self, probs: list[torch.Tensor], clique: Clique,
+                 grouped: bool = True) -> torch.Tensor:
         """The clique's distribution, flattened (row-major over the clique's columns); in a
-        2+-way clique a column with merged rare codes counts them as one group."""
-        if len(clique) > 1 and self.merged:
+        2+-way clique a column with merged rare codes counts them as one group (unless not
+        ``grouped``)."""
+        if len(clique) > 1 and self.merged and grouped:
             probs = [p @ self.merged[c] if c in self.merged else p for c, p in enumerate(probs)]
         joint = probs[clique[0]]
         for c in clique[1:-1]:
@@ -168,17 +174,20 @@ class _MixtureModel:
             opt.step()
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> np.ndarray:
-        """n rows of codes, stratified: every row is distributed exactly as the mixture,
-        but the rows are drawn together so that their histograms follow the model's closely.
+    def sample(self, n: int, generator: torch.Generator, match: int = 0) -> np.ndarray:
+        """n rows of codes, stratified, then matched: drawn together so that their
+        histograms follow the model's closely.
 
         In each chunk every component gets its share of the rows (the remainder to
         components picked at random); within a component each column's codes come from
         systematic sampling of its distribution (one uniform offset, evenly spaced points
         through the inverse CDF) and are paired across columns by independent random
-        permutations; the rows are shuffled last. Drawing a component and then every
-        column independently per row has the same per-row distribution, but on Adult at
-        epsilon 10 its 40,000 rows' 2-way TVD to the real rows was 0.019 against 0.014."""
+        permutations. So far every row is distributed exactly as the mixture; drawing a
+        component and then every column independently per row has the same per-row
+        distribution, but on Adult at epsilon 10 its 40,000 rows' 2-way TVD to the real rows
+        was 0.019 against 0.014. With ``match`` (a marginal size, such as 3) the rows are
+        then matched to the model's ``match``-way marginals (see ``_match``). The rows are
+        shuffled last."""
         cdfs = [c / c[:, -1:] for c in (p.double().cumsum(1) for p in self.probs())]
         k, device = len(self.logits), self.logits.device
         out = []
@@ -198,9 +207,96 @@ class _MixtureModel:
                 key = component + torch.rand(m, generator=generator, device=device,
                                              dtype=torch.float64)
                 codes.append(grid[used][torch.argsort(key)])
-            rows = torch.stack(codes, dim=1)
-            out.append(rows[torch.randperm(m, generator=generator, device=device)])
-        return torch.cat(out).cpu().numpy()
+            rows = torch.stack(codes, dim=1).cpu().numpy()
+            if match > 1 and k > 1:
+                seed = int(torch.randint(2**62, (1,), generator=generator, device=device))
+                rows = self._match(rows, component.cpu().numpy(), match,
+                                   np.random.default_rng(seed))
+            out.append(rows[torch.randperm(m, generator=generator, device=device).cpu()])
+        return np.concatenate(out)
+
+    def _match(self, rows: np.ndarray, component: np.ndarray, size: int,
+               rng: np.random.Generator) -> np.ndarray:
+        """Brings the rows' marginals of ``size`` columns to the model's, in L1 (the rows'
+        count against rows times the model's probability, cell by cell).
+
+        In passes over the columns in random order, the rows of each component are paired
+        at random and a pair swaps the column's codes when that lowers the L1 summed over
+        every marginal holding the column (judged in batches of 100 pairs against the counts
+        before the batch). Swaps keep each component's codes per column, so the 1-way
+        histograms do not change; the lower marginals follow the higher. Bounded: at most
+        ``MATCH_PASSES`` passes, ``MATCH_WORK`` cell lookups and ``MATCH_LIMIT`` target
+        cells and cell indices held (the components split into groups matched one after
+        another); fewer columns per marginal where one pass would not fit.
+        On Adult (15 columns, all 455 3-way marginals, 40,000 rows, 2 s on 2 CPU cores) the
+        rows' 3-way L1 to the real rows went from 0.082 / 0.143 / 0.296 to 0.078 / 0.141 /
+        0.295 at epsilon 10 / 1 / 0.1, against 0.076 / 0.139 for the model itself.
+        Post-processing of the model."""
+        m, d = rows.shape
+        for size in range(min(size, d), 1, -1):
+            cliques = list(itertools.combinations(range(d), size))
+            cells = [math.prod(self.sizes[c] for c in q) for q in cliques]
+            passes = min(MATCH_PASSES, MATCH_WORK // (m * len(cliques) * size))
+            if sum(cells) <= MATCH_LIMIT and passes:
+                break
+        else:
+            return rows
+        stride = np.zeros((d, len(cliques)), dtype=np.int32)  # a column's stride per clique
+        for i, q in enumerate(cliques):
+            dims = [self.sizes[c] for c in q]
+            stride[list(q), i] = [math.prod(dims[j + 1:]) for j in range(size)]
+        offset = np.cumsum([0] + cells[:-1]).astype(np.int32)  # a clique's first cell
+        probs = self.probs()
+        excess = np.zeros(sum(cells), dtype=np.float32)  # rows' count - model's, so far
+        for group in np.array_split(np.arange(len(self.logits)),
+                                    -(-m * len(cliques) // MATCH_LIMIT)):
+            at = slice(*np.searchsorted(component, [group[0], group[-1] + 1]))  # sorted
+            mixture = [p[group[0]:group[-1] + 1] for p in probs]
+            target = np.concatenate([self.marginal(mixture, q, grouped=False).cpu().numpy()
+                                     for q in cliques])
+            rows[at] = self._swaps(rows[at], component[at], stride, offset, target, excess,
+                                   passes, rng)
+        return rows
+
+    @staticmethod
+    def _swaps(rows, component, stride, offset, target, excess, passes, rng) -> np.ndarray:
+        """``_match``'s swaps on the rows of some components; ``excess`` (the rows' counts
+        so far minus the model's) takes these rows' counts against ``target`` (their
+        components' marginals) and follows the swaps."""
+        m, d = rows.shape
+        cell = offset + rows.astype(np.int32) @ stride  # (rows, cliques): each row's cell
+        excess += np.bincount(cell.ravel(), minlength=len(target)) - m * target
+
+        def change(at, step):
+            e = excess[at]
+            return np.abs(e + step) - np.abs(e)
+
+        for _ in range(passes):
+            for j in rng.permutation(d):
+                holding = np.nonzero(stride[j])[0]
+                order = np.argsort(component + rng.random(m))  # random pairs per component
+                a, b = order[0:m - 1:2], order[1::2]
+                keep = (component[a] == component[b]) & (rows[a, j] != rows[b, j])
+                a, b = a[keep], b[keep]
+                for s in range(0, len(a), 100):
+                    A, B = a[s:s + 100], b[s:s + 100]
+                    shift = (rows[B, j] - rows[A, j]).astype(np.int32)[:, None] \
+                        * stride[j, holding]
+                    old_a, old_b = cell[A][:, holding], cell[B][:, holding]
+                    new_a, new_b = old_a + shift, old_b - shift
+                    moved = old_a != new_b  # else the pair agrees on the clique's other columns
+                    gain = np.where(moved, change(old_a, -1) + change(old_b, -1)
+                                    + change(new_a, 1) + change(new_b, 1), 0).sum(1)
+                    better = gain < -1e-9
+                    if not better.any():
+                        continue
+                    A, B, moved = A[better], B[better], moved[better]
+                    for at, step in ((old_a, -1), (old_b, -1), (new_a, 1), (new_b, 1)):
+                        np.add.at(excess, at[better][moved], step)
+                    cell[A[:, None], holding] = new_a[better]
+                    cell[B[:, None], holding] = new_b[better]
+                    rows[A, j], rows[B, j] = rows[B, j], rows[A, j].copy()
+        return rows
 
 
 class DPMarginals(Params):
@@ -455,7 +551,7 @@ class DPMarginals(Params):
         """n synthetic rows with the schema's dtypes; the same seed gives the same rows."""
         check_request(self, n)
         generator = torch.Generator(device=self.model_.logits.device).manual_seed(seed)
-        codes = self.model_.sample(n, generator)
+        codes = self.model_.sample(n, generator, match=self.degree)
         return self.encoder_.decode(codes, np.random.default_rng(seed), self.fine_)
 
 

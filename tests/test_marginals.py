@@ -207,6 +207,42 @@ def test_stratified_histograms_are_tighter_than_independent_draws():
     assert model.sample(5, torch.Generator().manual_seed(1)).shape == (5, 2)
 
 
+def _three_way_l1(model, codes):
+    import itertools
+
+    probs, n, out = model.probs(), len(codes), []
+    for q in itertools.combinations(range(codes.shape[1]), 3):
+        dims = [model.sizes[c] for c in q]
+        counts = np.bincount(np.ravel_multi_index(codes[:, list(q)].T, dims),
+                             minlength=math.prod(dims))
+        out.append(np.abs(counts / n - model.marginal(probs, q).detach().numpy()).sum())
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("limit", [None, 20_000])
+def test_matched_rows_follow_the_models_three_way_marginals_closer(monkeypatch, limit):
+    """Matching swaps codes inside components: every column keeps its codes, the 3-way
+    histograms come much closer to the model's, and the same seed gives the same rows; a
+    small ``MATCH_LIMIT`` splits the components into groups that still match."""
+    import torch
+
+    import synth.marginals as marginals
+
+    if limit:
+        monkeypatch.setattr(marginals, "MATCH_LIMIT", limit)  # 5 groups of components
+    model = _random_mixture([4, 5, 3, 6, 2], 32, 5)
+    n = 8_000
+    plain = model.sample(n, torch.Generator().manual_seed(0))
+    matched = model.sample(n, torch.Generator().manual_seed(0), match=3)
+    assert (np.sort(plain, axis=0) == np.sort(matched, axis=0)).all()
+    assert _three_way_l1(model, matched) < 0.7 * _three_way_l1(model, plain)
+    assert (model.sample(n, torch.Generator().manual_seed(0), match=3) == matched).all()
+    if not limit:  # where not even one pass fits, the rows stay as drawn
+        monkeypatch.setattr(marginals, "MATCH_WORK", 1)
+        again = model.sample(n, torch.Generator().manual_seed(0), match=3)
+        assert _three_way_l1(model, again) == pytest.approx(_three_way_l1(model, plain))
+
+
 def test_high_epsilon_release_is_faithful(adult):
     """At a large budget the synthetic 2-way marginals are close to the real ones."""
     schema, frame = adult
