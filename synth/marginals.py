@@ -212,7 +212,7 @@ class _MixtureModel:
                 seed = int(torch.randint(2**62, (1,), generator=generator, device=device))
                 rows = self._match(rows, component.cpu().numpy(), match,
                                    np.random.default_rng(seed))
-            out.append(rows[torch.randperm(m, generator=generator, device=device).cpu()])
+            out.append(rows[torch.randperm(m, generator=generator, device=device).cpu().numpy()])
         return np.concatenate(out)
 
     def _match(self, rows: np.ndarray, component: np.ndarray, size: int,
