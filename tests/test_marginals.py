@@ -229,7 +229,7 @@ def test_matched_rows_follow_the_models_three_way_marginals_closer(monkeypatch, 
     import synth.marginals as marginals
 
     if limit:
-        monkeypatch.setattr(marginals, "MATCH_LIMIT", limit)  # 5 groups of components
+        monkeypatch.setattr(marginals, "MATCH_LIMIT", limit)  # 4 groups of components
     model = _random_mixture([4, 5, 3, 6, 2], 32, 5)
     n = 8_000
     plain = model.sample(n, torch.Generator().manual_seed(0))
