@@ -148,8 +148,7 @@ class _MixtureModel:
     def marginal(self, probs: list[torch.Tensor], clique: Clique,
                  grouped: bool = True) -> torch.Tensor:
         """The clique's distribution, flattened (row-major over the clique's columns); in a
-        2+-way clique a column with merged rare codes counts them as one group (unless not
-        ``grouped``)."""
+        2+-way clique a column with merged codes counts them as one group when ``grouped``."""
         if len(clique) > 1 and self.merged and grouped:
             probs = [p @ self.merged[c] if c in self.merged else p for c, p in enumerate(probs)]
         joint = probs[clique[0]]
@@ -236,10 +235,10 @@ class _MixtureModel:
         0.295 at epsilon 10 / 1 / 0.1, against 0.076 / 0.139 for the model itself.
         Post-processing of the model."""
         m, d = rows.shape
-        for size in range(min(size, d), 1, -1):
-            cliques = list(itertools.combinations(range(d), size))
+        for k in range(min(size, d), 1, -1):  # columns per marginal
+            cliques = list(itertools.combinations(range(d), k))
             cells = [math.prod(self.sizes[c] for c in q) for q in cliques]
-            passes = min(MATCH_PASSES, MATCH_WORK // (m * len(cliques) * size))
+            passes = min(MATCH_PASSES, MATCH_WORK // (m * len(cliques) * k))
             if sum(cells) <= MATCH_CELLS and passes:
                 break
         else:
@@ -247,7 +246,7 @@ class _MixtureModel:
         stride = np.zeros((d, len(cliques)), dtype=np.int32)  # a column's stride per clique
         for i, q in enumerate(cliques):
             dims = [self.sizes[c] for c in q]
-            stride[list(q), i] = [math.prod(dims[j + 1:]) for j in range(size)]
+            stride[list(q), i] = [math.prod(dims[j + 1:]) for j in range(k)]
         offset = np.cumsum([0] + cells[:-1]).astype(np.int32)  # a clique's first cell
         probs = self.probs()
         excess = np.zeros(sum(cells), dtype=np.float32)  # rows' count - model's, so far
