@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.ingest import ingest
 from schemas import load_schema
@@ -104,6 +105,47 @@ def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_a
     rows = ingest(ROOT / "data" / "medical" / "patients.csv.gz", demo).frame
     survival = DPMarginals(**settings).fit(rows, demo, PrivacyBudget(0.3)).coarsened_
     assert survival and demo.survival.time not in survival  # the outcome keeps its bins
+
+
+def test_a_recoding_is_learnt_from_a_pair_measured_once_at_full_resolution(adult,
+                                                                          monkeypatch):
+    """Where education-num counts by runs, its pair with education (a one-to-one recoding)
+    is a candidate at full resolution too, penalised by the model's effective cells: it is
+    measured so once, at the rounds' noise, and the model puts most of the pair's mass on
+    the recoding, where with grouped pairs only it cannot."""
+    import synth.marginals as sm
+
+    schema, frame = adult
+    i, j = schema.names.index("education"), schema.names.index("education-num")
+    settings = {"rounds_per_column": 2, "components": 16, "iterations": 5, "noise_seed": 1}
+
+    def on_the_recoding(model):
+        q = model.model_.marginal(model.model_.probs(), (i, j), grouped=False).detach()
+        codes = model.encoder_.encode(frame)
+        cells = np.unique(codes[:, [i, j]], axis=0)  # the recoding's cells
+        return float(q.reshape(model.encoder_.sizes[i], -1)[tuple(cells.T)].sum())
+
+    model = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
+    assert "education-num" in model.coarsened_ and "education" not in model.coarsened_
+    full = [m for m in model.privacy_.measurements if m.get("full")]
+    assert [m["marginal"] for m in full] == [[i, j]]
+    assert full[0]["rho"] == pytest.approx(1 / (2 * full[0]["sigma"] ** 2), rel=1e-6)
+    assert model.epsilon_spent_ <= 1.0 + 1e-9
+    monkeypatch.setattr(sm, "_effective_cells", lambda q: 1e12)  # never at full resolution
+    grouped = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
+    assert not any(m.get("full") for m in grouped.privacy_.measurements)
+    assert on_the_recoding(model) > max(0.5, 2 * on_the_recoding(grouped))
+
+
+def test_rare_codes_share_their_groups_count_where_noise_swamps_their_differences():
+    from synth.marginals import Measurement, _shrink
+
+    rare = np.array([False, True, True, True, True])
+    swamped = Measurement((0,), torch.tensor([900.0, 30.0, -150.0, 210.0, 120.0]), 200.0)
+    y = _shrink(swamped, rare).counts.numpy()
+    assert y[0] == 900 and np.allclose(y[1:], 52.5) and y.sum() == pytest.approx(1110)
+    clear = Measurement((0,), torch.tensor([900.0, 10.0, 400.0, 800.0, 50.0]), 1.0)
+    assert np.allclose(_shrink(clear, rare).counts.numpy(), clear.counts.numpy(), atol=0.01)
 
 
 def test_independent_baseline_spends_everything_on_one_way_marginals(adult):
