@@ -53,7 +53,6 @@ class Measurement:
     clique: Clique
     counts: torch.Tensor  # noisy counts, flattened over the clique's cells
     sigma: float
-    full: bool = False  # every code counted on its own (merged codes not grouped)
 
 
 def _opendp():
@@ -61,12 +60,6 @@ def _opendp():
 
     dp.enable_features("contrib")
     return dp
-
-
-def _effective_cells(p: np.ndarray) -> float:
-    """The exponential of a distribution's entropy: how many cells it effectively fills."""
-    p = p[p > 0] / p.sum()
-    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def _shrink(m: Measurement, cells: np.ndarray) -> Measurement:
@@ -77,7 +70,7 @@ def _shrink(m: Measurement, cells: np.ndarray) -> Measurement:
     part = y[cells]
     spread = max(0.0, part.var(ddof=1) - m.sigma**2)
     y[cells] = part.mean() + spread / (spread + m.sigma**2) * (part - part.mean())
-    return Measurement(m.clique, torch.as_tensor(y, dtype=m.counts.dtype), m.sigma, m.full)
+    return Measurement(m.clique, torch.as_tensor(y, dtype=m.counts.dtype), m.sigma)
 
 
 class _Mechanisms:
@@ -93,24 +86,21 @@ class _Mechanisms:
         # a fixed seed (tests only) replaces OpenDP's secure sampling by numpy's
         self.rng = None if seed is None else np.random.default_rng(seed)
 
-    def exact(self, clique: Clique, full: bool = False) -> np.ndarray:
-        """Private exact counts of a marginal (never leave this class un-noised); in a 2+-way
-        marginal a column with merged codes counts by its groups unless ``full``."""
-        if (clique, full) not in self._cache:
+    def exact(self, clique: Clique) -> np.ndarray:
+        """Private exact counts of a marginal (never leave this class un-noised)."""
+        if clique not in self._cache:
             dims = [self.sizes[c] for c in clique]
             codes = self.codes[:, list(clique)].T.copy()  # (clique, rows)
             for j, c in enumerate(clique):
-                if len(clique) > 1 and c in self.merged and not full:
+                if len(clique) > 1 and c in self.merged:
                     codes[j], dims[j] = self.merged[c][codes[j]], int(self.merged[c].max()) + 1
             flat = np.ravel_multi_index(codes, dims)
-            self._cache[clique, full] = np.bincount(flat, minlength=math.prod(dims)).astype(
-                "int64")
-        return self._cache[clique, full]
+            self._cache[clique] = np.bincount(flat, minlength=math.prod(dims)).astype("int64")
+        return self._cache[clique]
 
-    def measure(self, clique: Clique, sigma: float, full: bool = False) -> np.ndarray:
-        """Counts of ``clique`` (see ``exact``) plus discrete Gaussian noise of scale sigma."""
-        return self._noisy(self.exact(clique, full), sigma,
-                           {"marginal": list(clique), **({"full": True} if full else {})})
+    def measure(self, clique: Clique, sigma: float) -> np.ndarray:
+        """Counts of ``clique`` plus discrete Gaussian noise of scale sigma."""
+        return self._noisy(self.exact(clique), sigma, {"marginal": list(clique)})
 
     def measure_fine(self, column: int, grid, sigma: float) -> np.ndarray:
         """A column's histogram over its fine states (non-missing values; one record moves
@@ -183,15 +173,14 @@ class _MixtureModel:
             lr: float) -> None:
         """Weighted least squares to every measurement (weight 1/sigma^2)."""
         device = self.logits.device
-        targets = [(m.clique, not m.full, m.counts.to(device) / total, (total / m.sigma) ** 2)
+        targets = [(m.clique, m.counts.to(device) / total, (total / m.sigma) ** 2)
                    for m in measurements]
-        norm = sum(w for *_, w in targets)
+        norm = sum(w for _, _, w in targets)
         opt = torch.optim.Adam([self.logits], lr=lr)
         for _ in range(iterations):
             opt.zero_grad(set_to_none=True)
             probs = self.probs()
-            loss = sum(w * (self.marginal(probs, c, grouped) - y).pow(2).sum()
-                       for c, grouped, y, w in targets)
+            loss = sum(w * (self.marginal(probs, c) - y).pow(2).sum() for c, y, w in targets)
             (loss / norm).backward()
             opt.step()
 
@@ -369,13 +358,7 @@ class DPMarginals(Params):
             marginals and the fine histograms keep every bin. Post-processing of noisy
             counts, chosen once before the rounds. An outcome keeps its bins: on flchain's
             survival rows at epsilon 1 (7 runs) a coarsened survival time put the
-            Kaplan-Meier curve further off in 3 of 4 paired runs. A pair of a coarsened
-            column and a column without merged codes is also a candidate at full resolution,
-            measured at most once: its noise penalty counts the model's effective number of
-            cells in the pair (the exponential of its entropy), not all of them, since a fit
-            to a sparse table's noisy counts leaves little noise where the model holds no
-            mass. So a recoding such as Adult's education and education-num is learnt (at
-            epsilon 0.1 3-way L1 0.3079 to 0.3012, lower in 4 of 5 paired runs).
+            Kaplan-Meier curve further off in 3 of 4 paired runs.
         fine_share: share of the budget spent on a histogram of each binned numeric column
             over finer states (one per value when a column has at most 2,000 whole values,
             else ten per bin): sampling places values inside a bin by it, so point masses
@@ -465,10 +448,6 @@ class DPMarginals(Params):
                       if len(r) == 1 or all(merged.get(c, 2) > 1 for c in r)]
         cells = {r: math.prod(merged.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
                  for r in candidates}
-        names = [b.column.name for b in self.encoder_.blocks]
-        full_pairs = [r for r in candidates  # also candidates at full resolution, once each
-                      if len(r) == 2 and any(names[c] in self.coarsened_ for c in r)
-                      and not any(names[c] in self.merged_ for c in r)]
         iterations = self.iterations or ITERATIONS[bool(rounds) and sigma < PRECISE * total]
         self.model_.fit(measurements, total, 10 * iterations, self.lr)
         tick = lambda: progress(min(1000, int(1000 * mech.rho_spent / rho)), 1000) \
@@ -480,30 +459,23 @@ class DPMarginals(Params):
                 sigma = math.sqrt(1 / (2 * share * remaining))
                 epsilon = math.sqrt(8 * (1 - share) * remaining)
             limit = self.max_cells * (mech.rho_spent + 1 / (2 * sigma**2) + epsilon**2 / 8) / rho
-            cap = max(limit, max(sizes))
-            done = {m.clique for m in measurements if m.full}
-            pool = [(r, False) for r in candidates if cells[r] <= cap] + [
-                (r, True) for r in full_pairs if r not in done and sizes[r[0]] * sizes[r[1]] <= cap]
+            pool = [r for r in candidates if cells[r] <= max(limit, max(sizes))]
             probs = [p.detach() for p in self.model_.probs()]
             with torch.no_grad():
-                model = [self.model_.marginal(probs, r, not full).cpu().numpy().astype("float64")
-                         for r, full in pool]
-            errors = np.array([np.abs(mech.exact(r, full) - total * q).sum()
-                               for (r, full), q in zip(pool, model)])
-            noisy_cells = np.array([_effective_cells(q) if full else cells[r]
-                                    for (r, full), q in zip(pool, model)])
-            weight = np.array([weights[r] for r, _ in pool])
-            scores = weight * (errors - math.sqrt(2 / math.pi) * sigma * noisy_cells)
-            at = mech.select(scores, weight.max(), epsilon)
-            (chosen, full), before = pool[at], torch.as_tensor(model[at])
+                errors = np.array([
+                    np.abs(mech.exact(r) - total * self.model_.marginal(probs, r).cpu().numpy()
+                           ).sum() for r in pool])
+            scores = np.array([weights[r] for r in pool]) * (
+                errors - math.sqrt(2 / math.pi) * sigma * np.array([cells[r] for r in pool]))
+            chosen = pool[mech.select(scores, max(weights[r] for r in pool), epsilon)]
+            before = self.model_.marginal(probs, chosen).cpu()
             measurements.append(Measurement(chosen, torch.as_tensor(
-                mech.measure(chosen, sigma, full)), sigma, full))
+                mech.measure(chosen, sigma)), sigma))
             total = self._total(measurements, sizes)
             self.model_.fit(measurements, total, iterations, self.lr)
-            after = self.model_.marginal([p.detach() for p in self.model_.probs()], chosen,
-                                         not full).cpu().double()
+            after = self.model_.marginal([p.detach() for p in self.model_.probs()], chosen).cpu()
             moved = total * float((after - before).abs().sum())
-            if moved <= math.sqrt(2 / math.pi) * sigma * noisy_cells[at]:  # within the noise:
+            if moved <= math.sqrt(2 / math.pi) * sigma * cells[chosen]:  # within the noise:
                 sigma, epsilon = sigma / 2, epsilon * 2  # measure more precisely from now on
             tick()
         self.model_.fit(measurements, total, 10 * iterations, self.lr)

@@ -54,8 +54,8 @@ def marginals_report(sigma=5.0, n=10) -> PrivacyReport:
 class QuarterNoise(_Mechanisms):
     """Broken: measures with sigma / 4 while the privacy map is told sigma."""
 
-    def measure(self, clique, sigma, full=False):
-        return super().measure(clique, sigma / 4, full)
+    def measure(self, clique, sigma):
+        return super().measure(clique, sigma / 4)
 
 
 def scipy_p_value(m, r, v, eps, delta):

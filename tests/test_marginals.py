@@ -107,36 +107,6 @@ def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_a
     assert survival and demo.survival.time not in survival  # the outcome keeps its bins
 
 
-def test_a_recoding_is_learnt_from_a_pair_measured_once_at_full_resolution(adult,
-                                                                          monkeypatch):
-    """Where education-num counts by runs, its pair with education (a one-to-one recoding)
-    is a candidate at full resolution too, penalised by the model's effective cells: it is
-    measured so once, at the rounds' noise, and the model puts most of the pair's mass on
-    the recoding, where with grouped pairs only it cannot."""
-    import synth.marginals as sm
-
-    schema, frame = adult
-    i, j = schema.names.index("education"), schema.names.index("education-num")
-    settings = {"rounds_per_column": 2, "components": 16, "iterations": 5, "noise_seed": 1}
-
-    def on_the_recoding(model):
-        q = model.model_.marginal(model.model_.probs(), (i, j), grouped=False).detach()
-        codes = model.encoder_.encode(frame)
-        cells = np.unique(codes[:, [i, j]], axis=0)  # the recoding's cells
-        return float(q.reshape(model.encoder_.sizes[i], -1)[tuple(cells.T)].sum())
-
-    model = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
-    assert "education-num" in model.coarsened_ and "education" not in model.coarsened_
-    full = [m for m in model.privacy_.measurements if m.get("full")]
-    assert [m["marginal"] for m in full] == [[i, j]]
-    assert full[0]["rho"] == pytest.approx(1 / (2 * full[0]["sigma"] ** 2), rel=1e-6)
-    assert model.epsilon_spent_ <= 1.0 + 1e-9
-    monkeypatch.setattr(sm, "_effective_cells", lambda q: 1e12)  # never at full resolution
-    grouped = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
-    assert not any(m.get("full") for m in grouped.privacy_.measurements)
-    assert on_the_recoding(model) > max(0.5, 2 * on_the_recoding(grouped))
-
-
 def test_rare_codes_share_their_groups_count_where_noise_swamps_their_differences():
     from synth.marginals import Measurement, _shrink
 
