@@ -13,8 +13,10 @@ from synth.marginals import (
     ITERATIONS,
     DPIndependent,
     DPMarginals,
+    Measurement,
     _Mechanisms,
     _MixtureModel,
+    _shrink,
 )
 from synth.privacy import PrivacyBudget, zcdp_epsilon, zcdp_rho
 from tests.conftest import ROOT
@@ -108,8 +110,6 @@ def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_a
 
 
 def test_rare_codes_share_their_groups_count_where_noise_swamps_their_differences():
-    from synth.marginals import Measurement, _shrink
-
     rare = np.array([False, True, True, True, True])
     swamped = Measurement((0,), torch.tensor([900.0, 30.0, -150.0, 210.0, 120.0]), 200.0)
     y = _shrink(swamped, rare).counts.numpy()
@@ -157,10 +157,6 @@ def test_estimator_recovers_exact_marginals():
     b = (a + rng.integers(0, 2, n)) % 4
     c = (a * b + rng.integers(0, 2, n)) % 5
     codes = np.stack([a, b, c], axis=1)
-    import torch
-
-    from synth.marginals import Measurement
-
     mech = _Mechanisms(codes, sizes, 0)
     cliques = [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2)]
     measured = [Measurement(c, torch.as_tensor(mech.exact(c), dtype=torch.float64), 1.0)
@@ -174,8 +170,6 @@ def test_estimator_recovers_exact_marginals():
 
 
 def _random_mixture(sizes, components, seed):
-    import torch
-
     model = _MixtureModel(sizes, components, torch.Generator().manual_seed(seed),
                           torch.device("cpu"))
     with torch.no_grad():
@@ -186,7 +180,6 @@ def _random_mixture(sizes, components, seed):
 def test_stratified_rows_follow_the_mixture_exactly():
     """Each row's joint distribution is the mixture's: the pair (column 0, column 1) of one
     row, over many independent draws, matches the model's 2-way marginal (chi-square)."""
-    import torch
     from scipy.stats import chisquare
 
     model = _random_mixture([3, 4, 2], 5, 0)
@@ -203,8 +196,6 @@ def test_stratified_rows_follow_the_mixture_exactly():
 def test_stratified_histograms_are_tighter_than_independent_draws():
     """Every 1-way histogram is within one row per component of n times the model's
     marginal; plain per-row draws miss it by about sqrt(n p (1 - p))."""
-    import torch
-
     sizes, components, n = [6, 20], 16, 20_000
     model = _random_mixture(sizes, components, 3)
     codes = model.sample(n, torch.Generator().manual_seed(0))
@@ -236,8 +227,6 @@ def test_matched_rows_follow_the_models_three_way_marginals_closer(monkeypatch, 
     """Matching swaps codes inside components: every column keeps its codes, the 3-way
     histograms come much closer to the model's, and the same seed gives the same rows; a
     small ``MATCH_LIMIT`` splits the components into groups that still match."""
-    import torch
-
     import synth.marginals as marginals
 
     if limit:
