@@ -46,6 +46,7 @@ MATCH_PASSES = 8  # passes of swaps that bring a sample's marginals to the model
 MATCH_CELLS = 2**23  # the most marginal cells a sample is matched on
 MATCH_LIMIT = 2**25  # the most cell indices (rows x marginals) held at once while matching
 MATCH_WORK = 2**29  # the most cell lookups matching a chunk takes
+RECODING_SPREAD = 4  # the fewest values a recoding's columns must fill (see _recodings)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Measurement:
     clique: Clique
     counts: torch.Tensor  # noisy counts, flattened over the clique's cells
     sigma: float
+    full: bool = False  # every code counted on its own (merged codes not grouped)
 
 
 def _opendp():
@@ -73,6 +75,12 @@ def _shrink(m: Measurement, cells: np.ndarray) -> Measurement:
     return Measurement(m.clique, torch.as_tensor(y, dtype=m.counts.dtype), m.sigma)
 
 
+def _effective_cells(p: np.ndarray) -> float:
+    """The exponential of a distribution's entropy: how many cells it effectively fills."""
+    p = p[p > 0] / p.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
 class _Mechanisms:
     """The two private primitives, through OpenDP, with their zCDP costs summed."""
 
@@ -86,21 +94,24 @@ class _Mechanisms:
         # a fixed seed (tests only) replaces OpenDP's secure sampling by numpy's
         self.rng = None if seed is None else np.random.default_rng(seed)
 
-    def exact(self, clique: Clique) -> np.ndarray:
-        """Private exact counts of a marginal (never leave this class un-noised)."""
-        if clique not in self._cache:
+    def exact(self, clique: Clique, full: bool = False) -> np.ndarray:
+        """Private exact counts of a marginal (never leave this class un-noised); in a 2+-way
+        marginal a column with merged codes counts by its groups unless ``full``."""
+        if (clique, full) not in self._cache:
             dims = [self.sizes[c] for c in clique]
             codes = self.codes[:, list(clique)].T.copy()  # (clique, rows)
             for j, c in enumerate(clique):
-                if len(clique) > 1 and c in self.merged:
+                if len(clique) > 1 and c in self.merged and not full:
                     codes[j], dims[j] = self.merged[c][codes[j]], int(self.merged[c].max()) + 1
             flat = np.ravel_multi_index(codes, dims)
-            self._cache[clique] = np.bincount(flat, minlength=math.prod(dims)).astype("int64")
-        return self._cache[clique]
+            self._cache[clique, full] = np.bincount(flat, minlength=math.prod(dims)).astype(
+                "int64")
+        return self._cache[clique, full]
 
-    def measure(self, clique: Clique, sigma: float) -> np.ndarray:
-        """Counts of ``clique`` plus discrete Gaussian noise of scale sigma."""
-        return self._noisy(self.exact(clique), sigma, {"marginal": list(clique)})
+    def measure(self, clique: Clique, sigma: float, full: bool = False) -> np.ndarray:
+        """Counts of ``clique`` (see ``exact``) plus discrete Gaussian noise of scale sigma."""
+        return self._noisy(self.exact(clique, full), sigma,
+                           {"marginal": list(clique), **({"full": True} if full else {})})
 
     def measure_fine(self, column: int, grid, sigma: float) -> np.ndarray:
         """A column's histogram over its fine states (non-missing values; one record moves
@@ -173,14 +184,15 @@ class _MixtureModel:
             lr: float) -> None:
         """Weighted least squares to every measurement (weight 1/sigma^2)."""
         device = self.logits.device
-        targets = [(m.clique, m.counts.to(device) / total, (total / m.sigma) ** 2)
+        targets = [(m.clique, not m.full, m.counts.to(device) / total, (total / m.sigma) ** 2)
                    for m in measurements]
-        norm = sum(w for _, _, w in targets)
+        norm = sum(w for *_, w in targets)
         opt = torch.optim.Adam([self.logits], lr=lr)
         for _ in range(iterations):
             opt.zero_grad(set_to_none=True)
             probs = self.probs()
-            loss = sum(w * (self.marginal(probs, c) - y).pow(2).sum() for c, y, w in targets)
+            loss = sum(w * (self.marginal(probs, c, grouped) - y).pow(2).sum()
+                       for c, grouped, y, w in targets)
             (loss / norm).backward()
             opt.step()
 
@@ -358,7 +370,13 @@ class DPMarginals(Params):
             marginals and the fine histograms keep every bin. Post-processing of noisy
             counts, chosen once before the rounds. An outcome keeps its bins: on flchain's
             survival rows at epsilon 1 (7 runs) a coarsened survival time put the
-            Kaplan-Meier curve further off in 3 of 4 paired runs.
+            Kaplan-Meier curve further off in 3 of 4 paired runs. Coarsening would lose a
+            recoding (a code and its label, such as Adult's education-num and education), so
+            where it coarsens, each pair that looks like one from the noisy 1-way counts (see
+            ``_recodings``; ``recodings_`` names them) is measured once at full resolution
+            with the 1-way marginals' noise: on Adult at epsilon 0.1 (education and
+            education-num) 3-way L1 0.3029 to 0.2973 over fifteen paired runs (lower in 12),
+            TSTR AUROC 0.847 to 0.833.
         fine_share: share of the budget spent on a histogram of each binned numeric column
             over finer states (one per value when a column has at most 2,000 whole values,
             else ten per bin): sampling places values inside a bin by it, so point masses
@@ -443,6 +461,11 @@ class DPMarginals(Params):
             outcomes = {schema.target, schema.survival.time if schema.survival else None}
             self._coarsen(measurements, max(2, int(total / (self.coarsen * sigma))), outcomes,
                           mech, device)
+        self.recodings_: list[tuple[str, str]] = []  # pairs measured whole: see coarsen
+        for pair in self._recodings(measurements[:d]) if self.coarsened_ else []:
+            self.recodings_.append(tuple(self.encoder_.blocks[c].column.name for c in pair))
+            measurements.append(Measurement(pair, torch.as_tensor(
+                mech.measure(pair, sigma0, full=True)), sigma0, full=True))
         merged = {c: int(g.max()) + 1 for c, g in mech.merged.items()}  # groups per column
         candidates = [r for r in candidates  # a column merged into one group adds nothing
                       if len(r) == 1 or all(merged.get(c, 2) > 1 for c in r)]
@@ -553,6 +576,30 @@ class DPMarginals(Params):
             groups = np.where(rare, (~rare).sum(), np.cumsum(~rare) - 1)  # rare: last group
             self._group(i, groups, mech, device)
             self.merged_[col.name] = [c for c, r in zip(col.categories, rare) if r]
+
+    def _recodings(self, measurements: list[Measurement]) -> list[Clique]:
+        """Pairs of columns that look like recodings of each other (a code and its label),
+        judged from their noisy 1-way counts alone (post-processing): both hold values (no
+        bin of several values) and no merged codes, as many values each, filling at least
+        ``RECODING_SPREAD`` of them effectively, one of them coarsened, and their counts in
+        sorted order equal within the noise (squared differences summing to at most the
+        number of values in noise variances: about what noise alone gives)."""
+        blocks = self.encoder_.blocks
+        counts = [m.counts.numpy()[:b.n_values].clip(min=0) for m, b in zip(measurements, blocks)]
+        out = []
+        for i, j in itertools.combinations(range(len(blocks)), 2):
+            a, b = blocks[i], blocks[j]
+            if a.n_values != b.n_values or not {a.column.name, b.column.name} & set(
+                    self.coarsened_) or {a.column.name, b.column.name} & set(self.merged_):
+                continue
+            if any(x.edges is not None and not x.integer_values for x in (a, b)):
+                continue
+            if min(_effective_cells(counts[i]), _effective_cells(counts[j])) < RECODING_SPREAD:
+                continue
+            var = measurements[i].sigma ** 2 + measurements[j].sigma ** 2
+            if ((np.sort(counts[i]) - np.sort(counts[j])) ** 2).sum() <= a.n_values * var:
+                out.append((i, j))
+        return out
 
     @staticmethod
     def _total(measurements: list[Measurement], sizes: list[int]) -> float:

@@ -109,6 +109,34 @@ def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_a
     assert survival and demo.survival.time not in survival  # the outcome keeps its bins
 
 
+def test_a_recoding_survives_coarsening_measured_once_at_full_resolution(adult, monkeypatch):
+    """Where education-num counts by runs, its pair with education (a recoding) is found from
+    the noisy 1-way counts alone and measured once at full resolution, charged like any
+    measurement; the model then puts most of the pair's mass on the recoding, which it cannot
+    with runs only."""
+    schema, frame = adult  # 2,000 rows
+    i, j = schema.names.index("education"), schema.names.index("education-num")
+    settings = {"rounds_per_column": 2, "components": 16, "iterations": 5, "noise_seed": 1}
+
+    def on_the_recoding(model):
+        q = model.model_.marginal(model.model_.probs(), (i, j), grouped=False).detach()
+        cells = np.unique(model.encoder_.encode(frame)[:, [i, j]], axis=0)
+        return float(q.reshape(model.encoder_.sizes[i], -1)[tuple(cells.T)].sum())
+
+    model = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
+    assert "education-num" in model.coarsened_
+    assert model.recodings_ == [("education", "education-num")]  # and no other pair
+    full = [m for m in model.privacy_.measurements if m.get("full")]
+    assert [m["marginal"] for m in full] == [[i, j]]
+    assert full[0]["rho"] == pytest.approx(1 / (2 * full[0]["sigma"] ** 2), rel=1e-6)
+    assert model.epsilon_spent_ <= 1.0 + 1e-9
+    monkeypatch.setattr(DPMarginals, "_recodings", lambda self, measurements: [])
+    runs_only = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
+    assert on_the_recoding(model) > max(0.5, 2 * on_the_recoding(runs_only))
+    precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))
+    assert precise.coarsened_ == {} and precise.recodings_ == []  # measured whole anyway
+
+
 def test_rare_codes_share_their_groups_count_where_noise_swamps_their_differences():
     rare = np.array([False, True, True, True, True])
     swamped = Measurement((0,), torch.tensor([900.0, 30.0, -150.0, 210.0, 120.0]), 200.0)
