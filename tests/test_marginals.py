@@ -58,12 +58,13 @@ def test_spent_epsilon_is_opendps_rho_total_and_uses_the_budget(adult, epsilon):
     assert p.accountant == "zcdp" and p.steps is None
     # the 1-way marginals come first (twice when 2,000 records make them too noisy at
     # this budget: see one_way_target), then the fine histograms of the binned numeric
-    # columns, then selection and measurement alternate
+    # columns, then any recodings measured whole, then selection and measurement alternate
     kinds = [m["mechanism"].split()[0] for m in p.measurements]
-    d, f = len(schema.columns), len(model.fine_)
+    d, f, r = len(schema.columns), len(model.fine_), len(model.recodings_)
     t = d * (1 + (epsilon < 10))  # the expected noise per column: 0.37 at 1, 0.037 at 10
-    assert kinds[:t + f] == ["discrete"] * (t + f)
-    assert kinds[t + f:] == ["report", "discrete"] * ((len(kinds) - t - f) // 2)
+    assert kinds[:t + f + r] == ["discrete"] * (t + f + r)
+    assert all(m.get("full") for m in p.measurements[t + f:t + f + r])
+    assert kinds[t + f + r:] == ["report", "discrete"] * ((len(kinds) - t - f - r) // 2)
     assert [m["marginal"] for m in p.measurements[:t]] == [[i % d] for i in range(t)]
     assert [m["fine_histogram"] for m in p.measurements[t:t + f]] == sorted(model.fine_)
     one_way = sum(m["rho"] for m in p.measurements[:t]) / (rho / (1 - 1e-6))
