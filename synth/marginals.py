@@ -41,6 +41,8 @@ Clique = tuple[int, ...]
 RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare codes merged
 ONE_WAY_MAX = 0.6  # the most of the budget the 1-way marginals may take (see one_way_target)
 ITERATIONS = 50, 100  # Adam iterations per round: noisy rounds, precise rounds
+MEMBERS = 3, 1  # mixtures fitted side by side and released as one: noisy rounds, precise
+LAST_ROUNDS = 2  # rounds the last of the budget is spread over
 PRECISE = 1e-3  # a round is precise when its noise scale is below this share of the records
 MATCH_PASSES = 8  # passes of swaps that bring a sample's marginals to the model's
 MATCH_CELLS = 2**23  # the most marginal cells a sample is matched on
@@ -158,14 +160,19 @@ class _MixtureModel:
     """A uniform mixture of product distributions over the encoded columns."""
 
     def __init__(self, sizes: list[int], components: int, generator: torch.Generator,
-                 device: torch.device):
+                 device: torch.device, merged: dict[int, torch.Tensor] | None = None):
         self.sizes = sizes
-        self.merged: dict[int, torch.Tensor] = {}  # column -> (codes, groups) one-hot map
+        # column -> (codes, groups) one-hot map; models given one dict share its changes
+        self.merged: dict[int, torch.Tensor] = {} if merged is None else merged
         self.logits = (0.01 * torch.randn(components, sum(sizes), generator=generator,
                                           device=device)).requires_grad_()
 
     def probs(self) -> list[torch.Tensor]:
         return [F.softmax(b, dim=1) for b in self.logits.split(self.sizes, dim=1)]
+
+    def join(self, others: list["_MixtureModel"]) -> None:
+        """Takes in the components of ``others`` (as many each): the average of the models."""
+        self.logits = torch.cat([self.logits.detach()] + [o.logits.detach() for o in others])
 
     def marginal(self, probs: list[torch.Tensor], clique: Clique,
                  grouped: bool = True) -> torch.Tensor:
@@ -330,7 +337,13 @@ class DPMarginals(Params):
     Args:
         degree: the largest marginals in the workload (all 1..degree-way column sets).
         rounds_per_column: initial number of rounds per column (AIM's T = 16 d); noise halves
-            whenever a measurement stops moving the model, so fewer rounds usually run.
+            whenever a measurement stops moving the model, so fewer rounds usually run. Once
+            less than two rounds as planned are left, the rest of the budget is split evenly
+            over ``LAST_ROUNDS`` (2) rounds, where AIM spends it on one: after the noise has
+            halved, that one round can take a large share of the budget for a single
+            marginal (on Adult 17% at epsilon 0.1, 28% at 1). On Adult at epsilon 0.1, 3-way
+            L1 0.2928 against 0.2970 over ten paired noise seeds (9 lower); at epsilon 1
+            0.1476 against 0.1472 on three: no change.
         one_way_share: share of the budget spent first on all 1-way marginals (AIM spends
             about 0.9 d / T = 6%); the rounds share the rest.
         one_way_target: when those measurements are noisy for the data's size (their
@@ -349,6 +362,16 @@ class DPMarginals(Params):
             fitting longer helps where measurements are precise and fits their noise where
             they are not (on Adult, 3-way L1 at epsilon 10: 0.089 with 50, 0.080 with 100;
             at epsilon 1: 0.147 with 50, 0.152 with 100).
+        members: mixtures fitted side by side to the same measurements, each from its own
+            initialisation (selection and the noise schedule follow the first); the model
+            released is their average, one mixture of all their components: post-processing.
+            None (default): ``MEMBERS[0]`` (3) where the rounds are noisy (as for
+            ``iterations``), else ``MEMBERS[1]`` (1). Noisy measurements pin the model down
+            loosely and each fit settles somewhere the noise allows; their average errs less.
+            On Adult, 3-way L1 at epsilon 0.1: 0.2876 against 0.2917 on five paired noise
+            seeds (5 lower), and with the last rounds split too 0.2938 against 0.3023 on five
+            more (4 lower); at epsilon 1: 0.1403 against 0.1472 (3 of 3). It triples the
+            fitting time, which precise rounds (slower, and pinned down) would not repay.
         lr: Adam learning rate of the estimator.
         rare_merge: in a categorical column of more than 20 categories (ICD-like codes),
             the codes whose noisy 1-way count is below ``rare_merge`` noise standard
@@ -395,8 +418,9 @@ class DPMarginals(Params):
                  one_way_share: float = 0.2, one_way_target: float = 0.1,
                  selection_share: float = 0.1,
                  max_cells: int = 20_000, max_bins: int = 20,
-                 components: int = 1024, iterations: int | None = None, lr: float = 0.05,
-                 rare_merge: float = 2.0, fine_share: float = 0.05, device: str = "auto",
+                 components: int = 1024, iterations: int | None = None,
+                 members: int | None = None, lr: float = 0.05, rare_merge: float = 2.0,
+                 fine_share: float = 0.05, device: str = "auto",
                  coarsen: float = 5.0, seed: int = 0, noise_seed: int | None = None):
         self.degree = degree
         self.rounds_per_column = rounds_per_column
@@ -407,6 +431,7 @@ class DPMarginals(Params):
         self.max_bins = max_bins
         self.components = components
         self.iterations = iterations
+        self.members = members
         self.lr = lr
         self.rare_merge = rare_merge
         self.coarsen = coarsen
@@ -471,16 +496,25 @@ class DPMarginals(Params):
                       if len(r) == 1 or all(merged.get(c, 2) > 1 for c in r)]
         cells = {r: math.prod(merged.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
                  for r in candidates}
-        iterations = self.iterations or ITERATIONS[bool(rounds) and sigma < PRECISE * total]
-        self.model_.fit(measurements, total, 10 * iterations, self.lr)
+        precise = bool(rounds) and sigma < PRECISE * total
+        iterations = self.iterations or ITERATIONS[precise]
+        members = [self.model_] + [  # each from its own initialisation, sharing ``merged``
+            _MixtureModel(sizes, self.components, generator, device, self.model_.merged)
+            for _ in range(1, (self.members or MEMBERS[precise]) if rounds else 1)]
+        for model in members:
+            model.fit(measurements, total, 10 * iterations, self.lr)
         tick = lambda: progress(min(1000, int(1000 * mech.rho_spent / rho)), 1000) \
             if progress else None
         tick()
+        last = 0  # rounds left once the rest of the budget is split evenly
         while rounds and rho - mech.rho_spent > 1e-9 * rho:
             remaining = rho - mech.rho_spent
-            if remaining < 2 * (1 / (2 * sigma**2) + epsilon**2 / 8):  # the last round
-                sigma = math.sqrt(1 / (2 * share * remaining))
-                epsilon = math.sqrt(8 * (1 - share) * remaining)
+            if not last and remaining < 2 * (1 / (2 * sigma**2) + epsilon**2 / 8):
+                last = LAST_ROUNDS  # not enough for two more rounds as planned
+            if last:
+                sigma = math.sqrt(last / (2 * share * remaining))
+                epsilon = math.sqrt(8 * (1 - share) * remaining / last)
+                last -= 1
             limit = self.max_cells * (mech.rho_spent + 1 / (2 * sigma**2) + epsilon**2 / 8) / rho
             pool = [r for r in candidates if cells[r] <= max(limit, max(sizes))]
             probs = [p.detach() for p in self.model_.probs()]
@@ -495,13 +529,16 @@ class DPMarginals(Params):
             measurements.append(Measurement(chosen, torch.as_tensor(
                 mech.measure(chosen, sigma)), sigma))
             total = self._total(measurements, sizes)
-            self.model_.fit(measurements, total, iterations, self.lr)
+            for model in members:
+                model.fit(measurements, total, iterations, self.lr)
             after = self.model_.marginal([p.detach() for p in self.model_.probs()], chosen).cpu()
             moved = total * float((after - before).abs().sum())
-            if moved <= math.sqrt(2 / math.pi) * sigma * cells[chosen]:  # within the noise:
-                sigma, epsilon = sigma / 2, epsilon * 2  # measure more precisely from now on
-            tick()
-        self.model_.fit(measurements, total, 10 * iterations, self.lr)
+            if moved <= math.sqrt(2 / math.pi) * sigma * cells[chosen] and not last:
+                sigma, epsilon = sigma / 2, epsilon * 2  # within the noise: measure more
+            tick()                                       # precisely from now on
+        for model in members:
+            model.fit(measurements, total, 10 * iterations, self.lr)
+        self.model_.join(members[1:])  # post-processing: the members' average
         self.privacy_ = PrivacyReport(
             epsilon=zcdp_epsilon(mech.rho_spent, budget.delta), delta=budget.delta,
             target_epsilon=budget.epsilon, accountant="zcdp", mechanism=self.mechanism,
@@ -510,6 +547,7 @@ class DPMarginals(Params):
         self.epsilon_spent_ = self.privacy_.epsilon
         self.measured_ = [m.clique for m in measurements]
         self.iterations_ = iterations
+        self.members_ = len(members)
         return self
 
     def _top_up(self, measurements: list[Measurement], share: float, rho: float,

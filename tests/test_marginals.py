@@ -5,12 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipelines.ingest import ingest
 from schemas import load_schema
 from synth.encoding import TableEncoder
 from synth.marginals import (
     ITERATIONS,
+    LAST_ROUNDS,
+    MEMBERS,
     DPIndependent,
     DPMarginals,
     Measurement,
@@ -21,7 +24,7 @@ from synth.marginals import (
 from synth.privacy import PrivacyBudget, zcdp_epsilon, zcdp_rho
 from tests.conftest import ROOT
 
-FAST = {"rounds_per_column": 2, "components": 64, "iterations": 10}
+FAST = {"rounds_per_column": 2, "components": 64, "iterations": 10, "members": 1}
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +79,48 @@ def test_iterations_follow_the_rounds_noise_against_the_noisy_record_count(adult
     """Longer fits where the rounds' noise is small for the data's size (a rule of epsilon,
     columns and the noisy count: post-processing); a value given is kept."""
     schema, frame = adult  # 2,000 rows, 15 columns
-    settings = {"rounds_per_column": 2, "components": 16, "noise_seed": 1}
+    settings = {"rounds_per_column": 2, "components": 16, "members": 1, "noise_seed": 1}
     noisy = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))  # sigma about 50
     precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))  # about 0.7
     assert (noisy.iterations_, precise.iterations_) == ITERATIONS
     given = DPMarginals(iterations=7, **settings).fit(frame, schema, PrivacyBudget(100.0))
     assert given.iterations_ == 7
+
+
+def test_noisy_rounds_fit_several_mixtures_released_as_their_average(adult):
+    """Where the rounds are noisy, MEMBERS[0] mixtures follow the same measurements from their
+    own initialisations and the release is their average (post-processing: the same
+    measurements, the same spend); precise rounds fit one; a value given is kept."""
+    schema, frame = adult
+    settings = {"rounds_per_column": 2, "components": 16, "iterations": 5, "noise_seed": 1}
+    noisy = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
+    precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))
+    assert (noisy.members_, precise.members_) == MEMBERS
+    assert noisy.model_.logits.shape[0] == MEMBERS[0] * 16
+    single = DPMarginals(members=1, **settings).fit(frame, schema, PrivacyBudget(1.0))
+    assert single.model_.logits.shape[0] == 16
+    # members change the estimate, never what was measured or spent
+    assert single.privacy_.measurements == noisy.privacy_.measurements
+    parts = noisy.model_.logits.split(16)  # distinct initialisations, distinct fits
+    assert not torch.allclose(parts[0], parts[1])
+    age = schema.names.index("age")
+    start, size = sum(noisy.model_.sizes[:age]), noisy.model_.sizes[age]
+    average = torch.stack([F.softmax(p[:, start:start + size], 1).mean(0) for p in parts]).mean(0)
+    assert torch.allclose(noisy.model_.marginal(noisy.model_.probs(), (age,)), average)
+    assert len(noisy.sample(500)) == 500
+
+
+def test_the_last_of_the_budget_is_split_evenly_over_the_last_rounds(adult):
+    """When less than two rounds as planned are left, the rest is split evenly over
+    LAST_ROUNDS rounds, measurement and selection alike, and the budget is spent."""
+    schema, frame = adult
+    model = DPMarginals(noise_seed=1, **FAST).fit(frame, schema, PrivacyBudget(1.0))
+    log = model.privacy_.measurements
+    rounds = [m for m in log if "marginal" in m][-LAST_ROUNDS:]
+    picks = [m for m in log if m["mechanism"].startswith("report")][-LAST_ROUNDS:]
+    assert [m["sigma"] for m in rounds] == pytest.approx([rounds[0]["sigma"]] * LAST_ROUNDS)
+    assert [m["epsilon"] for m in picks] == pytest.approx([picks[0]["epsilon"]] * LAST_ROUNDS)
+    assert model.epsilon_spent_ == pytest.approx(1.0, rel=1e-5)
 
 
 def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_are_noisy(
