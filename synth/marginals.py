@@ -533,9 +533,10 @@ class DPMarginals(Params):
                 model.fit(measurements, total, iterations, self.lr)
             after = self.model_.marginal([p.detach() for p in self.model_.probs()], chosen).cpu()
             moved = total * float((after - before).abs().sum())
+            # within the noise: measure more precisely from now on (unless in the last rounds)
             if moved <= math.sqrt(2 / math.pi) * sigma * cells[chosen] and not last:
-                sigma, epsilon = sigma / 2, epsilon * 2  # within the noise: measure more
-            tick()                                       # precisely from now on
+                sigma, epsilon = sigma / 2, epsilon * 2
+            tick()
         for model in members:
             model.fit(measurements, total, 10 * iterations, self.lr)
         self.model_.join(members[1:])  # post-processing: the members' average
