@@ -44,8 +44,11 @@ SERVE_PORT ?= 4200
 serve: $(STAMP)
 	$(PY) -m flows.serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file in one of them;
+# each worker's torch uses one thread.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser postgres
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The report test looks at an HTML report in headless Chromium (Debian's package); install it
 # where this machine lets us (root and apt-get), else that one test is skipped.

@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 DEMO_ADULT = ROOT / "data" / "adult" / "adult.data.gz"  # ships with the repo
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s parallel workers: a core each
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def ledger_home(tmp_path_factory) -> Path:
