@@ -290,6 +290,7 @@ def run_dp(bench: Bench, name: str, eps: float, seed: int, params: dict) -> dict
     spent = getattr(model, "epsilon_spent_", getattr(privacy, "epsilon", None))
     return {"synthesizer": name, "kind": "dp", "epsilon": eps, "delta": DELTA, "seed": seed,
             "params": _jsonable(model.get_params()),
+            "fit_threads": getattr(model, "threads_", None),  # torch threads while fitting
             "epsilon_spent": None if spent is None else float(spent),
             "privacy": _privacy_summary(privacy), **result}
 

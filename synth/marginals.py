@@ -35,7 +35,7 @@ from schemas import Schema
 from synth.base import Params
 from synth.encoding import CodedTable, TableEncoder
 from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
-from synth.sampling import check_request, chunks, resolve_device
+from synth.sampling import check_request, chunks, cpu_threads, resolve_device
 
 Clique = tuple[int, ...]
 RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare codes merged
@@ -417,6 +417,9 @@ class DPMarginals(Params):
             else ten per bin): sampling places values inside a bin by it, so point masses
             such as 40 hours a week survive binning (0: uniformly inside the bin).
         device: "auto" (CUDA when available), "cpu" or "cuda".
+        threads: torch threads while fitting on the CPU; None (default): see
+            ``synth.sampling.cpu_threads`` (one where OpenMP's idle threads sleep: the
+            mixture's operations are too small to repay waking them).
         seed: seeds the model's initialisation.
         noise_seed: None (default): the noise comes from OpenDP's cryptographically secure
             samplers; an integer replaces them with a seeded numpy generator, for
@@ -432,7 +435,7 @@ class DPMarginals(Params):
                  max_cells: int = 20_000, max_bins: int = 20,
                  components: int = 1024, iterations: int | None = None,
                  members: int | None = None, lr: float = 0.05, rare_merge: float = 2.0,
-                 fine_share: float = 0.05, device: str = "auto",
+                 fine_share: float = 0.05, device: str = "auto", threads: int | None = None,
                  coarsen: float = 5.0, seed: int = 0, noise_seed: int | None = None):
         self.degree = degree
         self.rounds_per_column = rounds_per_column
@@ -449,12 +452,19 @@ class DPMarginals(Params):
         self.coarsen = coarsen
         self.fine_share = fine_share
         self.device = device
+        self.threads = threads
         self.seed = seed
         self.noise_seed = noise_seed
 
     def fit(self, data: pd.DataFrame | CodedTable, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> "DPMarginals":
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
+        with cpu_threads(resolve_device(self.device), self.threads) as threads:
+            self.threads_ = threads
+            return self._fit(data, schema, budget, progress)
+
+    def _fit(self, data: pd.DataFrame | CodedTable, schema: Schema, budget: PrivacyBudget,
+             progress: Callable[[int, int], None] | None) -> "DPMarginals":
         if self.rounds_per_column and not (0 < self.one_way_share < 1
                                            and 0 < self.selection_share < 1):
             raise ValueError("one_way_share and selection_share must lie in (0, 1)")

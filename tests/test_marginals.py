@@ -110,6 +110,26 @@ def test_noisy_rounds_fit_several_mixtures_released_as_their_average(adult):
     assert len(noisy.sample(500)) == 500
 
 
+def test_a_cpu_fit_runs_on_one_thread_where_openmps_idle_threads_sleep(adult, monkeypatch):
+    """Waking sleeping OpenMP threads costs more than the mixture's small operations gain:
+    one thread unless asked; torch's own setting is back afterwards."""
+    schema, frame = adult
+    before = torch.get_num_threads()
+    seen = []
+    fit = _MixtureModel.fit
+    monkeypatch.setattr(_MixtureModel, "fit", lambda self, *a: (
+        seen.append(torch.get_num_threads()), fit(self, *a))[1])
+    settings = {**FAST, "device": "cpu", "noise_seed": 1}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0)).threads_ == 1
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    seen.clear()
+    assert DPMarginals(threads=2, **settings).fit(frame, schema, PrivacyBudget(1.0)).threads_ == 2
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # spinning threads: torch's setting
+    assert DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0)).threads_ == before
+
+
 def test_the_last_of_the_budget_is_split_evenly_over_the_last_rounds(adult):
     """When less than two rounds as planned are left, the rest is split evenly over
     LAST_ROUNDS rounds, measurement and selection alike, and the budget is spent."""
