@@ -369,8 +369,15 @@ def test_image_benchmark_runs_small(monkeypatch, capsys):
     synthesizer and train-on-real through both metrics on the bundled images."""
     from bench import images as bench
 
-    monkeypatch.setattr(sys, "argv", ["bench/images.py", "--small"])
+    monkeypatch.setattr(sys, "argv", ["bench/images.py", "--small", "--set", "latent_dim=8"])
+    made = []
+    make = bench.make_image_synthesizer
+    monkeypatch.setattr(bench, "make_image_synthesizer",
+                        lambda name, **kw: made.append(kw) or make(name, **kw))
     assert bench.main() == 0
+    assert made and all(kw["latent_dim"] == 8 for kw in made)  # --set reaches every fit
+    assert bench._setting("width=32") == ("width", 32)
+    assert bench._setting("accountant=rdp") == ("accountant", "rdp")
     stdout = capsys.readouterr().out
     assert "| train on real |" in stdout and "FD (local CNN features)" in stdout
     for name in ("dp-conv-gan", "dp-conv-vae"):
