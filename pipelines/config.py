@@ -15,9 +15,9 @@ from synth.privacy import DEFAULT_DELTA
 
 DEFAULT_ROWS = 10_000
 DEFAULT_SYNTHESIZER = "dp-marginals"
-# dp-conv-gan and dp-conv-vae apply to image schemas (pipelines/image_run.py)
+# dp-conv-gan, dp-conv-vae and dp-merf apply to image schemas (pipelines/image_run.py)
 Synthesizers = Literal["dp-marginals", "dp-ctgan", "dp-vae", "dp-independent",
-                      "dp-conv-gan", "dp-conv-vae"]
+                      "dp-conv-gan", "dp-conv-vae", "dp-merf"]
 TUNABLE = ("epochs", "batch_size", "max_grad_norm", "lr", "accountant")
 
 

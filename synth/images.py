@@ -11,16 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from synth.image_gan import DPConvGAN
+from synth.image_merf import DPMERF
 from synth.image_vae import DPConvVAE
 
-IMAGE_SYNTHESIZERS: dict[str, type] = {"dp-conv-gan": DPConvGAN, "dp-conv-vae": DPConvVAE}
+IMAGE_SYNTHESIZERS: dict[str, type] = {"dp-conv-gan": DPConvGAN, "dp-conv-vae": DPConvVAE,
+                                       "dp-merf": DPMERF}
 
 
 def image_synthesizer_names() -> list[str]:
     return sorted(IMAGE_SYNTHESIZERS)
 
 
-def make_image_synthesizer(name: str, **params: Any) -> DPConvGAN | DPConvVAE:
+def make_image_synthesizer(name: str, **params: Any) -> DPConvGAN | DPConvVAE | DPMERF:
     """A new, unfitted image synthesizer by registry name."""
     if name not in IMAGE_SYNTHESIZERS:
         raise ValueError(f"unknown image synthesizer {name!r}; known: "
