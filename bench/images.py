@@ -15,11 +15,14 @@ image synthesizer runs at each epsilon and seed and samples ``--samples`` labell
                             Inception FID (no downloadable weights here): it does not compare
                             with published FIDs
   fit / sample              wall seconds
+  hardware                  where the fits and classifiers ran: on CUDA when there is one
+                            (the synthesizers' device "auto"), else on the CPU; rows of
+                            different hardware are kept apart
 
 The train-on-real row trains the same CNN on the real training images; its FD compares the
 real test images with as many real training images. Records merge into
-bench/results/images.json by (synthesizer, epsilon, seed, train size); BENCHMARKS.md's table
-between the images markers is re-rendered from that file.
+bench/results/images.json by (synthesizer, epsilon, seed, train size, synthetic images,
+hardware); BENCHMARKS.md's table between the images markers is re-rendered from that file.
 
     python bench/images.py                                   # the full grid (slow on CPU)
     python bench/images.py --epsilons 10 --train-size 20000 --epochs 5
@@ -81,14 +84,19 @@ the papers, not re-run here; each paper uses its own CNN):
 """
 
 
+def hardware(r: dict) -> str:
+    """Where a record's fit and classifier ran: its GPU, else its CPU count."""
+    return r["env"]["gpu"] or f"{r['env']['cpus']} CPU cores"
+
+
 def load(args) -> tuple:
     schema = load_image_schema(SCHEMA)
     if args.small:  # the bundled 5,000 training images: 600 to fit, 300 to score
         data = ingest_images(DEMO, schema)
         return schema, (data.images[:600], data.labels[:600]), (data.images[-300:],
                                                                data.labels[-300:])
-    train = ingest_images(DATA / "train-images-idx3-ubyte.gz", schema)
-    test = ingest_images(DATA / "t10k-images-idx3-ubyte.gz", schema)
+    train = ingest_images(args.data / "train-images-idx3-ubyte.gz", schema)
+    test = ingest_images(args.data / "t10k-images-idx3-ubyte.gz", schema)
     n = args.train_size or len(train.images)
     pick = np.random.default_rng(0).permutation(len(train.images))[:n]  # fixed subset
     return schema, (train.images[pick], train.labels[pick]), (test.images, test.labels)
@@ -131,7 +139,7 @@ def run_real(train, test, feature_cnn, args, n_classes) -> dict:
 
 
 def _key(r: dict) -> tuple:
-    return r["synthesizer"], r["epsilon"], r["seed"], r["n_train"], r["n_synthetic"]
+    return r["synthesizer"], r["epsilon"], r["seed"], r["n_train"], r["n_synthetic"], hardware(r)
 
 
 def merge(path: Path, new: list[dict]) -> list[dict]:
@@ -146,19 +154,19 @@ def merge(path: Path, new: list[dict]) -> list[dict]:
 
 def _order(r: dict) -> tuple:
     return (r["kind"] != "real", r["synthesizer"], r["epsilon"] or 0.0, r["n_train"],
-            r["n_synthetic"], -1 if r["seed"] is None else r["seed"])
+            r["n_synthetic"], hardware(r), -1 if r["seed"] is None else r["seed"])
 
 
 def table(records: list[dict]) -> str:
     head = ["synthesizer", "epsilon", "seeds", "train images", "synthetic images", "epochs",
-            "CNN accuracy",
+            "hardware", "CNN accuracy",
             "FD (local CNN features)", "fit s", "sample s", "target"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(records, key=_order):
-        groups.setdefault((r["synthesizer"], r["epsilon"], r["n_train"], r["n_synthetic"]),
-                          []).append(r)
-    for (name, eps, n_train, n_synthetic), rs in groups.items():
+        groups.setdefault((r["synthesizer"], r["epsilon"], r["n_train"], r["n_synthetic"],
+                           hardware(r)), []).append(r)
+    for (name, eps, n_train, n_synthetic, where), rs in groups.items():
         real = rs[0]["kind"] == "real"
         acc = float(np.mean([r["cnn_accuracy"] for r in rs]))
         target = "-" if real or eps not in TARGETS else (
@@ -166,7 +174,7 @@ def table(records: list[dict]) -> str:
         rows.append("| " + " | ".join([
             "train on real" if real else name, "-" if eps is None else f"{eps:g}",
             "-" if real else str(len(rs)), f"{n_train:,}", "-" if real else f"{n_synthetic:,}",
-            "-" if real else str(rs[0]["params"].get("epochs")),
+            "-" if real else str(rs[0]["params"].get("epochs") or "-"), where,
             _stat([r["cnn_accuracy"] for r in rs], 3), _stat([r["fd_local_cnn"] for r in rs], 2),
             "-" if real else _stat([r["seconds"]["fit"] for r in rs], 0),
             "-" if real else _stat([r["seconds"]["sample"] for r in rs], 1), target]) + " |")
@@ -208,6 +216,8 @@ def main() -> int:
     parser.add_argument("--synthesizers", nargs="*", default=image_synthesizer_names())
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="folder of Fashion-MNIST's four IDX files (default: %(default)s)")
     parser.add_argument("--train-size", type=int, default=None,
                         help="fit on a fixed random subset of this many training images "
                              "(default: all 60,000)")

@@ -9,8 +9,9 @@
   values do not compare with published FIDs.
 
 Both read real images, so their values are disclosures: they belong in internal reports and
-benchmarks, never in a release. Every function takes an explicit seed and runs on the CPU in
-a few seconds to minutes (a two-convolution network, a few epochs: see BENCHMARKS.md).
+benchmarks, never in a release. Every function takes an explicit seed; the CNN trains on
+CUDA when there is one, else on the CPU in a few seconds to minutes (a two-convolution
+network, a few epochs: see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from synth.sampling import resolve_device
 
 FEATURES = 128  # penultimate width of the CNN
 
@@ -62,20 +65,24 @@ class TrainedCNN:
 
 
 def train_cnn(images: np.ndarray, labels: np.ndarray, n_classes: int, epochs: int = 5,
-              batch_size: int = 128, lr: float = 1e-3, seed: int = 0) -> TrainedCNN:
-    """Fits a SmallCNN by Adam on uint8 (N, H, W, C) images and int (N,) labels.
+              batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+              device: str = "auto") -> TrainedCNN:
+    """Fits a SmallCNN by Adam on uint8 (N, H, W, C) images and int (N,) labels, on
+    ``device`` ("auto": CUDA when available).
 
     Not private: use it on synthetic images, or on real ones only for internal metrics.
     """
-    torch.manual_seed(seed)  # weight init; the shuffles use their own generator
+    torch.manual_seed(seed)  # weight init (on the CPU); the shuffles use their own generator
     n, h, w, c = images.shape
-    model = SmallCNN(c, h, w, n_classes)
+    where = resolve_device(device)
+    model = SmallCNN(c, h, w, n_classes).to(where)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    x, y = _tensor(images), torch.as_tensor(labels, dtype=torch.long)
+    x = _tensor(images).to(where)
+    y = torch.as_tensor(labels, dtype=torch.long, device=where)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(where)
         for start in range(0, n, batch_size):
             index = order[start:start + batch_size]
             optimizer.zero_grad(set_to_none=True)
@@ -86,14 +93,20 @@ def train_cnn(images: np.ndarray, labels: np.ndarray, n_classes: int, epochs: in
 
 
 @torch.no_grad()
-def _batched(fn, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    out = [fn(_tensor(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+def _batched(fn, images: np.ndarray, device: torch.device,
+             batch_size: int = 1024) -> np.ndarray:
+    out = [fn(_tensor(images[i:i + batch_size]).to(device)).cpu()
+           for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy()
+
+
+def _device(cnn: TrainedCNN) -> torch.device:
+    return next(cnn.model.parameters()).device
 
 
 def accuracy(cnn: TrainedCNN, images: np.ndarray, labels: np.ndarray) -> float:
     """Share of ``images`` whose predicted class is ``labels``."""
-    logits = _batched(cnn.model, images)
+    logits = _batched(cnn.model, images, _device(cnn))
     return float((logits.argmax(axis=1) == np.asarray(labels)).mean())
 
 
@@ -115,7 +128,7 @@ def train_feature_cnn(real_images: np.ndarray, real_labels: np.ndarray, n_classe
 
 def cnn_features(cnn: TrainedCNN, images: np.ndarray) -> np.ndarray:
     """(N, 128) float64 penultimate-layer features."""
-    return _batched(cnn.model.features, images).astype(np.float64)
+    return _batched(cnn.model.features, images, _device(cnn)).astype(np.float64)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
