@@ -22,7 +22,8 @@ image synthesizer runs at each epsilon and seed and samples ``--samples`` labell
 The train-on-real row trains the same CNN on the real training images; its FD compares the
 real test images with as many real training images. Records merge into
 bench/results/images.json by (synthesizer, epsilon, seed, train size, synthetic images,
-hardware); BENCHMARKS.md's table between the images markers is re-rendered from that file.
+hardware, settings); BENCHMARKS.md's table between the images markers is re-rendered from
+that file. "settings" lists the parameters that differ from the synthesizer's defaults.
 
     python bench/images.py                                   # the full grid (slow on CPU)
     python bench/images.py --epsilons 10 --train-size 20000 --epochs 5
@@ -89,6 +90,15 @@ def hardware(r: dict) -> str:
     return r["env"]["gpu"] or f"{r['env']['cpus']} CPU cores"
 
 
+def settings(r: dict) -> str:
+    """A record's synthesizer parameters that differ from today's defaults (seed aside)."""
+    if r["kind"] == "real":
+        return "-"
+    defaults = make_image_synthesizer(r["synthesizer"]).get_params()
+    given = {k: v for k, v in r["params"].items() if k != "seed" and defaults.get(k) != v}
+    return ", ".join(f"{k}={v}" for k, v in sorted(given.items())) or "defaults"
+
+
 def load(args) -> tuple:
     schema = load_image_schema(SCHEMA)
     if args.small:  # the bundled 5,000 training images: 600 to fit, 300 to score
@@ -139,7 +149,8 @@ def run_real(train, test, feature_cnn, args, n_classes) -> dict:
 
 
 def _key(r: dict) -> tuple:
-    return r["synthesizer"], r["epsilon"], r["seed"], r["n_train"], r["n_synthetic"], hardware(r)
+    return (r["synthesizer"], r["epsilon"], r["seed"], r["n_train"], r["n_synthetic"],
+            hardware(r), settings(r))
 
 
 def merge(path: Path, new: list[dict]) -> list[dict]:
@@ -154,27 +165,27 @@ def merge(path: Path, new: list[dict]) -> list[dict]:
 
 def _order(r: dict) -> tuple:
     return (r["kind"] != "real", r["synthesizer"], r["epsilon"] or 0.0, r["n_train"],
-            r["n_synthetic"], hardware(r), -1 if r["seed"] is None else r["seed"])
+            r["n_synthetic"], hardware(r), settings(r), -1 if r["seed"] is None else r["seed"])
 
 
 def table(records: list[dict]) -> str:
-    head = ["synthesizer", "epsilon", "seeds", "train images", "synthetic images", "epochs",
+    head = ["synthesizer", "epsilon", "settings", "seeds", "train images", "synthetic images",
             "hardware", "CNN accuracy",
             "FD (local CNN features)", "fit s", "sample s", "target"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(records, key=_order):
-        groups.setdefault((r["synthesizer"], r["epsilon"], r["n_train"], r["n_synthetic"],
-                           hardware(r)), []).append(r)
-    for (name, eps, n_train, n_synthetic, where), rs in groups.items():
+        groups.setdefault((r["synthesizer"], r["epsilon"], settings(r), r["n_train"],
+                           r["n_synthetic"], hardware(r)), []).append(r)
+    for (name, eps, given, n_train, n_synthetic, where), rs in groups.items():
         real = rs[0]["kind"] == "real"
         acc = float(np.mean([r["cnn_accuracy"] for r in rs]))
         target = "-" if real or eps not in TARGETS else (
             f"{'✓' if acc >= TARGETS[eps] else '✗'} >= {TARGETS[eps]:.2f}")
         rows.append("| " + " | ".join([
-            "train on real" if real else name, "-" if eps is None else f"{eps:g}",
+            "train on real" if real else name, "-" if eps is None else f"{eps:g}", given,
             "-" if real else str(len(rs)), f"{n_train:,}", "-" if real else f"{n_synthetic:,}",
-            "-" if real else str(rs[0]["params"].get("epochs") or "-"), where,
+            where,
             _stat([r["cnn_accuracy"] for r in rs], 3), _stat([r["fd_local_cnn"] for r in rs], 2),
             "-" if real else _stat([r["seconds"]["fit"] for r in rs], 0),
             "-" if real else _stat([r["seconds"]["sample"] for r in rs], 1), target]) + " |")
