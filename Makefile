@@ -29,7 +29,8 @@ demo: $(STAMP)
 # DP image release of the bundled Fashion-MNIST subset (data/fashion-mnist, 5,000 images).
 demo-images: $(STAMP)
 	$(PY) -m flows.release --input data/fashion-mnist --schema schemas/fashion_mnist.yaml \
-		--epsilon 10 --delta 1e-5 --rows 2000 --out releases/fashion-mnist-demo --overwrite
+		--epsilon 10 --delta 1e-5 --rows 2000 --out releases/fashion-mnist-demo --overwrite \
+		--epochs 3 --batch-size 128
 
 # DP release of the bundled, fabricated medical table (data/medical): identifiers dropped,
 # quasi-identifiers generalised per HIPAA Safe Harbor, survival outcome kept consistent.
