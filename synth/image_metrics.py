@@ -93,20 +93,18 @@ def train_cnn(images: np.ndarray, labels: np.ndarray, n_classes: int, epochs: in
 
 
 @torch.no_grad()
-def _batched(fn, images: np.ndarray, device: torch.device,
-             batch_size: int = 1024) -> np.ndarray:
+def _batched(cnn: TrainedCNN, fn, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """``fn`` (the model or one of its methods) over ``images`` in batches, on the model's
+    device."""
+    device = next(cnn.model.parameters()).device
     out = [fn(_tensor(images[i:i + batch_size]).to(device)).cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy()
 
 
-def _device(cnn: TrainedCNN) -> torch.device:
-    return next(cnn.model.parameters()).device
-
-
 def accuracy(cnn: TrainedCNN, images: np.ndarray, labels: np.ndarray) -> float:
     """Share of ``images`` whose predicted class is ``labels``."""
-    logits = _batched(cnn.model, images, _device(cnn))
+    logits = _batched(cnn, cnn.model, images)
     return float((logits.argmax(axis=1) == np.asarray(labels)).mean())
 
 
@@ -128,7 +126,7 @@ def train_feature_cnn(real_images: np.ndarray, real_labels: np.ndarray, n_classe
 
 def cnn_features(cnn: TrainedCNN, images: np.ndarray) -> np.ndarray:
     """(N, 128) float64 penultimate-layer features."""
-    return _batched(cnn.model.features, images, _device(cnn)).astype(np.float64)
+    return _batched(cnn, cnn.model.features, images).astype(np.float64)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
