@@ -2,10 +2,14 @@
 
 Encoder and decoder are both trained by DP-SGD (``train_dp``: Poisson sampling, per-record
 clipping, Gaussian noise) on each image's negative ELBO: Bernoulli cross-entropy of the
-pixels in [0, 1] plus ``beta`` times the KL divergence of the posterior from N(0, I). Both
-networks see the label's one-hot vector (beside the encoder's conv features, beside the
-decoder's latent); they use GroupNorm, never BatchNorm. Samples are the decoder's
-pixel means for latents from the prior and labels from the public label prior
+pixels in [0, 1] plus ``beta`` times the KL divergence of the posterior from the label's
+prior N(m_y, I). The class centres m_y are drawn from a fixed seed (public: no data read, the
+same for every fit); with a label-free N(0, I) prior the latents carried the class and the
+decoder learnt to ignore the label, so samples of every label looked alike (CNN accuracy
+0.22 against 0.45 with the centres, epsilon 10, 10,000 Fashion-MNIST images). Both networks
+see the label's one-hot vector (beside the encoder's conv features, beside the decoder's
+latent); they use GroupNorm, never BatchNorm. Samples are the decoder's pixel means for
+latents from the label's prior and labels from the public label prior
 (``synth.image_nets.LabelPrior``). An optional noised label histogram composes with DP-SGD
 in one accountant history.
 """
@@ -35,6 +39,8 @@ from synth.image_nets import (
 from synth.privacy import PrivacyBudget
 from synth.sampling import check_request, resolve_device
 
+PRIOR_SCALE = 2.0  # std of the class centres of the prior
+
 
 class _ConvVAE(nn.Module):
     """Conditional VAE over (C, H', W') images with pixels in [0, 1]."""
@@ -45,6 +51,13 @@ class _ConvVAE(nn.Module):
         self.n_classes, self.latent_dim = n_classes, latent_dim
         self.encoder = Downsampler(channels, height, width, 2 * latent_dim, w, n_classes)
         self.decoder = Upsampler(latent_dim + n_classes, channels, height, width, w)
+        public = torch.Generator().manual_seed(0)  # fixed, data-independent class centres
+        self.register_buffer("centres", PRIOR_SCALE * torch.randn(n_classes, latent_dim,
+                                                                  generator=public))
+
+    def prior_mean(self, labels: torch.Tensor) -> torch.Tensor:
+        """(batch,) -> (batch, latent): the mean m_y of the prior p(z | y) = N(m_y, I)."""
+        return self.centres[labels]
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(batch, latent), (batch,) -> pixel logits (batch, C, H', W')."""
@@ -58,7 +71,8 @@ class _ConvVAE(nn.Module):
         z = mu + noise * torch.exp(0.5 * logvar)
         recon = F.binary_cross_entropy_with_logits(self.decode(z, labels), x,
                                                    reduction="none").flatten(1).sum(1)
-        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+        offset = mu - self.prior_mean(labels)  # KL(q(z | x, y) || N(m_y, I))
+        kl = -0.5 * (1 + logvar - offset.pow(2) - logvar.exp()).sum(dim=1)
         return recon + beta * kl
 
 
@@ -170,9 +184,10 @@ class DPConvVAE(Params):
         y = self.labels_.resolve(n, labels, generator)
         out, start = [], 0
         for m in image_chunks(n):
-            z = self.temperature * torch.randn(m, self.latent_dim, generator=generator,
-                                               device=device)
-            pixels = torch.sigmoid(self.model_.decode(z, y[start:start + m]))
+            labels_m = y[start:start + m]
+            z = self.model_.prior_mean(labels_m) + self.temperature * torch.randn(
+                m, self.latent_dim, generator=generator, device=device)
+            pixels = torch.sigmoid(self.model_.decode(z, labels_m))
             out.append(to_uint8(pixels, self.shape_))
             start += m
         return np.concatenate(out), y.cpu().numpy()
