@@ -100,7 +100,7 @@ class DPConvVAE(Params):
         device: "auto" (CUDA when available), "cpu" or "cuda".
     """
 
-    def __init__(self, epochs: int = 4, batch_size: int = 512, max_grad_norm: float = 1.0,
+    def __init__(self, epochs: int = 10, batch_size: int = 512, max_grad_norm: float = 1.0,
                  lr: float = 2e-3, latent_dim: int = 8, width: int = 16, beta: float = 1.0,
                  temperature: float = 1.0, label_share: float = 0.0, accountant: str = "prv",
                  seed: int = 0,
