@@ -24,11 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fidelity import BINS, DELTA, ROOT, ROWS, adult_file, environment, tstr_auroc
+from bench.fidelity import DELTA, ROOT, ROWS, Bench, adult_file, environment, tstr_auroc
 from pipelines.ingest import ingest
 from schemas import load_schema
 from synth.base import make_synthesizer, synthesizer_names
-from synth.encoding import TableEncoder
 from synth.metrics import marginal_distance
 from synth.privacy import PrivacyBudget
 
@@ -43,8 +42,7 @@ def main() -> int:
     schema = load_schema(ROOT / "schemas" / "adult.yaml")
     train = ingest(adult_file("adult.data"), schema).frame
     test = ingest(adult_file("adult.test"), schema).frame
-    binning = TableEncoder(schema, max_bins=BINS)
-    real = binning.encode(train)
+    bench = Bench(schema, train, test, args.rows)  # the binning and real codes of fidelity.py
     env = environment()
     for eps in args.epsilons:
         for seed in args.seeds:
@@ -53,13 +51,14 @@ def main() -> int:
                 train, schema, PrivacyBudget(eps, DELTA))
             fit = time.perf_counter() - t
             t = time.perf_counter()
-            synthetic = model.sample(args.rows, seed=seed)
+            synthetic = model.sample(bench.rows, seed=seed)
             sample = time.perf_counter() - t
             print(json.dumps({
                 "synthesizer": args.synthesizer, "epsilon": eps, "seed": seed,
                 "seconds": {"fit": round(fit, 2), "sample": round(sample, 2)},
-                "l1_3way": marginal_distance(real, binning.encode(synthetic), binning.sizes, 3),
-                "tstr_auroc": tstr_auroc(synthetic, test, schema.target), "env": env}),
+                "l1_3way": marginal_distance(bench.real_codes, bench.binning.encode(synthetic),
+                                             bench.binning.sizes, 3),
+                "tstr_auroc": tstr_auroc(synthetic, bench.test, bench.target), "env": env}),
                 flush=True)
     return 0
 
