@@ -4,10 +4,11 @@ A Parquet input with more rows than ``RunConfig.batch_above_rows`` is never load
 is read a batch at a time through the same checks as ``pipelines.ingest`` and encoded as it is
 read (``pipelines.batched``) with the synthesizer's own encoder, so the synthesizer trains on
 the same codes it would have made from the frame, and memory holds one batch plus compact
-codes. The holdout split is the same seeded coin per row. The checks that compare the release
-with real rows (the fidelity suite, the leakage checks) get uniform random samples of the
-training rows and of the held-out rows, ``CHECK_ROWS`` in all: they are statistics of the
-real data either way, and a sample of that size estimates them as well as the whole would.
+codes. The holdout split is the same secret coin per record (``pipelines.holdout``). The
+checks that compare the release with real rows (the fidelity suite, the leakage checks) get
+uniform random samples of the training rows and of the held-out rows, ``CHECK_ROWS`` in all:
+they are statistics of the real data either way, and a sample of that size estimates them
+as well as the whole would.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipelines.batched import code_dtype, ingest_encoded
+from pipelines.holdout import held_out
 from pipelines.ingest import IngestReport
 from schemas import Schema
 from synth.encoding import CodedTable, TableEncoder
@@ -50,7 +52,7 @@ def rows_of(path: str | Path) -> int | None:
 
 
 def load_large(path: str | Path, schema: Schema, encoder: TableEncoder, *, holdout: float,
-               seed: int, clip: bool = False, map_unknown: bool = False,
+               key: bytes, seed: int, clip: bool = False, map_unknown: bool = False,
                check_rows: int = CHECK_ROWS) -> LargeInput:
     """Reads, checks and encodes the Parquet file ``path`` in batches.
 
@@ -58,24 +60,27 @@ def load_large(path: str | Path, schema: Schema, encoder: TableEncoder, *, holdo
         DataError: as ``pipelines.ingest.ingest`` words it.
     """
     total = rows_of(path) or 0
-    rng = np.random.default_rng(seed)
-    held = rng.random(total) < holdout if holdout > 0 else np.zeros(total, bool)
+    rng = np.random.default_rng(seed)  # which rows the internal checks sample
     kept = rng.random(total) < min(1.0, check_rows / max(total, 1))
     grids = {encoder.blocks[i].column.name: g for i, g in encoder.fine_grids().items()}
     fine: dict[str, list[np.ndarray]] = {name: [] for name in grids}
     samples: list[pd.DataFrame] = []
+    held_parts: list[np.ndarray] = []
 
     def visit(frame: pd.DataFrame, first: int) -> None:
         rows = slice(first, first + len(frame))
-        train = frame[~held[rows]]
+        held = held_out(frame, holdout, key)  # each record's own secret coin
+        held_parts.append(held)
+        train = frame[~held]
         for name, grid in grids.items():
             fine[name].append(grid.encode(train[name]).astype(code_dtype(grid.size)))
         sample = frame[kept[rows]].copy()
-        sample["__held__"] = held[rows][kept[rows]]
+        sample["__held__"] = held[kept[rows]]
         samples.append(sample)
 
     encoded = ingest_encoded(path, schema, clip=clip, map_unknown=map_unknown,
                              encoder=encoder, visit=visit)
+    held = np.concatenate(held_parts) if held_parts else np.zeros(0, bool)
     dtype = np.result_type(*[c.dtype for c in encoded.codes.values()])
     codes = np.empty((int((~held).sum()), len(schema.columns)), dtype)
     for j, name in enumerate(schema.names):

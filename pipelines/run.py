@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines import large
+from pipelines.holdout import holdout_key
+from pipelines.holdout import split as split_records
 from pipelines.config import RunConfig
 from pipelines.html_report import ReportInputs, render
 from pipelines.ingest import Ingested, IngestReport, ingest, read_identifiers
@@ -105,7 +107,8 @@ def load_training(plan: Plan) -> Training:
         "max_bins", DEFAULT_MAX_BINS)
     try:
         data = large.load_large(cfg.input, plan.schema, TableEncoder(plan.schema, max_bins),
-                                holdout=cfg.holdout, seed=cfg.seed, clip=cfg.clip,
+                                holdout=cfg.holdout, key=holdout_key(cfg.noise_seed),
+                                seed=cfg.seed, clip=cfg.clip,
                                 map_unknown=cfg.map_unknown)
     except BaseException:
         plan.ledger.cancel(plan.entry)  # no DP step ran: the reservation is freed
@@ -199,16 +202,10 @@ class Verdict:
 
 
 def split_holdout(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Holds out ``config.holdout`` of the real rows from training, at random (seeded by
-    ``config.seed``): the leakage checks compare the release with rows it never saw. The
-    held-out rows are never trained on; they only feed the internal report."""
-    share = plan.config.holdout
-    if share <= 0 or len(frame) < 10:
-        return frame, frame.iloc[:0]
-    order = np.random.default_rng(plan.config.seed).permutation(len(frame))
-    cut = len(frame) - max(1, int(round(share * len(frame))))
-    return (frame.iloc[np.sort(order[:cut])].reset_index(drop=True),
-            frame.iloc[np.sort(order[cut:])].reset_index(drop=True))
+    """Holds out ``config.holdout`` of the real records from training, each by its own secret
+    coin (``pipelines.holdout``): the leakage checks of the internal report compare the
+    release with records it never saw. The held-out records are never trained on."""
+    return split_records(frame, plan.config.holdout, holdout_key(plan.config.noise_seed))
 
 
 def check(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, real: pd.DataFrame,

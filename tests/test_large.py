@@ -48,9 +48,10 @@ def test_dp_marginals_fits_codes_as_it_fits_the_frame(adult):
 def test_load_large_holds_out_rows_and_samples_for_the_checks(adult):
     schema, frame, path = adult
     encoder = TableEncoder(schema, max_bins=20)
-    data = load_large(path, schema, encoder, holdout=0.2, seed=0, check_rows=1000)
+    data = load_large(path, schema, encoder, holdout=0.2, key=b"k" * 16, seed=0,
+                      check_rows=1000)
     held = len(frame) - len(data.train)
-    assert 250 < held < 550  # a seeded coin per row, 20%
+    assert 250 < held < 550  # a secret coin per record, 20%
     assert 0 < len(data.holdout) < len(data.real) < len(frame) and len(data.real) < 1000 + 200
     assert list(data.real.columns) == list(frame.columns)
     assert data.real.dtypes.equals(frame.dtypes)
