@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ TEMPORAL_KINDS = ("date", "datetime")
 ROLES = ("feature", "target", "identifier", "quasi_identifier")
 TRANSFORMS = ("none", "log")
 DEFAULT_MISSING = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
+
+log = logging.getLogger(__name__)
 
 
 class SchemaError(ValueError):
@@ -47,6 +50,29 @@ class CsvFormat:
     header: bool = True
     delimiter: str = ","
     comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The mark of a schema drafted from the data (``draft:`` in its YAML), which stays until
+    a person has reviewed the schema and deleted the line.
+
+    Attributes:
+        dp: whether the draft was made under differential privacy; if not, its values were
+            read from the private rows for free and ``synth run`` refuses the schema.
+        epsilon: what a DP draft spent (charged to the data set's budget); None otherwise.
+        delta: see epsilon.
+    """
+
+    dp: bool
+    epsilon: float | None = None
+    delta: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dp": self.dp}
+        if self.dp:
+            out["epsilon"], out["delta"] = self.epsilon, self.delta
+        return out
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,7 @@ class Schema:
     identifiers: tuple[Identifier, ...] = ()  # direct identifiers: dropped at ingest
     survival: Survival | None = None
     order: tuple[str, ...] = ()  # every declared column, identifiers included, in file order
+    draft: Draft | None = None  # drafted from the data and not yet reviewed
 
     @property
     def names(self) -> list[str]:
@@ -166,6 +193,8 @@ class Schema:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.draft is not None:
+            out["draft"] = self.draft.to_dict()
         for key in ("description", "source", "license"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
@@ -186,6 +215,26 @@ class Schema:
         """sha256 of the canonical JSON form: names the exact public knowledge a run used."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def refuse_unreviewed_draft(schema: Schema) -> None:
+    """Stops a run on a schema drafted from the private rows without DP, until a person has
+    reviewed it and deleted its ``draft:`` line. A DP draft passes: its values were noised
+    and charged to the data set's budget; a warning asks for a review for sense.
+
+    Raises:
+        SchemaError: one line naming the schema and what to do.
+    """
+    draft = schema.draft
+    if draft is None:
+        return
+    if not draft.dp:
+        raise SchemaError(f"{schema.where} is an unreviewed draft read from the private data "
+                          "without differential privacy: review every bound, category and "
+                          "role against public knowledge, then delete its `draft:` line")
+    log.warning("%s is a DP draft (epsilon=%g, delta=%g, charged to data set '%s'): its "
+                "values are private; review them for sense, then delete its `draft:` line",
+                schema.where, draft.epsilon, draft.delta, schema.name)
 
 
 def _bound_to_yaml(value: Any, kind: str) -> Any:

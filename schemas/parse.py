@@ -24,6 +24,7 @@ from schemas.model import (
     TRANSFORMS,
     Column,
     CsvFormat,
+    Draft,
     Schema,
     SchemaError,
 )
@@ -192,7 +193,7 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
     for dupe in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
         problems.append(f"duplicate column name '{dupe}'")
     known = {"name", "version", "description", "source", "license", "missing_values", "csv",
-             "budget", "columns", "survival"}
+             "budget", "columns", "survival", "draft"}
     for key in sorted(set(map(str, raw)) - known):
         problems.append(f"unknown key '{key}' (known: {', '.join(sorted(known))})")
     if sum(c.role == "target" for c in columns) > 1:
@@ -206,6 +207,7 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
         problems.append("'csv' may only set header, delimiter and comment")
         csv_raw = {}
     budget = _parse_budget(raw.get("budget"), problems)
+    draft = _parse_draft(raw.get("draft"), "draft" in raw, problems)
     survival = parse_survival(raw.get("survival"), problems)
     if survival is not None:
         _check_survival(survival, columns, problems)
@@ -216,7 +218,7 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
         description=str(raw.get("description", "")), source=str(raw.get("source", "")),
         license=str(raw.get("license", "")), missing_values=tuple(str(m) for m in missing),
         csv=CsvFormat(**csv_raw), budget=budget, path=path, identifiers=tuple(identifiers),
-        survival=survival, order=tuple(c.name for c in parsed if c is not None),
+        survival=survival, order=tuple(c.name for c in parsed if c is not None), draft=draft,
     )
 
 
@@ -244,6 +246,10 @@ def _resolve_generalizations(columns: list[Column], problems: list[str]) -> list
                             "column (identifiers are dropped and cannot be referred to)")
             continue
         kind, low, high = output_form(gen, ref)
+        if gen.rule == "age90" and gen.source_kind == "float":
+            # Ingest caps ages over 89 at 90 and keeps the others as they are, so a float age
+            # (37.5) stays a float: as an integer column every fractional age was rejected.
+            kind = "float"
         if low is not None and low > high:
             problems.append(f"column '{c.name}': its generalised bounds are empty "
                             f"({low:g} > {high:g}): check min/max against '{gen.reference}'")
@@ -286,6 +292,30 @@ def _parse_budget(raw: Any, problems: list[str]) -> tuple[float, float] | None:
                         "between 0 and 1}")
         return None
     return float(raw["epsilon"]), float(raw["delta"])
+
+
+def _parse_draft(raw: Any, present: bool, problems: list[str]) -> Draft | None:
+    """The mark of a drafted schema: ``draft: {dp: false}`` (read without DP, refused by
+    ``synth run`` until reviewed) or ``draft: {dp: true, epsilon: 1.0, delta: 1e-9}``."""
+    if not present:
+        return None
+    usage = ("'draft' must be {dp: false} or {dp: true, epsilon: <spent>, delta: <spent>}; "
+             "delete the line once the schema is reviewed")
+    if not isinstance(raw, dict) or not isinstance(raw.get("dp"), bool):
+        problems.append(usage)
+        return None
+    if not raw["dp"]:
+        if set(raw) != {"dp"}:
+            problems.append(usage)
+            return None
+        return Draft(dp=False)
+    numbers = all(isinstance(raw.get(k), (int, float)) and not isinstance(raw.get(k), bool)
+                  for k in ("epsilon", "delta"))
+    if set(raw) != {"dp", "epsilon", "delta"} or not numbers or not (
+            0 < raw["epsilon"] < float("inf") and 0 <= raw["delta"] < 1):
+        problems.append(usage)
+        return None
+    return Draft(dp=True, epsilon=float(raw["epsilon"]), delta=float(raw["delta"]))
 
 
 def load_schema(path: str | Path) -> Schema:

@@ -402,3 +402,51 @@ def test_timezone_aware_bounds_are_read_as_naive_utc(tmp_path):
                     "min: 2020-01-01T01:00:00+01:00, max: 2020-12-31 00:00:00}\n")
     column = load_schema(path).column("t")
     assert column.minimum == dt.datetime(2020, 1, 1) and column.minimum.tzinfo is None
+
+
+# --- the mark of a drafted schema ----------------------------------------------------------
+
+def _drafted(draft) -> dict:
+    return {"name": "t", "draft": draft,
+            "columns": [{"name": "a", "kind": "integer", "min": 0, "max": 9}]}
+
+
+def test_a_draft_mark_round_trips_and_a_plain_draft_is_refused(tmp_path):
+    from schemas import Draft, refuse_unreviewed_draft
+
+    path = write(tmp_path, _drafted({"dp": False}))
+    schema = load_schema(path)
+    assert schema.draft == Draft(dp=False)
+    assert load_schema(write(tmp_path, dump_schema(schema), "again.yaml")).draft == schema.draft
+    with pytest.raises(SchemaError) as info:
+        refuse_unreviewed_draft(schema)
+    message = str(info.value)
+    assert message.startswith(f"{path} is an unreviewed draft") and "\n" not in message
+    assert "delete its `draft:` line" in message
+    reviewed = {k: v for k, v in _drafted(None).items() if k != "draft"}
+    refuse_unreviewed_draft(load_schema(write(tmp_path, reviewed, "reviewed.yaml")))
+
+
+def test_a_dp_draft_passes_with_a_warning(tmp_path, caplog):
+    from schemas import Draft, refuse_unreviewed_draft
+
+    schema = load_schema(write(tmp_path, _drafted({"dp": True, "epsilon": 1, "delta": 1e-9})))
+    assert schema.draft == Draft(dp=True, epsilon=1.0, delta=1e-9)
+    with caplog.at_level("WARNING"):
+        refuse_unreviewed_draft(schema)
+    assert "DP draft" in caplog.text and "review" in caplog.text
+
+
+@pytest.mark.parametrize("draft", [{"dp": "no"}, {"dp": True}, {"dp": False, "epsilon": 1},
+                                   {"dp": True, "epsilon": -1, "delta": 0}, "yes", None])
+def test_a_malformed_draft_mark(tmp_path, draft):
+    assert "'draft' must be {dp: false} or {dp: true" in schema_error(tmp_path, _drafted(draft))
+
+
+def test_age90_on_a_float_age_keeps_fractions(tmp_path):
+    schema = load_schema(write(tmp_path, {"name": "t", "columns": [
+        {"name": "age", "kind": "float", "role": "quasi_identifier", "min": 0, "max": 120,
+         "generalize": "age90"}]}))
+    age = schema.column("age")
+    assert (age.kind, age.minimum, age.maximum) == ("float", 0.0, 90.0)
+    assert schema_from_dict(yaml.safe_load(dump_schema(schema))).column("age") == age
