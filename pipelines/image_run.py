@@ -150,8 +150,7 @@ def prepare(config: RunConfig) -> ImagePlan:
         raise AlreadyPublished(out)
     check_targets(out, config.overwrite)
     ledger, entry, checkpoint = reserve_or_resume(
-        config, key, out, data_set, schema.name, str(config.input), name, budget,
-        schema.budget)
+        config, key, out, schema.name, str(config.input), name, budget, schema.budget)
     return ImagePlan(config=config, schema=schema, synthesizer=name, params=params,
                      budget=budget, out=out, ledger=ledger, entry=entry, key=key,
                      checkpoint=checkpoint,

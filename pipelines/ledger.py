@@ -1,9 +1,10 @@
 """The privacy budget ledger: what the releases of each data set have spent, kept in a real
 database: SQLite by default, PostgreSQL when configured.
 
-A data set is identified by the sha256 of its source file's bytes, so a renamed or copied file
-is the same data set and an edited one is a new one. Its releases compose by basic
-composition: their epsilons add up, and so do their deltas. The total a data set may spend is
+A data set is identified by its declared identity, the ``name`` of its schema: every version
+of the file (edited, appended to, recompressed, moved) spends from one total, so a scheduled
+run on updated data stays limited, and the ledger (which may be shared) holds no hash of the
+private bytes. Its releases compose by basic composition: their epsilons add up, and so do their deltas. The total a data set may spend is
 declared in its schema (``budget: {epsilon: 3, delta: 1e-6}``); without one, runs are
 recorded but not limited.
 
@@ -54,7 +55,7 @@ SCHEMES = ("postgresql", "postgres")
 _TABLE = """
 CREATE TABLE IF NOT EXISTS entries (
     id {id},
-    data_set TEXT NOT NULL,        -- sha256 of the source file
+    data_set TEXT NOT NULL,        -- the data set's declared identity (the schema's name)
     name TEXT NOT NULL,            -- the schema's data set name
     source TEXT NOT NULL,          -- the path the run read
     release TEXT NOT NULL,         -- the release directory it writes

@@ -79,8 +79,7 @@ def prepare(config: RunConfig) -> Plan:
         raise AlreadyPublished(out)
     check_targets(out, config.overwrite)
     ledger, entry, checkpoint = reserve_or_resume(
-        config, key, out, data_set, schema.name, str(source), config.synthesizer, budget,
-        schema.budget)
+        config, key, out, schema.name, str(source), config.synthesizer, budget, schema.budget)
     return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
                 entry=entry, key=key, checkpoint=checkpoint,
                 resumed=checkpoint is not None and checkpoint.resumed)
@@ -99,14 +98,17 @@ def check_targets(out: Path, overwrite: bool) -> None:
         check_replaceable(folder)
 
 
-def reserve_or_resume(config: RunConfig, key: str, out: Path, data_set: str, name: str,
-                      source: str, synthesizer: str, budget: PrivacyBudget,
+def reserve_or_resume(config: RunConfig, key: str, out: Path, name: str, source: str,
+                      synthesizer: str, budget: PrivacyBudget,
                       limit: tuple[float, float] | None
                       ) -> tuple[Ledger, int, RunCheckpoint | None]:
     """The run's ledger entry and its training checkpoint. A killed run of these very
     settings (same run key) that left a checkpoint is resumed: its entry, charged since its
     first DP step, is taken over instead of reserving the budget again. Otherwise the run's
-    (epsilon, delta) is reserved, or refused past the data set's total.
+    (epsilon, delta) is reserved, or refused past the data set's total. The ledger knows the
+    data set by its declared identity, the schema's ``name``, across versions of the file
+    (an edited or recompressed file spends from the same total), and holds no hash of the
+    private bytes.
 
     Raises:
         BudgetExceeded; CheckpointError: a checkpoint file that cannot be loaded safely.
@@ -115,14 +117,14 @@ def reserve_or_resume(config: RunConfig, key: str, out: Path, data_set: str, nam
     ledger.release_stale()  # reservations of runs killed before training
     path = internal_dir(out) / checkpoints.FILE
     saved = RunCheckpoint.found(path, key) if config.checkpoint_every else None
-    if saved is not None and ledger.adopt(int(saved["entry"]), data_set, str(out),
+    if saved is not None and ledger.adopt(int(saved["entry"]), name, str(out),
                                           synthesizer, budget.epsilon, budget.delta):
         entry = int(saved["entry"])
         log.info("resuming training from %s (step %d), charged to ledger entry %d", path,
                  saved["state"]["step"], entry)
     else:
         saved = None
-        entry = ledger.reserve(data_set, name, source, str(out), synthesizer, budget.epsilon,
+        entry = ledger.reserve(name, name, source, str(out), synthesizer, budget.epsilon,
                                budget.delta, limit)
     if not config.checkpoint_every:
         return ledger, entry, None

@@ -41,7 +41,7 @@ from pipelines.plan import (
 )
 from pipelines.publish import Release, publish, publish_folder
 from pipelines.report import now, privacy_report, release_metadata
-from pipelines.surrogates import add_surrogates
+from pipelines.surrogates import add_surrogates, surrogate_seed
 from pipelines.train import sample, train
 from pipelines.validate import ValidationFailed, ValidationOutcome, validate_synthetic
 from pipelines.validate.fidelity import observed, validate_fidelity
@@ -136,12 +136,12 @@ def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:
     """Samples the release's rows; with a ``survival:`` declaration they are post-processed
     to obey it (time within follow-up, no event after it; see synth.survival.constrain).
     Identifier columns the schema asks to carry get fake surrogate values in front, generated
-    from the schema and the seed alone (pipelines.surrogates)."""
+    from the schema and a secret seed alone (pipelines.surrogates)."""
     from synth import survival
 
     synthetic = sample(model, plan.config.rows, seed=plan.config.seed)
     synthetic = survival.constrain(synthetic, plan.schema)
-    return add_surrogates(synthetic, plan.schema, plan.config.seed)
+    return add_surrogates(synthetic, plan.schema, surrogate_seed(plan.config.noise_seed))
 
 
 @dataclass(frozen=True)

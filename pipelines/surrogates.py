@@ -18,6 +18,8 @@ columns first, as non-null strings.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 
 import pandas as pd
@@ -43,13 +45,22 @@ def surrogate_columns(schema: Schema) -> tuple[Identifier, ...]:
     return tuple(i for i in schema.identifiers if i.surrogate is not None)
 
 
+def surrogate_seed(noise_seed: int | None) -> int:
+    """The surrogates' secret seed: fresh from the OS unless a test fixed ``noise_seed``."""
+    if noise_seed is None:
+        return secrets.randbits(128)
+    return int.from_bytes(hashlib.sha256(f"surrogates:{noise_seed}".encode()).digest()[:16],
+                          "little")
+
+
 def generate(identifier: Identifier, rows: int, seed: int, locale: str = "en_US") -> pd.Series:
     """``rows`` unique fake values for one identifier column.
 
     Args:
         identifier: the schema's declaration (its ``surrogate`` says how).
         rows: how many values.
-        seed: seeds Faker; with the column name, so two columns never share a stream.
+        seed: seeds Faker (``surrogate_seed``); with the column name, so two columns never
+            share a stream.
         locale: Faker's locale.
 
     Raises:
@@ -88,7 +99,8 @@ def generate(identifier: Identifier, rows: int, seed: int, locale: str = "en_US"
 
 def add_surrogates(frame: pd.DataFrame, schema: Schema, seed: int) -> pd.DataFrame:
     """The synthetic rows with the schema's surrogate identifier columns in front, in their
-    declared order (a copy; the synthetic columns are untouched)."""
+    declared order (a copy; the synthetic columns are untouched); ``seed`` is secret
+    (``surrogate_seed``)."""
     wanted = surrogate_columns(schema)
     if not wanted:
         return frame

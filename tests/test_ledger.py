@@ -107,11 +107,37 @@ def test_cli_refuses_a_run_past_the_budget_before_reading(adult_sample, budgeted
     assert code == 0
     code, out, _ = run(["budget", "--ledger", db], capsys)
     assert code == 0 and "committed" in out and "cancelled" in out
-    spent = sorted(line for line in out.splitlines() if line.startswith("  adult"))
-    # the bad file is another data set (other bytes), and its cancelled run costs nothing
-    assert len(spent) == 2 and "over 2 run(s)" in spent[0] and "over 0 run(s)" in spent[1]
+    spent = [line for line in out.splitlines() if line.startswith("  adult")]
+    # one data set (the schema's name), whatever the file; the cancelled run costs nothing
+    assert len(spent) == 1 and "over 2 run(s)" in spent[0]
     states = [e["state"] for e in Ledger(db).history()]
     assert states == ["committed", "cancelled", "committed"]
+
+
+def test_an_edited_or_recompressed_file_spends_from_the_same_total(adult_sample,
+                                                                   budgeted_schema, tmp_path,
+                                                                   capsys):
+    """The budget belongs to the data set's declared identity (the schema's name), not to the
+    file's bytes: a weekly run on updated data stays limited, and the ledger holds no hash of
+    the private file."""
+    import gzip
+    import hashlib
+
+    db = str(tmp_path / "ledger.db")
+    edited = tmp_path / "edited.csv.gz"
+    lines = adult_sample.read_bytes().splitlines(keepends=True)
+    edited.write_bytes(gzip.compress(b"".join(lines[:-1])))  # one record less, recompressed
+    common = ["--schema", budgeted_schema, "--ledger", db, "--epsilon", "1", *FAST]
+    code, _, _ = run(["run", "--input", str(adult_sample), "--out", str(tmp_path / "a"),
+                      *common], capsys)
+    assert code == 0
+    code, _, err = run(["run", "--input", str(edited), "--out", str(tmp_path / "b"),
+                        *common], capsys)
+    assert code == EXIT_BAD_INPUT and "total budget of epsilon=1.5" in err
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (adult_sample, edited)}
+    for entry in Ledger(db).history():
+        assert entry["data_set"] == "adult"
+        assert not any(d[:12] in str(v) for d in digests for v in entry.values())
 
 
 def test_a_failure_during_training_still_counts(adult_sample, budgeted_schema, tmp_path,

@@ -230,6 +230,18 @@ def test_surrogates_are_fake_unique_and_seeded():
     assert ssn.str.fullmatch(r"\d{3}-\d{2}-\d{4}").all()
 
 
+def test_surrogates_come_from_a_secret_seed_not_the_public_one():
+    """The public seed (published in synthesizer_params) must not let anyone compute the
+    surrogates: each run draws 128 secret bits; only a test's noise_seed fixes them."""
+    schema = load_schema(DEMO_SCHEMA)
+    frame = pd.DataFrame({"age": range(50)})
+    draws = [surrogates.add_surrogates(frame, schema, surrogates.surrogate_seed(None))["mrn"]
+             for _ in range(2)]
+    assert not set(draws[0]) & set(draws[1])
+    assert surrogates.surrogate_seed(None) >= 0 and surrogates.surrogate_seed(5) == \
+        surrogates.surrogate_seed(5) != surrogates.surrogate_seed(5 + 2**40)
+
+
 def _broken(mutate) -> str:
     raw = yaml.safe_load(SCHEMA.read_text())
     raw = copy.deepcopy(raw)
