@@ -23,7 +23,7 @@ from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.paths import release_dir
 from pipelines.publish import DATA_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
-from schemas import Schema, SchemaError, load_schema
+from schemas import Schema, SchemaError, load_schema, refuse_unreviewed_draft
 from synth.privacy import PrivacyBudget
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def prepare(config: RunConfig) -> Plan:
         SchemaError, BudgetError (BudgetExceeded among them), DataError: one-line messages.
     """
     schema = load_schema(config.schema_file)
+    refuse_unreviewed_draft(schema)  # a draft read without DP is not public knowledge
     budget = PrivacyBudget(config.epsilon, config.delta)
     try:
         config.synthesizer_params()
