@@ -27,6 +27,7 @@ EXIT_VALIDATION = 3
 
 EPILOG = """examples:
   synth schema draft data.csv > schemas/mydata.yaml      # then review it by hand
+  synth schema draft data.csv --epsilon 0.5 > schemas/mydata.yaml  # DP, charged to 'data'
   synth schema check schemas/mydata.yaml
   synth run --input data.csv --schema schemas/mydata.yaml --epsilon 1 --out releases/mydata
   synth budget                                            # what each data set has spent
@@ -49,10 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     schema = sub.add_parser("schema", help="draft or check a schema").add_subparsers(
         dest="schema_command", required=True)
-    draft = schema.add_parser("draft", help="print a draft schema read from a private file "
-                              "(review it before treating it as public)")
+    draft = schema.add_parser(
+        "draft", help="print a draft schema read from a private file (review it before "
+        "treating it as public)",
+        description="Prints a draft schema for a CSV (with a header line) or Parquet file. "
+        "Without --epsilon it is read without differential privacy and marked `draft: {dp: "
+        "false}`: `synth run` refuses it until a person has reviewed every value and deleted "
+        "that line; no value held by fewer than 10 rows is printed. With --epsilon it is "
+        "read under (epsilon, delta)-DP, charged to the budget ledger under --name, and "
+        "marked `draft: {dp: true, ...}`; `synth run` accepts it (review it for sense). "
+        "See docs/schema-draft.md.")
     draft.add_argument("data", help="CSV (with a header line) or Parquet file")
-    draft.add_argument("--name", help="data set name (default: the file name)")
+    draft.add_argument("--name", help="the data set's name, written into the schema and, for "
+                       "a DP draft, the ledger's key for its budget (default: the file name "
+                       "up to its first dot)")
+    draft.add_argument("--epsilon", type=float, help="draft under differential privacy, "
+                       "spending this epsilon from the data set's budget")
+    draft.add_argument("--delta", type=float, help="the DP draft's delta (default: 1e-9, "
+                       "as `synth run`)")
+    draft.add_argument("--ledger", metavar="DB", help="the budget ledger a DP draft is "
+                       "charged to (default: as `synth run`)")
     check = schema.add_parser("check", help="parse a schema and report any contradiction")
     check.add_argument("schema_file", metavar="SCHEMA")
     budget = sub.add_parser("budget", help="show the privacy budget ledger: what each data "
@@ -225,12 +242,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{args.release}: complete (every file matches manifest.json)")
         return EXIT_BAD_INPUT if problems else 0
     if args.schema_command == "draft":
-        from pipelines.draft import draft_schema
+        return _draft(args)
 
-        sys.stdout.write(draft_schema(args.data, name=args.name))
-        print("the draft above was read from the private data: review every bound and "
-              "category before treating it as public", file=sys.stderr)
-        return 0
     from schemas import is_image_schema, load_image_schema, load_schema
 
     if is_image_schema(args.schema_file):
@@ -242,6 +255,37 @@ def _dispatch(args: argparse.Namespace) -> int:
     schema = load_schema(args.schema_file)
     print(f"{args.schema_file}: ok ({schema.name} v{schema.version}, "
           f"{len(schema.columns)} columns)")
+    if schema.draft is not None and not schema.draft.dp:
+        print(f"{args.schema_file}: an unreviewed draft read without DP: `synth run` refuses "
+              "it until every value is reviewed and its `draft:` line deleted")
+    elif schema.draft is not None:
+        print(f"{args.schema_file}: a DP draft (epsilon={schema.draft.epsilon:g}, delta="
+              f"{schema.draft.delta:g}, charged to '{schema.name}'): `synth run` accepts it; "
+              "review it for sense, then delete its `draft:` line")
+    return 0
+
+
+def _draft(args: argparse.Namespace) -> int:
+    """``synth schema draft``: the plain draft, or with --epsilon the DP one."""
+    from pipelines.draft import draft_dp_schema, draft_schema
+    from pipelines.ingest import DataError
+    from synth.privacy import DEFAULT_DELTA
+
+    if args.epsilon is None:
+        if args.delta is not None or args.ledger is not None:
+            raise DataError("--delta and --ledger apply to a DP draft only: give --epsilon")
+        sys.stdout.write(draft_schema(args.data, name=args.name))
+        print("the draft above was read from the private data without DP: review every "
+              "bound, category and role, then delete its `draft:` line (`synth run` refuses "
+              "it until then)", file=sys.stderr)
+        return 0
+    drafted = draft_dp_schema(args.data, args.epsilon,
+                              DEFAULT_DELTA if args.delta is None else args.delta,
+                              name=args.name, ledger=args.ledger)
+    sys.stdout.write(drafted.text)
+    print(f"DP draft: epsilon={drafted.epsilon:.4g}, delta={drafted.delta:.3g} charged to "
+          f"data set '{drafted.name}' in {drafted.ledger} (entry {drafted.entry}); review it "
+          "for sense, then delete its `draft:` line", file=sys.stderr)
     return 0
 
 if __name__ == "__main__":

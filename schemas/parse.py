@@ -129,7 +129,8 @@ def _parse_column(raw: Any, index: int, problems: list[str]) -> Column | None:
     transform = raw.get("transform", "none")
     if transform not in TRANSFORMS:
         problems.append(f"{label}: transform {transform!r} is not one of {', '.join(TRANSFORMS)}")
-    elif transform == "log" and (kind not in NUMERIC_KINDS or (minimum is not None and minimum < 0)):
+    elif transform == "log" and (kind not in NUMERIC_KINDS
+                                 or (minimum is not None and minimum < 0)):
         problems.append(f"{label}: transform 'log' needs a numeric column with min >= 0")
     bins = raw.get("bins")
     if bins is not None and (not isinstance(bins, int) or isinstance(bins, bool) or bins < 1):

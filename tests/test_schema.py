@@ -1,5 +1,6 @@
-"""Tests for schemas.model and schemas.parse: the shipped schemas, the YAML round trip, and every contradiction
-a schema file can hold, each reported as a SchemaError naming the file and the problem."""
+"""Tests for schemas.model and schemas.parse: the shipped schemas, the YAML round trip, and
+every contradiction a schema file can hold, each reported as a SchemaError naming the file and
+the problem."""
 
 from __future__ import annotations
 
