@@ -445,3 +445,20 @@ def test_cli_dp_draft(tmp_path, capsys):
     assert code == 0 and "a DP draft" in stdout and "`synth run` accepts it" in stdout
     code, _, err = cli(["schema", "draft", data, "--delta", 1e-6], capsys)
     assert code == EXIT_BAD_INPUT and "apply to a DP draft only" in err
+
+
+def test_synth_run_accepts_a_dp_draft_and_charges_the_same_data_set(tmp_path, capsys):
+    data = tmp_path / "people.csv"
+    data.write_text(big_people())
+    ledger = tmp_path / "ledger.db"
+    _, stdout, _ = cli(["schema", "draft", data, "--epsilon", 2, "--ledger", ledger], capsys)
+    schema = tmp_path / "people.yaml"
+    schema.write_text(stdout)
+    code, _, err = cli(["run", "--input", data, "--schema", schema, "--epsilon", 1, "--out",
+                        tmp_path / "release", "--ledger", ledger, "--synthesizer",
+                        "dp-independent", "--rows", 100, "--no-fidelity", "-q", "--clip",
+                        "--map-unknown"], capsys)
+    assert code == 0, err
+    entries = Ledger(ledger).history()
+    assert [(e["data_set"], e["synthesizer"], e["state"]) for e in entries] == [
+        ("people", "schema-draft", "committed"), ("people", "dp-independent", "committed")]
