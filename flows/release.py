@@ -36,7 +36,7 @@ from pipelines.plan import (
     quarantine_dir,
 )
 from pipelines.plan import prepare as plan_run
-from pipelines.validate.fidelity import observed
+from pipelines.validate.measured import rows as measured_rows
 from schemas import is_image_schema
 
 local = logging.getLogger("synth.local")  # stdlib logging: not shipped to Prefect's API
@@ -87,34 +87,31 @@ def publish(plan: Plan, model, synthetic, verdict, real) -> dict:
 
 
 def report_artifacts(plan: Plan, verdict: steps.Verdict) -> None:
-    """What the Prefect UI shows of a run: a summary, the checks as a table (pass/fail and
-    thresholds: values computed from real rows stay in the internal report, since Prefect's
-    database may be shared or hosted), and a link to the internal report."""
+    """What the Prefect UI shows of a run: the release gate's checks as a table and a
+    summary. Only what is public goes there (Prefect's database may be shared or hosted):
+    the schema suite, the release against the synthesizer's DP measurements and the canary
+    audit. Nothing compared with the real rows (advisory fidelity, leakage, identifier scan)
+    and no count of private rows reaches Prefect; those stay in the internal report."""
     where = plan.out if verdict.success else quarantine_dir(plan.out)
     rows = [{"suite": "schema", "check": line, "success": False}
             for line in verdict.structural.failed]
-    if verdict.fidelity is not None:
-        rows += [{"suite": "fidelity", "check": f"{r['expectation']}({r['subject']})",
-                  "threshold": r["threshold"], "success": r["success"]}
-                 for r in observed(verdict.fidelity)]
-    if verdict.leakage is not None:
-        rows.append({"suite": "leakage", "check": f"{len(verdict.leakage.warnings)} warning(s): "
-                     "see the internal report", "success": not verdict.leakage.warnings})
-    rows += [{"suite": "identifiers", "check": f"no value of input column '{c}' in the output",
-              "success": not n} for c, n in verdict.identifier_hits.items()]
+    if verdict.measured is not None:
+        rows += [{"suite": "measured marginals", "check": f"{r['expectation']}({r['subject']})",
+                  "threshold": r["threshold"], "observed": r["observed"],
+                  "success": r["success"]} for r in measured_rows(verdict.measured)]
     if verdict.audit is not None:
         rows.append({"suite": "canary audit", "check": "empirical epsilon lower bound (99%) "
                      "at most the claim", "threshold": verdict.audit.epsilon_claimed,
                      "observed": verdict.audit.epsilon_lower, "success": verdict.audit.passed})
     create_table_artifact(key="release-checks", table=rows or [{"suite": "-", "check": "-"}],
-                          description="Schema, fidelity and leakage checks of the release")
+                          description="The release gate: schema suite, the release against "
+                                      "the synthesizer's DP measurements, canary audit")
     failed = "\n".join(f"- {line}" for line in verdict.failed) or "none"
     create_markdown_artifact(
         key="release", description="Synthetic release",
         markdown=f"**{'Published' if verdict.success else 'QUARANTINED'}** `{where}`\n\n"
-                 f"| | |\n|---|---|\n| checks | {verdict.summary()} |\n"
-                 f"| leakage warnings | {len(verdict.leakage.warnings) if verdict.leakage else '-'}"
-                 f" |\n\nFailed expectations:\n{failed}\n")
+                 f"| | |\n|---|---|\n| release gate | {verdict.summary()} |\n\n"
+                 f"Failed checks:\n{failed}\n")
     internal = internal_dir(plan.out) / "report.html"
     create_link_artifact(key="release-report", link=internal.absolute().as_uri(),
                          link_text="internal report (real-data statistics)",

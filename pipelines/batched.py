@@ -35,6 +35,7 @@ from pipelines.ingest import (
     raise_problems,
     read_raw,
     tidy_csv,
+    unreadable,
 )
 from schemas import Schema
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
@@ -154,7 +155,7 @@ def _batches(path: Path, schema: Schema, batch_rows: int
     except DataError:
         raise
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read input: {str(exc).splitlines()[0]}") from None
+        raise unreadable(path, exc) from None
 
 
 ROW = re.compile(r"(?<= in row )(\d[\d,]*)")

@@ -4,8 +4,8 @@ Two variants from the same function. The internal one, for the data owner, compa
 synthetic rows with the real ones (fidelity numbers, real-vs-synthetic marginals and
 association matrices, leakage checks): statistics of the real data, so it is written apart
 from the release. The release-safe one, which ships with the release, holds the privacy
-statement, the structural validation, pass/fail of the fidelity suite and plots of the
-synthetic rows only. Plots are inline SVG drawn here (a few bars and a heatmap do not need a
+statement, the release gate (schema suite, the release against the synthesizer's DP
+measurements) and plots of the synthetic rows only. Plots are inline SVG drawn here (a few bars and a heatmap do not need a
 plotting library); images, such as a contact sheet, are inline PNG.
 """
 
@@ -46,7 +46,10 @@ class ReportInputs:
         privacy: the privacy report (``pipelines.report.privacy_report``).
         synthetic: the released rows.
         structural: the schema suite's summary: (passed, evaluated, failed lines).
-        fidelity: the fidelity suite's rows (``pipelines.validate.fidelity.observed``) or None.
+        gate: the measured-marginal checks' rows (``pipelines.validate.measured.rows``:
+            public) or None.
+        fidelity: the advisory fidelity suite's rows against the real data
+            (``pipelines.validate.fidelity.observed``; internal report only) or None.
         real: the real rows compared with (internal report only), or None.
         checks: release checks (leakage, audit) as a dict of sections, internal only.
         images: PNG images to show, by caption (for example a contact sheet).
@@ -56,6 +59,7 @@ class ReportInputs:
     privacy: dict[str, Any]
     synthetic: pd.DataFrame
     structural: tuple[int, int, tuple[str, ...]]
+    gate: list[dict] | None = None
     fidelity: list[dict] | None = None
     real: pd.DataFrame | None = None
     checks: dict[str, Any] = field(default_factory=dict)
@@ -79,8 +83,9 @@ def render(inputs: ReportInputs, internal: bool) -> str:
         parts.append(f"<h2>{_e(caption)}</h2><img alt='{_e(caption)}' "
                      f"src='data:image/png;base64,{data}' style='max-width:100%'>")
     if not internal:
-        parts.append("<p>This report holds no statistic of the real data beyond the pass/fail "
-                     "of the fidelity checks; the data owner keeps an internal report.</p>")
+        parts.append("<p>This report holds no statistic of the real data: its checks compare "
+                     "the release with the schema and with what the synthesizer measured under "
+                     "differential privacy. The data owner keeps an internal report.</p>")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}"
             f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
 
@@ -115,21 +120,28 @@ def _verdict(ok: bool) -> str:
 
 def _validation(inputs: ReportInputs, internal: bool) -> str:
     passed, evaluated, failed = inputs.structural
-    out = ["<h2>Validation (Great Expectations)</h2>",
-           f"<p>Schema suite: {_verdict(not failed)}, {passed} of {evaluated} expectations.</p>"]
+    out = ["<h2>Release gate</h2>",
+           f"<p>Schema suite (Great Expectations): {_verdict(not failed)}, {passed} of "
+           f"{evaluated} expectations.</p>"]
     out += [f"<p class='bad'>{_e(line)}</p>" for line in failed]
-    if inputs.fidelity is None:
-        out.append("<p>Fidelity suite: not run.</p>")
-        return "".join(out)
-    ok = sum(r["success"] for r in inputs.fidelity)
-    out.append(f"<p>Fidelity suite: {_verdict(ok == len(inputs.fidelity))}, {ok} of "
-               f"{len(inputs.fidelity)} expectations.</p>")
-    header = ["expectation", "subject", "threshold"] + (["observed"] if internal else []) + [""]
-    rows = [[r["expectation"], r["subject"], r["threshold"]]
-            + ([f"{r['observed']:.4f}" if r["observed"] is not None else "-"] if internal else [])
-            + [_verdict(r["success"])] for r in inputs.fidelity]
-    return "".join(out) + _table(header, [[_e(v) for v in r[:-1]] + [r[-1]] for r in rows],
-                                 raw=True)
+    out.append(_suite("Measured marginals (the release against the synthesizer's noisy "
+                      "measurements)", inputs.gate, observed=True))
+    if internal:
+        out.append("<h2>Advisory checks against the real rows (internal)</h2>")
+        out.append(_suite("Fidelity suite", inputs.fidelity, observed=True))
+    return "".join(out)
+
+
+def _suite(title: str, rows: list[dict] | None, observed: bool) -> str:
+    if rows is None:
+        return f"<p>{_e(title)}: not run.</p>"
+    ok = sum(r["success"] for r in rows)
+    head = f"<p>{_e(title)}: {_verdict(ok == len(rows))}, {ok} of {len(rows)} checks.</p>"
+    header = ["check", "subject", "threshold"] + (["observed"] if observed else []) + [""]
+    table = [[r["expectation"], r["subject"], r["threshold"]]
+             + ([f"{r['observed']:.4f}" if r["observed"] is not None else "-"] if observed
+                else []) + [_verdict(r["success"])] for r in rows]
+    return head + _table(header, [[_e(v) for v in r[:-1]] + [r[-1]] for r in table], raw=True)
 
 
 def _histograms(frame: pd.DataFrame, binning: TableEncoder) -> list[np.ndarray]:

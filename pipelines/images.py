@@ -74,7 +74,7 @@ class _Problems:
         for message, redacted, count in self.kinds.values():
             more = f" ({count:,} in all)" if count > 1 else ""
             full.append(message + more)
-            public.append(redacted + more)
+            public.append(redacted)  # no count: it is computed from the private images
         head = f"{source} does not fit {self.schema.where}: "
         raise DataError(head + "; ".join(full), head + "; ".join(public))
 
@@ -226,7 +226,7 @@ def _check_label_indices(labels: np.ndarray, source: Path, schema: ImageSchema,
         problems.add("label", f"{source}: label {int(labels[i])} of image {i:,} is outside "
                      f"0..{len(schema.labels) - 1} ({len(schema.labels)} labels in "
                      f"{schema.where}): fix the labels or declare more labels",
-                     f"{source}: label <redacted> of image {i:,} is outside the schema's labels")
+                     f"{source}: a label is outside the schema's labels")
 
 
 def _check_range(images: np.ndarray, source: Path, schema: ImageSchema,
@@ -242,7 +242,7 @@ def _check_range(images: np.ndarray, source: Path, schema: ImageSchema,
         problems.add("range", f"{source}: {where} has pixel value {value:g} outside the "
                      f"schema's value_range [{lo:g}, {hi:g}]: fix the data or the value_range "
                      f"in {schema.where}",
-                     f"{source}: {where} has a pixel value outside the schema's value_range")
+                     f"{source}: an image has a pixel value outside the schema's value_range")
 
 
 def _rescale(images: np.ndarray, schema: ImageSchema) -> np.ndarray:
@@ -367,7 +367,7 @@ def _read_npz(path: Path, schema: ImageSchema):
         for i in (i for i, v in enumerate(names) if v not in index):
             problems.add("label", f"{path}: label '{names[i]}' of image {i:,} is not one of "
                          f"the labels of {schema.where}: fix the labels or add it to the schema",
-                         f"{path}: label <redacted> of image {i:,} is not a schema label")
+                         f"{path}: a label is not a schema label")
         labels = np.array([index.get(v, -1) for v in names], np.int64)
     elif labels.dtype.kind in "iu":
         _check_label_indices(labels.astype(np.int64), path, schema, problems)

@@ -51,11 +51,16 @@ class Problem:
     message: str  # e.g. "value {value} is above the schema's maximum 90"
     remedy: str
     value: str | None = None  # the offending value, quoted from the data
+    public: str | None = None  # the message without anything read from the rows, if it has
 
     def describe(self, redact: bool = False) -> str:
+        """The problem in one phrase; ``redact`` leaves out everything read from the rows
+        (the value, where it is, how often): only the column and the rule it breaks."""
         value = "<redacted>" if redact else self.value
-        message = self.message.format(value=value)
+        message = (self.public if redact and self.public else self.message).format(value=value)
         if self.first_row == 0:  # a problem of the whole column
+            return f"column '{self.column}' {message}: {self.remedy}"
+        if redact:
             return f"column '{self.column}' {message}: {self.remedy}"
         at = f"row {self.first_row:,}"
         if self.first_line is not None:
@@ -121,10 +126,19 @@ def read_raw(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray | Non
     except DataError:
         raise
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read input: {str(exc).splitlines()[0]}") from None
+        raise unreadable(path, exc) from None
     if frame.empty:
         raise DataError(f"{path}: the file has no data rows")
     return frame, lines
+
+
+def unreadable(path: Path, exc: BaseException) -> DataError:
+    """The error of a file that cannot be parsed. The parser's words may quote the data: the
+    operator's terminal gets them (one line, bounded), the public message only their kind."""
+    said = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return DataError(f"{path}: cannot read input: {said[:300]}",
+                     public=f"{path}: cannot read input ({type(exc).__name__}; the details are "
+                            "on the operator's terminal)")
 
 
 def read_identifiers(path: str | Path, schema: Schema) -> pd.DataFrame:
@@ -209,9 +223,14 @@ def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
     missing = [c.name for c in schema.columns if c.name not in names]
     if missing:
         listed = ", ".join(f"'{m}'" for m in missing)
-        raise DataError(f"{source}: column{'s' if len(missing) > 1 else ''} {listed} required by "
-                        f"{schema.where} {'are' if len(missing) > 1 else 'is'} missing "
-                        f"(found: {', '.join(map(str, names))})")
+        said = (f"{source}: column{'s' if len(missing) > 1 else ''} {listed} required by "
+                f"{schema.where} {'are' if len(missing) > 1 else 'is'} missing")
+        # the header found may be a record (a CSV without its header line): the operator's
+        # terminal only
+        found = ", ".join(map(str, names))
+        raise DataError(f"{said} (found: {found[:200]}{'...' if len(found) > 200 else ''})",
+                        public=f"{said} (the columns found are shown on the operator's "
+                               "terminal only)")
     return tuple(str(c) for c in names if c not in schema.names)
 
 
@@ -227,7 +246,8 @@ def raise_problems(source: str, problems: list[Problem]) -> None:
 def no_values(col: Column, rows: int) -> Problem:
     """The problem of a column that has no value in any of its ``rows``."""
     return Problem(col.name, 0, None, rows, f"has no value in any of its {rows:,} rows",
-                   "a column with no values cannot be synthesized; drop it from the schema")
+                   "a column with no values cannot be synthesized; drop it from the schema",
+                   public="has no value in any row")
 
 
 class _Context:

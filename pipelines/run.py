@@ -1,13 +1,15 @@
 """One release, step by step: the recipe ``synth run`` follows and the Prefect flow mirrors.
 
-prepare (``pipelines.plan``: public checks; budget reserved in the ledger) -> ingest (private; a holdout split
-  kept apart) -> train (DP) -> sample -> check (schema suite, fidelity suite, leakage checks)
-  -> publish at ``out`` (or quarantine at ``out.quarantine``), internal report at
-  ``out.internal``
+prepare (``pipelines.plan``: public checks; budget reserved in the ledger) -> ingest
+  (private; a holdout split kept apart) -> train (DP) -> sample -> check (the gate: schema
+  suite, measured marginals, canary audit; advisory: fidelity suite, leakage checks,
+  identifier scan) -> publish at ``out`` (or quarantine at ``out.quarantine``), internal
+  report at ``out.internal``
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -45,11 +47,15 @@ from pipelines.surrogates import add_surrogates, surrogate_seed
 from pipelines.train import sample, train
 from pipelines.validate import ValidationFailed, ValidationOutcome, validate_synthetic
 from pipelines.validate.fidelity import observed, validate_fidelity
+from pipelines.validate.measured import rows as measured_rows
+from pipelines.validate.measured import validate_measured
 from synth.audit import AuditResult, audit
 from synth.base import Synthesizer, make_synthesizer
 from synth.encoding import DEFAULT_MAX_BINS, CodedTable, TableEncoder
 
 log = logging.getLogger(__name__)
+# the operator's own terminal only: never configured to reach an orchestrator's database
+local = logging.getLogger("synth.local")
 
 @dataclass(frozen=True)
 class ReleaseResult:
@@ -148,56 +154,61 @@ def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:
 class Verdict:
     """What the checks of a release found.
 
+    The gate (``success``) rests on public inputs only: the schema suite (synthetic rows),
+    the comparison with the marginals the synthesizer measured under DP, and the canary
+    audit (no data). The rest compares with the real rows: advisory, for the data owner's
+    internal report, and never decides anything.
+
     Attributes:
         structural: the schema suite (synthetic rows only: public).
-        fidelity: the fidelity suite (synthetic vs real: internal), None when switched off.
-        leakage: the release checks (copies, attack risks, DCR: internal), None without a
-            holdout.
+        measured: the release against the synthesizer's noisy marginals (public), None when
+            it measured none or the fidelity checks are off.
         audit: the one-run canary audit of the model's mechanism (reads no private data).
-        identifier_hits: per identifier column of the input, how many of its values appear
-            in a text cell of the output (any is a leak: the release is quarantined).
+        fidelity: advisory: the fidelity suite against the real training rows (internal).
+        leakage: advisory: copies, attack risks, DCR against held-out rows (internal).
+        identifier_hits: advisory alarm: per identifier column of the input, how many of its
+            values appear in a text cell of the output (internal).
     """
 
     structural: ValidationOutcome
-    fidelity: ValidationOutcome | None
-    leakage: LeakageReport | None
+    measured: ValidationOutcome | None
     audit: AuditResult | None = None
+    fidelity: ValidationOutcome | None = None
+    leakage: LeakageReport | None = None
     identifier_hits: dict[str, int] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
-        return (self.structural.success and (self.fidelity is None or self.fidelity.success)
-                and (self.audit is None or self.audit.passed)
-                and not any(self.identifier_hits.values()))
+        return (self.structural.success and (self.measured is None or self.measured.success)
+                and (self.audit is None or self.audit.passed))
 
     @property
     def failed(self) -> tuple[str, ...]:
+        """The gate's failed checks, one line each (public)."""
         audit = () if self.audit is None or self.audit.passed else (
             f"canary audit: empirical epsilon lower bound {self.audit.epsilon_lower:.3f} "
             f"exceeds the claimed {self.audit.epsilon_claimed:.3f}: the mechanism adds less "
             "noise than it accounts for",)
-        leaked = tuple(f"identifier check: {n} value(s) of the input's identifier column "
-                       f"'{c}' appear in the output (a surrogate from a small pool? use a "
-                       "pattern)" for c, n in self.identifier_hits.items() if n)
-        return (self.structural.failed + (self.fidelity.failed if self.fidelity else ())
-                + audit + leaked)
+        return (self.structural.failed + (self.measured.failed if self.measured else ())
+                + audit)
+
+    @property
+    def evaluated(self) -> int:
+        return self.structural.evaluated + (self.measured.evaluated if self.measured else 0)
 
     def summary(self) -> str:
-        """One line of pass counts, no statistic of the real data."""
+        """One line of the gate's pass counts (public: no statistic of the real data)."""
         def counts(o: ValidationOutcome) -> str:
             return f"passed {o.evaluated - len(o.failed)} of {o.evaluated}"
-        fidelity = counts(self.fidelity) if self.fidelity else "not run"
-        return f"schema suite {counts(self.structural)}, fidelity suite {fidelity}"
+        measured = counts(self.measured) if self.measured else "none measured"
+        return f"schema suite {counts(self.structural)}, measured marginals {measured}"
 
     def public_json(self) -> str:
-        """validation.json of the release: the schema suite in full, the fidelity suite as
-        pass/fail per expectation (its values are statistics of the real data)."""
+        """validation.json of the release: the schema suite and the measured-marginal checks
+        in full (both public); nothing compared with the real rows."""
         doc = json.loads(self.structural.to_json())
-        if self.fidelity is not None:
-            doc["fidelity"] = {"success": self.fidelity.success,
-                               "expectations": [{k: r[k] for k in ("expectation", "subject",
-                                                                   "threshold", "success")}
-                                                for r in observed(self.fidelity)]}
+        if self.measured is not None:
+            doc["measured_marginals"] = json.loads(self.measured.to_json())
         return json.dumps(doc, indent=2) + "\n"
 
 
@@ -210,13 +221,34 @@ def split_holdout(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
 
 def check(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, real: pd.DataFrame,
           holdout: pd.DataFrame) -> Verdict:
-    """Runs the schema suite on the synthetic rows, the fidelity suite against the real
-    training rows (when enabled), the leakage checks against the held-out rows (when there
-    are some) and the canary audit of the model's mechanism. Does not raise: ``release``
-    publishes or quarantines by the verdict."""
+    """The gate: the schema suite on the synthetic rows, the synthetic rows against the
+    marginals the synthesizer measured under DP (when enabled), the canary audit of the
+    model's mechanism. Then, for the internal report only: the fidelity suite against the
+    real training rows (when enabled), the leakage checks against the held-out rows (when
+    there are some) and the scan for the input's identifier values. Does not raise:
+    ``release`` publishes or quarantines by the gate."""
     output = synthetic  # with any surrogate identifiers: scanned for real identifier values
     synthetic = synthetic[plan.schema.names]  # surrogates are fake: not compared
     structural = validate_synthetic(synthetic, plan.schema)
+    thresholds = plan.config.fidelity
+    measured = (validate_measured(model, synthetic, thresholds.measured_tv_max,
+                                  thresholds.measured_joint_tv_max)
+                if thresholds.enabled else None)
+    params = model.get_params()
+    # 99%: it gates every release, so an honest one is quarantined by chance at most 1 in 100
+    audited = audit(model.privacy_, seed=plan.config.seed, confidence=0.99,
+                    secure_noise=bool(params.get("secure_noise")),
+                    noise_seed=params.get("noise_seed"))
+    advisory = internal_checks(plan, synthetic, output, real, holdout)
+    return Verdict(structural, measured, audited, *advisory)
+
+
+def internal_checks(plan: Plan, synthetic: pd.DataFrame, output: pd.DataFrame,
+                    real: pd.DataFrame, holdout: pd.DataFrame
+                    ) -> tuple[ValidationOutcome | None, LeakageReport | None, dict[str, int]]:
+    """The data owner's advisory checks against the real rows: (fidelity suite, leakage
+    checks, identifier hits). Statistics of the real data, not covered by the guarantee:
+    they go to the internal report and this process's own log, never decide publication."""
     thresholds = plan.config.fidelity
     fidelity = (validate_fidelity(real, synthetic, plan.schema, thresholds)
                 if thresholds.enabled and len(real) else None)
@@ -231,48 +263,47 @@ def check(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, real: pd.Data
                    and not pd.api.types.is_bool_dtype(output[c])]]
     hits = identifier_leaks(raw, list(raw.columns), text) if len(raw.columns) else {}
     for warning in leakage.warnings if leakage else ():
-        log.warning("release check: %s", warning)
-    params = model.get_params()
-    # 99%: it gates every release, so an honest one is quarantined by chance at most 1 in 100
-    audited = audit(model.privacy_, seed=plan.config.seed, confidence=0.99,
-                    secure_noise=bool(params.get("secure_noise")),
-                    noise_seed=params.get("noise_seed"))
-    return Verdict(structural, fidelity, leakage, audited, hits)
+        local.warning("internal release check: %s", warning)
+    for column, n in hits.items():
+        if n:
+            local.warning("internal identifier alarm: %d value(s) of the input's identifier "
+                          "column '%s' appear in the output", n, column)
+    return fidelity, leakage, hits
+
+
+GATE = ("published only if these checks passed: the schema suite (synthetic rows only), the "
+        "synthetic rows against the marginals the synthesizer measured under DP (their noise "
+        "taken into account) and the canary audit of the mechanism (no data). All three read "
+        "only the release and the mechanism's DP outputs, so the decision to publish is "
+        "covered by the (epsilon, delta) above. Comparisons with the real rows (fidelity "
+        "suite, leakage checks, identifier scan) are advisory: they stay in the data owner's "
+        "internal report and never decide publication; an owner who withholds a release "
+        "after reading them acts outside this guarantee.")
 
 
 def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Verdict,
             real: pd.DataFrame | None = None) -> tuple[Release, dict[str, Any]]:
     """Publishes the rows, the privacy report, the validation result and the release-safe
     HTML report at ``out``, and the internal report (real-data statistics) at
-    ``<out>.internal``. A release that failed its checks goes to ``<out>.quarantine``
-    instead, and ValidationFailed says which expectations failed."""
+    ``<out>.internal``. A release that failed its gate goes to ``<out>.quarantine``
+    instead, and ValidationFailed says which checks failed."""
     report = privacy_report(plan.schema, plan.config.synthesizer, model, len(synthetic), now())
     report["validation"] = verdict.summary()
-    gates = ["the schema suite (synthetic rows only)", "the canary audit (no real data)"]
-    if verdict.fidelity is not None:
-        gates.append("the fidelity suite (compares the synthetic rows with the real training "
-                     "rows)")
-    if plan.schema.identifiers:
-        gates.append("the identifier check (the input's identifier values against the output)")
-    report["release_gate"] = (
-        "published only if these checks passed: " + "; ".join(gates) + ". The checks that "
-        "read the real data are not differentially private: their values stay in the internal "
-        "report, but publication itself reveals that they passed, which the (epsilon, delta) "
-        "above does not cover. Leakage checks against held-out rows only warn.")
-    if verdict.fidelity is not None or plan.schema.identifiers:
-        report["guarantee"] += ("; the decision to publish rests on non-private checks of "
-                                "the real data (see release_gate)")
+    report["release_gate"] = GATE
     if plan.config.holdout > 0:
         report["private_steps"].insert(1, (
-            f"a random {plan.config.holdout:g} of the records held out of training (seeded; "
-            "they are read only by the internal leakage checks)"))
-    report["private_steps"] += ["internal checks: fidelity suite, leakage checks, identifier "
-                                "check (their values stay in the internal report)"]
-    inputs = ReportInputs(
+            f"a random {plan.config.holdout:g} of the records held out of training (a secret "
+            "coin per record; they are read only by the internal leakage checks)"))
+    report["private_steps"] += ["internal, advisory checks against the real rows: fidelity "
+                                "suite, leakage checks, identifier scan (their results stay "
+                                "in the internal report)"]
+    public = ReportInputs(
         schema=plan.schema, privacy=report, synthetic=synthetic,
         structural=(verdict.structural.evaluated - len(verdict.structural.failed),
                     verdict.structural.evaluated, verdict.structural.failed),
-        fidelity=observed(verdict.fidelity) if verdict.fidelity else None, real=real,
+        gate=measured_rows(verdict.measured) if verdict.measured else None)
+    inputs = dataclasses.replace(
+        public, fidelity=observed(verdict.fidelity) if verdict.fidelity else None, real=real,
         checks={**({"identifier check (values of the input's identifier columns found in "
                     "the output)": verdict.identifier_hits} if verdict.identifier_hits else {}),
                 **({"leakage": verdict.leakage.to_dict()} if verdict.leakage else {}),
@@ -285,7 +316,7 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
         internal[LEAKAGE_FILE] = json.dumps(verdict.leakage.to_dict(), indent=2).encode()
     files = {REPORT_FILE: json.dumps(report, indent=2).encode(),
              VALIDATION_FILE: verdict.public_json().encode(),
-             HTML_FILE: render(inputs, internal=False).encode()}
+             HTML_FILE: render(public, internal=False).encode()}
     if verdict.success:  # reruns of this very run become no-ops once this release is out
         internal[KEY_FILE] = (f"{plan.key}\n{hashlib.sha256(files[REPORT_FILE]).hexdigest()}"
                               "\n").encode()
@@ -298,9 +329,8 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
         log.error("checks failed: the release is quarantined in %s, the internal report is in "
                   "%s", target, internal_dir(plan.out))
         raise ValidationFailed(ValidationOutcome(
-            success=False, evaluated=verdict.structural.evaluated + (
-                verdict.fidelity.evaluated if verdict.fidelity else 0),
-            failed=verdict.failed, result={}), quarantine=target)
+            success=False, evaluated=verdict.evaluated, failed=verdict.failed, result={}),
+            quarantine=target)
     return published, report
 
 

@@ -124,7 +124,7 @@ def _dates(values: pd.Series, name: str, lines, problems: list) -> pd.Series:
         value = values[np.flatnonzero(bad)[0]]
         fix = ": write dates as YYYY-MM-DD"
         problems.append((where.format(f"value {value!r} is not an ISO date") + fix,
-                         where.format("value <redacted> is not an ISO date") + fix))
+                         f"column '{name}' holds a value that is not an ISO date" + fix))
     return stamps.dt.normalize()
 
 
@@ -138,5 +138,5 @@ def _zip3(values: pd.Series, name: str, lines, problems: list) -> pd.Series:
         fix = ": ZIP codes must have 5 digits (or ZIP+4)"
         problems.append((where.format(f"value {text[np.flatnonzero(bad)[0]]!r} is not a ZIP "
                                       "code") + fix,
-                         where.format("value <redacted> is not a ZIP code") + fix))
+                         f"column '{name}' holds a value that is not a ZIP code" + fix))
     return text.map(lambda v: v if pd.isna(v) else zip3(v), na_action="ignore")

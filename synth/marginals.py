@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from schemas import Schema
 from synth.base import Params
 from synth.encoding import CodedTable, TableEncoder
+from synth.evidence import NoisyMarginal
 from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
 from synth.sampling import check_request, chunks, cpu_threads, resolve_device
 
@@ -497,6 +498,9 @@ class DPMarginals(Params):
         if rounds:
             sigma = math.sqrt(rounds / (2 * share * rest))
             epsilon = math.sqrt(8 * self.selection_share * rest / rounds)
+        names = [b.column.name for b in self.encoder_.blocks]
+        one_way_evidence = [NoisyMarginal((names[i],), m.counts.numpy().copy(), m.sigma)
+                            for i, m in enumerate(measurements)]  # before any shrinkage
         sigma_fine = math.sqrt(len(grids) / (2 * fine_rho)) if grids else 0.0
         self.fine_ = {i: (g, mech.measure_fine(i, g, sigma_fine)) for i, g in grids.items()}
         self._merge_rare(measurements, sigma0, mech)
@@ -567,6 +571,9 @@ class DPMarginals(Params):
         self.rho_spent_ = mech.rho_spent
         self.epsilon_spent_ = self.privacy_.epsilon
         self.measured_ = [m.clique for m in measurements]
+        self.noisy_marginals_ = tuple(one_way_evidence) + tuple(  # what the gate compares with
+            NoisyMarginal(tuple(names[c] for c in m.clique), m.counts.numpy().copy(), m.sigma)
+            for m in measurements[d:] if m.full or not set(m.clique) & set(mech.merged))
         self.iterations_ = iterations
         self.members_ = members
         return self

@@ -68,7 +68,8 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
     assert {"release", "release-checks", "release-report"} <= set(artifacts)
     assert "Published" in artifacts["release"].data
     checks = artifacts["release-checks"].data
-    assert "fidelity" in str(checks) and "canary audit" in str(checks)
+    assert "measured marginals" in str(checks) and "canary audit" in str(checks)
+    assert "fidelity" not in str(checks) and "leakage" not in str(checks)  # internal only
     assert artifacts["release-report"].data.endswith("adult.internal/report.html)")
 
 
