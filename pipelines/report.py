@@ -86,11 +86,12 @@ def _noise(params: dict[str, Any], fixed: bool, dpsgd: bool, counts: bool) -> st
                 "knows the seed can regenerate the noise, so do not rely on this release's "
                 "guarantee")
     if params.get("secure_noise"):
-        return "Gaussian noise from the operating system's CSPRNG (os.urandom, Box-Muller in " \
-               "float64)"
+        return ("Gaussian noise from the operating system's CSPRNG (os.urandom, Box-Muller in "
+                "float64)" + ("; Poisson sampling from a Philox generator keyed afresh with "
+                              "128 bits from it for this run" if dpsgd else ""))
     if dpsgd:
-        return ("DP-SGD noise and sampling from torch's generator, seeded afresh from the "
-                "operating system's entropy for this run" + (
+        return ("DP-SGD noise and Poisson sampling from a Philox generator keyed afresh with "
+                "128 bits from the operating system's CSPRNG for this run" + (
                     "; the noised counts from the operating system's CSPRNG" if counts else ""))
     return "OpenDP's exact samplers (discrete Gaussian, Gumbel), fed by a cryptographically " \
            "secure generator: nothing to regenerate the noise from"

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from synth.checkpoint import Resumable
-from synth.dpsgd import DPStep, poisson_mask
+from synth.dpsgd import DPStep
+from synth.randomness import PrivateRandom
 
 EMA_DECAY = 0.98  # G's weights are averaged over its last ~50 steps: DP noise makes G jitter
 
@@ -32,27 +33,28 @@ def average_into(ema: dict[str, torch.Tensor], generator: nn.Module, step: int) 
 
 def adversarial_training(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                          step_d: DPStep, records: torch.Tensor, q: float, steps: int,
-                         sigma: float, generator: torch.Generator,
+                         sigma: float, random: PrivateRandom, generator: torch.Generator,
                          d_loss: Callable[[torch.Tensor], torch.Tensor],
                          g_loss: Callable[[], torch.Tensor], generator_steps: int,
-                         resume: Resumable, history: list, noise_seed: int | None,
+                         resume: Resumable, history: list,
                          progress: Callable[[int, int], None] | None) -> None:
-    """The loop both GANs train by: per step, a Poisson sample of ``records`` and one DP-SGD
-    step of D on ``d_loss`` (per record), then ``generator_steps`` plain Adam steps of G on
-    ``g_loss``, whose forward pass through D reads no real record; G's weights are averaged
+    """The loop both GANs train by: per step, a Poisson sample of ``records`` (drawn from
+    the private ``random``) and one DP-SGD step of D on ``d_loss`` (per record), then
+    ``generator_steps`` plain Adam steps of G on ``g_loss``, whose forward pass through D
+    reads no real record; the losses draw from ``generator``. G's weights are averaged
     (``average_into``) and loaded at the end. Checkpoints go to ``resume`` every ``every``
     steps, with the accountant history executed so far (``history`` ends with the DP-SGD
     entry); a resumed run starts from its step."""
     ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
     parts = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": step_d.optimizer,
              "average": ema}
-    start, _ = resume.start((sigma, q, steps), parts, generator, noise_seed)
+    start, _ = resume.start((sigma, q, steps), parts, random, generator)
     n = len(records)
     G.train()
     D.train()
     try:
         for step in range(start, steps):
-            batch = records[poisson_mask(n, q, generator, records.device)]
+            batch = records[random.mask(n, q, records.device)]
             step_d(partial(d_loss, batch) if len(batch) else None)
             for _ in range(generator_steps):
                 with step_d.public_forward():

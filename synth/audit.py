@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth.dpsgd import DPStep, poisson_mask
+from synth.dpsgd import DPStep
 from synth.privacy import PrivacyReport, epsilon_of, zcdp_epsilon
+from synth.randomness import PrivateRandom
 
 Engine = Callable[..., DPStep]  # DPStep's signature; tests pass broken variants
 
@@ -114,7 +115,7 @@ def _guess(scores: np.ndarray, included: np.ndarray, k: int) -> tuple[int, int]:
     return 2 * k, correct
 
 
-def _dpsgd_scores(report: PrivacyReport, included: np.ndarray, generator: torch.Generator,
+def _dpsgd_scores(report: PrivacyReport, included: np.ndarray, random: PrivateRandom,
                   secure_noise: bool, engine: Engine) -> np.ndarray:
     """Runs DP-SGD with the report's settings on the included Dirac canaries; (m,) drift."""
     m, c = len(included), float(report.max_grad_norm)
@@ -124,12 +125,11 @@ def _dpsgd_scores(report: PrivacyReport, included: np.ndarray, generator: torch.
     # lr = expected batch size undoes DPStep's division: drift = noised clipped sum
     optimizer = torch.optim.SGD(canary.parameters(), lr=batch_scale)
     step = engine(canary, optimizer, float(report.noise_multiplier), c, batch_scale,
-                  generator, secure_noise=secure_noise)
+                  random, secure_noise=secure_noise)
     members = torch.as_tensor(np.flatnonzero(included))  # (n_in,) canary indices
     try:
         for _ in range(int(report.steps)):
-            picked = members[poisson_mask(len(members), float(report.sampling_rate),
-                                          generator)]
+            picked = members[random.mask(len(members), float(report.sampling_rate))]
             # input 2C e_i: gradient norm 2C, so clipping must act to leave C e_i
             batch = torch.zeros(len(picked), m).index_put_(
                 (torch.arange(len(picked)), picked), torch.tensor(2 * c))  # (batch, m)
@@ -181,9 +181,9 @@ def audit(report: PrivacyReport, n_canaries: int = 1000, k: int | None = None,
         mechanisms: dp-marginals' measurement class under audit (default
             ``synth.marginals._Mechanisms``, called as ``(codes, sizes, seed)``); tests pass
             broken variants.
-        noise_seed: DP-SGD: the seed of the engine's generator (sampling and, without
-            ``secure_noise``, the noise); by default derived from ``seed``, which is fine
-            because the audit reads no private data. dp-marginals: None (default) keeps
+        noise_seed: DP-SGD: the seed of the engine's ``PrivateRandom`` (sampling and,
+            without ``secure_noise``, the noise); by default derived from ``seed``, which is
+            fine because the audit reads no private data. dp-marginals: None (default) keeps
             OpenDP's secure sampler; an integer replaces it by numpy's (tests only).
 
     Returns:
@@ -203,9 +203,8 @@ def audit(report: PrivacyReport, n_canaries: int = 1000, k: int | None = None,
     if report.noise_multiplier is not None:
         if None in (report.sampling_rate, report.steps, report.max_grad_norm):
             raise AuditError("the DP-SGD report lacks sampling_rate, steps or max_grad_norm")
-        generator = torch.Generator().manual_seed(
-            int(rng.integers(2**62)) if noise_seed is None else noise_seed)
-        scores = _dpsgd_scores(report, included, generator, secure_noise, engine)
+        random = PrivateRandom(int(rng.integers(2**62)) if noise_seed is None else noise_seed)
+        scores = _dpsgd_scores(report, included, random, secure_noise, engine)
         claimed = epsilon_of(report.noise_multiplier, report.sampling_rate, report.steps,
                              report.delta, report.accountant)
     elif report.accountant == "zcdp" and _gaussian_measurements(report):

@@ -7,11 +7,12 @@ measurements taken before training (a noised histogram, say). A resumed run rest
 reuses the measurements instead of measuring again (that would spend twice), and runs the
 remaining steps, so it ends with the history, hence the epsilon, of an uninterrupted run.
 
-What a checkpoint does not hold is randomness: no generator state is saved. A resumed run
-draws fresh private randomness (Poisson sampling, DP noise) from the OS, so nothing in a
-checkpoint predicts the noise of the steps after it. The steps a killed run executed after
-its last checkpoint are lost and run again; their results died with the process, and the
-budget ledger charges the run's whole reservation from its first DP step in any case.
+What a checkpoint does not hold is randomness: no generator state or key is saved. A resumed
+run rekeys its private randomness (``synth.randomness.PrivateRandom``: Poisson sampling, DP
+noise) with a fresh 128-bit key from the OS, so nothing in a checkpoint predicts the noise of
+the steps after it. The steps a killed run executed after its last checkpoint are lost and
+run again; their results died with the process, and the budget ledger charges the run's whole
+reservation from its first DP step in any case.
 
 Saving and loading is the caller's business (``pipelines.checkpoints`` writes through the
 atomic-write path and loads with ``torch.load(weights_only=True)``): this module only says
@@ -21,12 +22,13 @@ that needs pickle.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from synth.randomness import PrivateRandom
 
 
 class Checkpoint(Protocol):
@@ -94,12 +96,13 @@ class Resumable:
         self.measured[name] = value
         return value
 
-    def start(self, plan: tuple, parts: dict[str, Any], generator: torch.Generator,
-              noise_seed: int | None = None) -> tuple[int, list]:
+    def start(self, plan: tuple, parts: dict[str, Any], random: PrivateRandom,
+              generator: torch.Generator | None = None) -> tuple[int, list]:
         """Restores ``parts`` and returns (first step to run, accountant history so far);
         (0, []) on a fresh run. ``plan`` (e.g. sigma, q, steps) must be the one the state was
-        saved under. A resumed run's ``generator`` is reseeded: from the OS, or from
-        ``noise_seed`` and the step where a test fixed the seed.
+        saved under. A resumed run's private ``random`` is rekeyed (``PrivateRandom.reseed``:
+        from the OS, or from the fixed seed and the step where a test fixed it), and the
+        losses' ``generator`` reseeded from it.
 
         Raises:
             ResumeError: the state was saved under another plan.
@@ -113,8 +116,9 @@ class Resumable:
         for name, part in parts.items():
             _restore(part, self.state["parts"][name])
         step = int(self.state["step"])
-        generator.manual_seed(secrets.randbits(63) if noise_seed is None
-                              else noise_seed + step)
+        random.reseed(step)
+        if generator is not None:
+            random.seed_generator(generator)
         return step, [tuple(h) for h in self.state["history"]]
 
     def after(self, done: int, steps: int, parts: dict[str, Any], history: list) -> None:

@@ -2,24 +2,23 @@
 
 Reads like Opacus's optimizer step: sample, clip, noise, scale, account.
 
-* Sampling: each step keeps every record independently with probability q, drawn from a
-  seeded generator, so batch sizes follow Binomial(N, q) as the accountant assumes; an empty
-  batch still takes a noise-only step.
+* Sampling: each step keeps every record independently with probability q, drawn from the
+  fit's ``PrivateRandom`` (``synth.randomness``), so batch sizes follow Binomial(N, q) as the
+  accountant assumes; an empty batch still takes a noise-only step.
 * Clipping: exact per-sample gradient norms without materialising a per-sample gradient
   for every parameter (``synth.ghost``): for a Linear layer the per-sample weight gradient
   is g_i a_i^T, so its norm is ||g_i|| ||a_i||, and the clipped sum is one reweighted matmul,
   (c * g)^T a; convolutions, embeddings and normalisation layers have rules of their own.
   Opacus's ``GradSampleModule`` is the oracle in the tests.
-* Noise and accounting: Gaussian noise of std sigma * C on the clipped sum, divided by the
-  expected batch size; sigma is calibrated, and epsilon computed, by Opacus's accountant from
+* Noise and accounting: Gaussian noise of std sigma * C on the clipped sum, from the fit's
+  ``PrivateRandom`` (or the OS CSPRNG with ``secure_noise``), divided by the expected batch
+  size; sigma is calibrated, and epsilon computed, by Opacus's accountant from
   exactly the (sigma, q, steps) history executed.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import secrets
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from synth.privacy import (
     calibrate_noise,
     calibrate_noise_after,
 )
+from synth.randomness import PrivateRandom
 
 # per_sample_loss(module, batch, generator) -> (batch,) losses
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
@@ -75,31 +75,6 @@ def plan(n_records: int, config: DPSGDConfig) -> tuple[float, int]:
     return q, max(1, math.ceil(config.epochs / q))
 
 
-def poisson_mask(n: int, q: float, generator: torch.Generator,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """(n,) bool: keeps each of n records independently with probability q (one step of
-    Poisson sampling, as the accountant assumes)."""
-    return torch.rand(n, generator=generator, device=device) < q
-
-
-def private_generator(noise_seed: int | None, device: torch.device) -> torch.Generator:
-    """The generator of a fit's private randomness (Poisson sampling, DP noise): seeded from
-    the OS CSPRNG unless a test fixed ``noise_seed`` (never for a release)."""
-    seed = secrets.randbits(63) if noise_seed is None else noise_seed
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def secure_normal(shape: tuple[int, ...], std: float, device: torch.device) -> torch.Tensor:
-    """Gaussian noise from the operating system's CSPRNG (``os.urandom``), by Box-Muller in
-    float64: nobody can regenerate it from a seed or a leaked generator state. It does not
-    address floating-point representation attacks on the sampled values."""
-    n = math.prod(shape)
-    raw = torch.frombuffer(bytearray(os.urandom(16 * n)), dtype=torch.int64).view(2, n)
-    u = (((raw >> 11) & (2**53 - 1)).double() + 1.0) / 2.0**53  # 53 random bits -> (0, 1]
-    z = torch.sqrt(-2.0 * torch.log(u[0])) * torch.cos(2.0 * math.pi * u[1])
-    return (z * std).to(device=device, dtype=torch.float32).view(shape)
-
-
 class DPStep:
     """One DP-SGD update: clip each record's gradient, sum, add noise, scale, step.
 
@@ -109,7 +84,7 @@ class DPStep:
         noise_multiplier: sigma; the noise std on the clipped sum is sigma * max_grad_norm.
         max_grad_norm: per-sample clipping bound C.
         expected_batch_size: the divisor of the noised sum (q * N under Poisson sampling).
-        generator: source of the noise.
+        random: the fit's private randomness, source of the noise.
         secure_noise: draw the noise from the OS CSPRNG (``secure_normal``) instead.
         rows_per_record: consecutive rows of the module's batch that form one record (one
             clipped term), e.g. 2 for a GAN discriminator's (real, fake) pairs.
@@ -117,15 +92,22 @@ class DPStep:
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
                  noise_multiplier: float, max_grad_norm: float, expected_batch_size: float,
-                 generator: torch.Generator, secure_noise: bool = False,
+                 random: PrivateRandom, secure_noise: bool = False,
                  rows_per_record: int = 1):
+        if isinstance(random, torch.Generator):
+            # bench/dp_step.py still hands the engine a torch generator: a stream keyed
+            # from its seed keeps the benchmark running; no synthesizer takes this path
+            warnings.warn("DPStep takes a synth.randomness.PrivateRandom; a torch.Generator "
+                          "is keyed from its seed, for benchmarks only", DeprecationWarning,
+                          stacklevel=2)
+            random = PrivateRandom(random.initial_seed())
         self.secure_noise = secure_noise
         self.clipper = GhostClipper(module, max_grad_norm, rows_per_record)
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = optimizer
         self.noise_std = noise_multiplier * max_grad_norm
         self.expected_batch_size = expected_batch_size
-        self.generator = generator
+        self.random = random
 
     def __call__(self, per_sample_loss: Callable[[], torch.Tensor] | None) -> None:
         """Steps once; ``per_sample_loss`` computes (batch,) losses, None for an empty batch."""
@@ -133,12 +115,13 @@ class DPStep:
         if per_sample_loss is not None:
             self.clipper.backward(per_sample_loss().sum())
             self.clipper.clipped_sum()
-        for p in self.params:
-            noise = (secure_normal(p.shape, self.noise_std, p.device) if self.secure_noise
-                     else torch.normal(0.0, self.noise_std, p.shape, generator=self.generator,
-                                       device=p.device))
+        # one draw for all parameters: (total parameters,), split per parameter
+        sizes = [p.numel() for p in self.params]
+        noise = self.random.normal((sum(sizes),), self.noise_std, self.params[0].device,
+                                   secure=self.secure_noise).split(sizes)
+        for p, z in zip(self.params, noise):
             clipped = p.grad if p.grad is not None else torch.zeros_like(p)
-            p.grad = (clipped + noise) / self.expected_batch_size
+            p.grad = (clipped + z.view_as(p)) / self.expected_batch_size
         self.optimizer.step()
 
     @contextmanager
@@ -159,10 +142,9 @@ class DPStep:
 
 
 def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
-             budget: PrivacyBudget, config: DPSGDConfig, generator: torch.Generator,
+             budget: PrivacyBudget, config: DPSGDConfig, random: PrivateRandom,
              progress: Progress | None = None, prior: History = (),
-             resume: Resumable | None = None, noise_seed: int | None = None
-             ) -> PrivacyReport:
+             resume: Resumable | None = None) -> PrivacyReport:
     """Trains ``module`` in place on ``data`` under DP-SGD and returns what it spent.
 
     Args:
@@ -171,7 +153,8 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
         data: the encoded private records, shape (N, ...), on the training device.
         budget: the (epsilon, delta) this run may spend.
         config: DP-SGD settings.
-        generator: the source of all randomness (sampling, noise, loss), on data's device.
+        random: the fit's private randomness: Poisson sampling, DP noise, and the seed of
+            the losses' own generator.
         progress: called after each step.
         prior: Gaussian mechanisms already run on the same data, as (noise multiplier,
             sampling rate, steps); the DP-SGD noise is calibrated so that they and the
@@ -186,16 +169,17 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     expected_batch = q * n  # = batch_size, unless N < batch_size (then q = 1)
     step_once = DPStep(module, optimizer, sigma, config.max_grad_norm, expected_batch,
-                       generator, secure_noise=config.secure_noise)
+                       random, secure_noise=config.secure_noise)
+    generator = random.torch_generator(data.device)  # latents etc. inside the loss
     accountant = create_accountant(mechanism=config.accountant)
     resume = resume or Resumable(None)
     parts = {"module": module, "optimizer": optimizer}
-    start, history = resume.start((sigma, q, steps), parts, generator, noise_seed)
+    start, history = resume.start((sigma, q, steps), parts, random, generator)
     accountant.history = history or [tuple(h) for h in prior]
     module.train()
     try:
         for step in range(start, steps):
-            batch = data[poisson_mask(n, q, generator, data.device)]
+            batch = data[random.mask(n, q, data.device)]
             step_once(partial(per_sample_loss, module, batch, generator) if len(batch)
                       else None)
             accountant.step(noise_multiplier=sigma, sample_rate=q)

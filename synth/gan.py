@@ -33,13 +33,7 @@ from schemas import Schema
 from synth.adversarial import adversarial_training
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import (
-    DPSGDConfig,
-    DPStep,
-    plan,
-    private_generator,
-    secure_normal,
-)
+from synth.dpsgd import DPSGDConfig, DPStep, plan
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import (
     PrivacyBudget,
@@ -48,6 +42,7 @@ from synth.privacy import (
     epsilon_of_history,
     gaussian_noise_multiplier,
 )
+from synth.randomness import PrivateRandom
 from synth.sampling import check_request, chunks, draw, resolve_device
 
 DISCRETE_KINDS = ("categorical", "boolean")  # the columns conditional vectors pick from
@@ -163,16 +158,16 @@ class _Conditions:
         return self._vector(which, category), self.table_offsets[which] + category
 
 
-def noisy_counts(codes: np.ndarray, sizes: list[int], std: float, generator: torch.Generator,
+def noisy_counts(codes: np.ndarray, sizes: list[int], std: float, random: PrivateRandom,
                  secure: bool = False) -> list[np.ndarray]:
-    """The Gaussian mechanism on every column's 1-way histogram: each count plus N(0, std^2).
-    Adding or removing one record changes one cell of each of the d histograms by 1, so the
-    L2 sensitivity of all of them together is sqrt(d)."""
-    out, device = [], generator.device
+    """The Gaussian mechanism on every column's 1-way histogram: each count plus N(0, std^2),
+    from ``random`` (``secure``: from the OS CSPRNG). Adding or removing one record changes
+    one cell of each of the d histograms by 1, so the L2 sensitivity of all of them together
+    is sqrt(d)."""
+    out = []
     for i, size in enumerate(sizes):
         exact = np.bincount(codes[:, i], minlength=size).astype("float64")
-        noise = (secure_normal((size,), std, device) if secure
-                 else torch.normal(0.0, std, (size,), generator=generator, device=device))
+        noise = random.normal((size,), std, secure=secure)
         # rounded: an integer count plus float noise would leak the count through the
         # float's representation; count + round(noise) reveals nothing beyond the noise
         out.append(np.rint(exact + noise.double().cpu().numpy()))
@@ -219,8 +214,8 @@ class DPCTGAN(Params):
         seed: seeds the weight initialisation.
         noise_seed: seeds the private randomness (histogram noise, Poisson sampling, DP
             noise, conditions and latents while training). None, the default, draws a fresh
-            seed from the operating system for every fit. Fix it only for tests; never
-            publish it.
+            128-bit key from the operating system for every fit (``synth.randomness``). Fix
+            it only for tests; never publish it.
         secure_noise: draw the DP noise (histograms and DP-SGD) from the OS CSPRNG.
     """
 
@@ -264,7 +259,7 @@ class DPCTGAN(Params):
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
         q, steps = plan(n, config)
-        generator = private_generator(self.noise_seed, device)
+        random = PrivateRandom(self.noise_seed)
 
         # 1. All 1-way histograms, by one Gaussian mechanism (std = multiplier * sqrt(d)).
         # PRV is tight for a single Gaussian release (Opacus's RDP orders stop short of it);
@@ -277,8 +272,8 @@ class DPCTGAN(Params):
         # a one-shot release: its noise comes from the OS CSPRNG unless a test fixed the seed
         resume = Resumable(checkpoint)
         self.noisy_counts_ = [np.asarray(c) for c in resume.measure("histograms", lambda: (
-            noisy_counts(codes, self.encoder_.sizes, std, generator,
-                         self.secure_noise or self.noise_seed is None)))]
+            noisy_counts(codes, self.encoder_.sizes, std, random,
+                         self.secure_noise or not random.fixed)))]
         history = [(hist_sigma, 1.0, 1)]
         # post-processing: counts below NOISE_FLOOR stds are read as zero, else the many
         # empty bins of a fine histogram would keep noise mass
@@ -293,7 +288,7 @@ class DPCTGAN(Params):
         self.conditions_ = _Conditions(discrete, self.encoder_.sizes,
                                        [counts[i] for i in discrete], device)
         self._init_models(counts, device)
-        self._train(torch.as_tensor(codes, device=device), q, steps, sigma, generator,
+        self._train(torch.as_tensor(codes, device=device), q, steps, sigma, random,
                     progress, resume, history)
 
         # 4. Account for exactly the history executed.
@@ -360,7 +355,7 @@ class DPCTGAN(Params):
         return loss
 
     def _train(self, codes: torch.Tensor, q: float, steps: int, sigma: float,
-               generator: torch.Generator, progress, resume: Resumable,
+               random: PrivateRandom, progress, resume: Resumable,
                history: list) -> None:
         G, D, conditions = self.generator_, self.discriminator_, self.conditions_
         n, width = len(codes), self.encoder_.width
@@ -368,8 +363,9 @@ class DPCTGAN(Params):
         expected_batch = q * n
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(0.9, 0.999))
         opt_g = torch.optim.Adam(G.parameters(), lr=self.generator_lr, betas=(0.5, 0.9))
-        step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, generator,
+        step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, random,
                         secure_noise=self.secure_noise)
+        generator = random.torch_generator(codes.device)  # conditions, latents, G's steps
 
         def d_loss(real_codes: torch.Tensor) -> torch.Tensor:
             # Record i's loss is softplus(-D(real_i, cond_i)) + softplus(D(fake_i, cond'_i)):
@@ -387,9 +383,9 @@ class DPCTGAN(Params):
             return F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1])  # (batch,)
 
         adversarial_training(
-            G, D, opt_g, step_d, codes, q, steps, sigma, generator, d_loss,
+            G, D, opt_g, step_d, codes, q, steps, sigma, random, generator, d_loss,
             lambda: self._generator_loss(D, max(2, round(expected_batch)), generator),
-            self.generator_steps, resume, history, self.noise_seed, progress)
+            self.generator_steps, resume, history, progress)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:

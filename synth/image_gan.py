@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from synth.adversarial import adversarial_training
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, DPStep, plan, private_generator
+from synth.dpsgd import DPSGDConfig, DPStep, plan
 from synth.image_nets import (
     Downsampler,
     Upsampler,
@@ -53,6 +53,7 @@ from synth.privacy import (
     calibrate_noise_after,
     epsilon_of_history,
 )
+from synth.randomness import PrivateRandom
 from synth.sampling import check_request, resolve_device
 
 
@@ -101,7 +102,7 @@ class DPConvGAN(Params):
         accountant: "prv" or "rdp".
         seed: seeds the weight initialisation.
         noise_seed: seeds the private randomness (sampling, DP noise, latents while
-            training); None draws a fresh seed from the OS. Fix it only for tests.
+            training); None draws a fresh 128-bit key from the OS. Fix it only for tests.
         secure_noise: draw the DP noise from the OS CSPRNG.
         device: "auto" (CUDA when available), "cpu" or "cuda".
     """
@@ -142,13 +143,13 @@ class DPConvGAN(Params):
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
         q, steps = plan(len(images), config)
-        generator = private_generator(self.noise_seed, device)
+        random = PrivateRandom(self.noise_seed)
 
         # 1. The label prior: uniform, or the noised label histogram (accounted).
         resume = Resumable(checkpoint)
         self.labels_, history, measurements = label_prior(
-            labels, n_classes, self.label_share, budget, generator,
-            self.secure_noise or self.noise_seed is None, resume)
+            labels, n_classes, self.label_share, budget, random,
+            self.secure_noise or not random.fixed, resume)
 
         # 2. DP-SGD noise for the discriminator, calibrated on the whole history.
         sigma = calibrate_noise_after(budget, history, q, steps, self.accountant)
@@ -159,7 +160,7 @@ class DPConvGAN(Params):
         real = to_device(images, device)  # uint8 (N, C, H', W')
         self._init_models(n_classes, tuple(real.shape[1:]), device)
         self._train(real, torch.as_tensor(labels, dtype=torch.long, device=device), q, steps,
-                    sigma, generator, progress, resume, history)
+                    sigma, random, progress, resume, history)
 
         # 4. Account for exactly the history executed.
         self.history_ = history
@@ -196,14 +197,15 @@ class DPConvGAN(Params):
                                                      value=-1.0)
 
     def _train(self, real: torch.Tensor, labels: torch.Tensor, q: float, steps: int,
-               sigma: float, generator: torch.Generator, progress, resume: Resumable,
+               sigma: float, random: PrivateRandom, progress, resume: Resumable,
                history: list) -> None:
         G, D = self.generator_, self.discriminator_
         n, expected_batch = len(real), q * len(real)
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(0.5, 0.999))
         opt_g = torch.optim.Adam(G.parameters(), lr=self.generator_lr, betas=(0.5, 0.999))
-        step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, generator,
+        step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, random,
                         secure_noise=self.secure_noise, rows_per_record=2)
+        generator = random.torch_generator(real.device)  # fakes, labels, G's steps
 
         def d_loss(index: torch.Tensor) -> torch.Tensor:
             x = real[index].float() / 127.5 - 1.0  # (batch, C, H', W')
@@ -220,8 +222,8 @@ class DPConvGAN(Params):
 
         # the records are indices into the images
         adversarial_training(G, D, opt_g, step_d, torch.arange(n, device=real.device), q,
-                             steps, sigma, generator, d_loss, g_loss, self.generator_steps,
-                             resume, history, self.noise_seed, progress)
+                             steps, sigma, random, generator, d_loss, g_loss,
+                             self.generator_steps, resume, history, progress)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, labels: np.ndarray | None = None

@@ -33,7 +33,6 @@ import torch
 
 from synth.base import Params
 from synth.checkpoint import Checkpoint
-from synth.dpsgd import private_generator, secure_normal
 from synth.image_gan import _Generator
 from synth.image_nets import LabelPrior, check_images, image_chunks, padded, to_uint8
 from synth.privacy import (
@@ -42,6 +41,7 @@ from synth.privacy import (
     epsilon_of_history,
     gaussian_noise_multiplier,
 )
+from synth.randomness import PrivateRandom
 from synth.sampling import check_request, resolve_device
 
 CHUNK = 4_096  # real images embedded at once
@@ -63,7 +63,8 @@ class DPMERF(Params):
         accountant: "prv" or "rdp", to calibrate the one Gaussian release.
         seed: seeds the random features (public) and the generator's initialisation.
         noise_seed: seeds the DP noise and the generator's latents; None (default) draws
-            the DP noise from the OS CSPRNG. Fix it only for tests.
+            the DP noise from the OS CSPRNG (and the latents' seed from a fresh 128-bit
+            key). Fix it only for tests.
         secure_noise: draw the DP noise from the OS CSPRNG even with a ``noise_seed``.
         device: "auto" (CUDA when available), "cpu" or "cuda".
     """
@@ -98,7 +99,7 @@ class DPMERF(Params):
             raise ValueError(f"features must be an even number >= 2, got {self.features}")
         device = resolve_device(self.device)
         self.shape_ = images.shape[1:]  # (H, W, C)
-        generator = private_generator(self.noise_seed, device)
+        random = PrivateRandom(self.noise_seed)
         public = torch.Generator(device=device).manual_seed(self.seed)
         pixels = math.prod(self.shape_)
         scale = self.length_scale or math.sqrt(pixels) / 3
@@ -114,10 +115,8 @@ class DPMERF(Params):
                 len(x), 1, device=device)], dim=1) / math.sqrt(2)  # norm 1 per record
             sums.index_add_(1, y[start:start + CHUNK], psi.T.double())
         sigma = gaussian_noise_multiplier(budget.epsilon, budget.delta, self.accountant)
-        secure = self.secure_noise or self.noise_seed is None
-        noise = (secure_normal(tuple(sums.shape), sigma, device) if secure else
-                 torch.normal(0.0, sigma, tuple(sums.shape), generator=generator,
-                              device=device))
+        secure = self.secure_noise or not random.fixed  # one release: from the OS CSPRNG
+        noise = random.normal(tuple(sums.shape), sigma, device, secure=secure)
         noised = (sums + noise.double()) * math.sqrt(2)
         del sums  # nothing exact leaves this block
         counts = noised[-1].clamp(min=1.0)
@@ -131,6 +130,7 @@ class DPMERF(Params):
             self.generator_ = _Generator(self.latent_dim, n_classes,
                                          (c, padded(h), padded(w)), self.width).to(device)
         opt = torch.optim.Adam(self.generator_.parameters(), lr=self.lr)
+        generator = random.torch_generator(device)  # latents: post-processing
         classes = torch.arange(n_classes, device=device).repeat_interleave(
             self.batch_per_class)
         for step in range(self.steps):

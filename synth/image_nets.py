@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from synth.checkpoint import Resumable
-from synth.dpsgd import secure_normal
 from synth.privacy import PrivacyBudget, gaussian_noise_multiplier
+from synth.randomness import PrivateRandom
 
 
 def check_images(images: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
@@ -109,15 +109,14 @@ class LabelPrior:
 
 
 def measure_labels(labels: np.ndarray, n_classes: int, share: float, budget: PrivacyBudget,
-                   generator: torch.Generator, secure: bool):
+                   random: PrivateRandom, secure: bool):
     """The Gaussian mechanism on the label histogram, spending ``share`` of the budget's
-    epsilon if it ran alone. Returns the noised, rounded counts, the history entry and the
-    report's measurement dict."""
+    epsilon if it ran alone; the noise from ``random`` (``secure``: from the OS CSPRNG).
+    Returns the noised, rounded counts, the history entry and the report's measurement
+    dict."""
     sigma = gaussian_noise_multiplier(share * budget.epsilon, budget.delta, "prv")
     exact = np.bincount(labels, minlength=n_classes).astype("float64")
-    noise = (secure_normal((n_classes,), sigma, generator.device) if secure
-             else torch.normal(0.0, sigma, (n_classes,), generator=generator,
-                               device=generator.device))
+    noise = random.normal((n_classes,), sigma, secure=secure)
     # rounded: count + round(noise) reveals nothing beyond the noise (no float low bits)
     counts = np.rint(exact + noise.double().cpu().numpy())
     measurement = {"mechanism": "Gaussian mechanism on the label histogram (the labels of "
@@ -128,7 +127,7 @@ def measure_labels(labels: np.ndarray, n_classes: int, share: float, budget: Pri
 
 
 def label_prior(labels: np.ndarray, n_classes: int, share: float, budget: PrivacyBudget,
-                generator: torch.Generator, secure: bool, resume: Resumable
+                random: PrivateRandom, secure: bool, resume: Resumable
                 ) -> tuple[LabelPrior, list, tuple]:
     """An image model's label prior: uniform over the public label set when ``share`` is 0
     (free), else the noised label histogram (``measure_labels``), measured once per run (a
@@ -137,7 +136,7 @@ def label_prior(labels: np.ndarray, n_classes: int, share: float, budget: Privac
     if share <= 0:
         return LabelPrior(n_classes), [], ()
     counts, entry, measurement = resume.measure("labels", lambda: measure_labels(
-        labels, n_classes, share, budget, generator, secure))
+        labels, n_classes, share, budget, random, secure))
     return LabelPrior(n_classes, np.asarray(counts)), [entry], (measurement,)
 
 

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, private_generator, train_dp
+from synth.dpsgd import DPSGDConfig, train_dp
 from synth.image_nets import (
     Downsampler,
     Upsampler,
@@ -37,6 +37,7 @@ from synth.image_nets import (
     to_uint8,
 )
 from synth.privacy import PrivacyBudget
+from synth.randomness import PrivateRandom
 from synth.sampling import check_request, resolve_device
 
 PRIOR_SCALE = 2.0  # std of the class centres of the prior
@@ -95,7 +96,7 @@ class DPConvVAE(Params):
         accountant: "prv" or "rdp".
         seed: seeds the weight initialisation.
         noise_seed: seeds the private randomness (sampling, DP noise, latents while
-            training); None draws a fresh seed from the OS. Fix it only for tests.
+            training); None draws a fresh 128-bit key from the OS. Fix it only for tests.
         secure_noise: draw the DP noise from the OS CSPRNG.
         device: "auto" (CUDA when available), "cpu" or "cuda".
     """
@@ -131,13 +132,13 @@ class DPConvVAE(Params):
         if not 0 <= self.label_share < 1:
             raise ValueError(f"label_share must lie in [0, 1), got {self.label_share}")
         device = resolve_device(self.device)
-        generator = private_generator(self.noise_seed, device)
+        random = PrivateRandom(self.noise_seed)
 
         # 1. The label prior: uniform, or the noised label histogram (accounted).
         resume = Resumable(checkpoint)
         self.labels_, prior, measurements = label_prior(
-            labels, n_classes, self.label_share, budget, generator,
-            self.secure_noise or self.noise_seed is None, resume)
+            labels, n_classes, self.label_share, budget, random,
+            self.secure_noise or not random.fixed, resume)
 
         # 2. The model, initialised from the public seed.
         self.shape_ = images.shape[1:]  # (H, W, C)
@@ -158,8 +159,7 @@ class DPConvVAE(Params):
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
         report = train_dp(self.model_, loss, torch.arange(len(images), device=device), budget,
-                          config, generator, progress, prior=prior, resume=resume,
-                          noise_seed=self.noise_seed)
+                          config, random, progress, prior=prior, resume=resume)
 
         # 4. The report covers the whole history (label histogram included).
         self.privacy_ = dataclasses.replace(

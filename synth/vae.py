@@ -19,9 +19,10 @@ from torch.nn import functional as F
 from schemas import Schema
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, private_generator, train_dp
+from synth.dpsgd import DPSGDConfig, train_dp
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import PrivacyBudget
+from synth.randomness import PrivateRandom
 from synth.sampling import check_request, chunks, draw, resolve_device
 
 
@@ -78,8 +79,9 @@ class DPVAE(Params):
         device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the weight initialisation.
         noise_seed: seeds the private randomness (Poisson sampling, DP noise, latents while
-            training). None, the default, draws a fresh seed from the operating system for
-            every fit: the DP guarantee needs noise nobody can regenerate. Fix it only for
+            training). None, the default, draws a fresh 128-bit key from the operating system
+            for every fit (``synth.randomness``): the DP guarantee needs noise nobody can
+            regenerate. Fix it only for
             reproducible tests, and never publish it.
         secure_noise: draw the DP noise from the operating system's CSPRNG.
     """
@@ -114,12 +116,12 @@ class DPVAE(Params):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model_ = _VAE(self.encoder_.sizes, self.latent_dim, self.hidden).to(device)
-        generator = private_generator(self.noise_seed, device)
+        random = PrivateRandom(self.noise_seed)
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
-        self.privacy_ = train_dp(self.model_, _loss, codes, budget, config, generator, progress,
-                                 resume=Resumable(checkpoint), noise_seed=self.noise_seed)
+        self.privacy_ = train_dp(self.model_, _loss, codes, budget, config, random, progress,
+                                 resume=Resumable(checkpoint))
         self.epsilon_spent_ = self.privacy_.epsilon
         return self
 

@@ -12,6 +12,7 @@ from torch import nn
 from synth.dpsgd import DPSGDConfig, train_dp
 from synth.ghost import GhostClipper, supported_layers
 from synth.privacy import BudgetError, PrivacyBudget, calibrate_noise, epsilon_of
+from synth.randomness import PrivateRandom
 
 
 def _mlp(seed=0):
@@ -90,7 +91,7 @@ def test_noise_std_is_what_the_accountant_was_told():
     torch.optim.Adam.step = spy
     try:
         report = train_dp(model, loss, data, PrivacyBudget(5.0, 1e-5), config,
-                          torch.Generator().manual_seed(3))
+                          PrivateRandom(3))
     finally:
         torch.optim.Adam.step = orig_step
     measured = torch.stack(captured).std().item()
@@ -110,7 +111,7 @@ def test_empty_batch_still_takes_a_noisy_step():
 
     config = DPSGDConfig(epochs=3, batch_size=1, lr=0.1)  # q = 1/4: many empty batches
     train_dp(model, loss, torch.zeros(4, 3), PrivacyBudget(10.0, 1e-5), config,
-             torch.Generator().manual_seed(0),
+             PrivateRandom(0),
              progress=lambda i, n: snapshots.append(model.weight.detach().clone()))
     assert len(snapshots) == 13  # every one of the 12 steps ran
     assert len(sizes) < 12  # the loss was skipped for empty batches ...
@@ -124,7 +125,7 @@ def test_reported_epsilon_equals_opacus_accountant(accountant, oracle):
     config = DPSGDConfig(epochs=3, batch_size=40, accountant=accountant)
     budget = PrivacyBudget(2.0, 1e-9)
     report = train_dp(_mlp(), _per_sample_loss, data, budget, config,
-                      torch.Generator().manual_seed(0))
+                      PrivateRandom(0))
     acct = oracle()
     for _ in range(report.steps):
         acct.step(noise_multiplier=report.noise_multiplier, sample_rate=report.sampling_rate)
@@ -152,12 +153,12 @@ def test_calibration_and_budget_errors():
 def test_small_data_averages_over_its_own_size():
     """N < batch_size: q is 1 and the noised sum is divided by N, as the report says."""
     report = train_dp(_mlp(), _per_sample_loss, _batch(n=30), PrivacyBudget(5.0, 1e-5),
-                      DPSGDConfig(epochs=2, batch_size=100), torch.Generator().manual_seed(0))
+                      DPSGDConfig(epochs=2, batch_size=100), PrivateRandom(0))
     assert report.sampling_rate == 1.0 and report.expected_batch_size == 30
 
 
 def test_secure_noise_is_standard_normal_and_used_by_the_step():
-    from synth.dpsgd import secure_normal
+    from synth.randomness import secure_normal
 
     z = secure_normal((200_000,), 2.0, torch.device("cpu"))
     assert z.dtype == torch.float32 and abs(z.mean().item()) < 0.03
@@ -173,6 +174,6 @@ def test_secure_noise_is_standard_normal_and_used_by_the_step():
         train_dp(model, lambda m, b, g: m(b).sum(dim=1), torch.zeros(50, 3),
                  PrivacyBudget(5.0, 1e-5), DPSGDConfig(epochs=1, batch_size=10,
                                                         secure_noise=True),
-                 torch.Generator().manual_seed(0))
+                 PrivateRandom(0))
         finals.append(model.weight.detach().clone())
     assert not torch.equal(*finals)

@@ -155,16 +155,16 @@ def test_calibration_composes_with_a_prior_release():
 def test_unseeded_histogram_noise_comes_from_the_csprng(adult, monkeypatch):
     """Without a noise_seed (a release), the noised counts come from the OS CSPRNG, never
     from a seeded generator."""
-    import synth.gan as gan
+    import synth.randomness as randomness
 
     calls = []
-    real = gan.secure_normal
+    real = randomness.secure_normal
 
     def spy(shape, std, device):
         calls.append((shape, std))
         return real(shape, std, device)
 
-    monkeypatch.setattr(gan, "secure_normal", spy)
+    monkeypatch.setattr(randomness, "secure_normal", spy)
     schema, frame = adult
     DPCTGAN(**dict(TINY, noise_seed=None)).fit(frame, schema, PrivacyBudget(1.0, 1e-9))
     discrete = [c for c in schema.columns if c.kind in ("categorical", "boolean")]

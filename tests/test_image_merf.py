@@ -8,10 +8,11 @@ import pytest
 import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 
-from synth import image_merf
+from synth import randomness
 from synth.image_merf import DPMERF
 from synth.images import make_image_synthesizer
 from synth.privacy import PrivacyBudget
+from synth.randomness import PrivateRandom
 
 TINY = {"features": 64, "steps": 30, "batch_per_class": 8, "width": 8, "latent_dim": 8,
         "noise_seed": 5, "device": "cpu", "accountant": "rdp"}
@@ -78,15 +79,15 @@ def test_each_record_adds_a_vector_of_norm_one_and_the_noise_is_as_stated(monkey
         seen.setdefault("parts", []).append(source.T.clone())
         return index_add(self, dim, index, source)
 
-    normal = torch.normal
+    normal = PrivateRandom.normal
 
-    def spy_noise(mean, std, size, **kw):
-        seen["noise"] = normal(mean, std, size, **kw)
+    def spy_noise(self, shape, std, *args, **kw):
+        seen["noise"] = normal(self, shape, std, *args, **kw)
         seen["std"] = std
         return seen["noise"]
 
     monkeypatch.setattr(torch.Tensor, "index_add_", spy)
-    monkeypatch.setattr(image_merf.torch, "normal", spy_noise)
+    monkeypatch.setattr(PrivateRandom, "normal", spy_noise)
     model = DPMERF(**{**TINY, "features": 2000, "steps": 0}).fit(
         images, labels, 4, PrivacyBudget(1.0, 1e-5))
     rows = torch.cat(seen["parts"])  # one row per record: its contribution
@@ -101,8 +102,8 @@ def test_secure_noise_by_default_and_the_features_are_public(monkeypatch):
     """Without a noise seed the noise comes from the OS CSPRNG; the random features depend
     on ``seed`` only, never on the images."""
     calls = []
-    secure = image_merf.secure_normal
-    monkeypatch.setattr(image_merf, "secure_normal",
+    secure = randomness.secure_normal
+    monkeypatch.setattr(randomness, "secure_normal",
                         lambda *a: calls.append(a) or secure(*a))
     params = {**TINY, "noise_seed": None, "steps": 0}
     a = DPMERF(**params).fit(*_data(seed=1), 4, PrivacyBudget(1.0, 1e-5))

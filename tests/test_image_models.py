@@ -15,6 +15,7 @@ from synth.ghost import GhostClipper, supported_layers
 from synth.image_gan import DPConvGAN, _Discriminator
 from synth.images import IMAGE_SYNTHESIZERS, make_image_synthesizer
 from synth.privacy import PrivacyBudget
+from synth.randomness import PrivateRandom
 from tests.conftest import FrozenStep
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha"),
@@ -193,7 +194,7 @@ def test_dpstep_refuses_unsupported_layers(layer):
     module = nn.Sequential(nn.Conv2d(1, 4, 3), layer)
     opt = torch.optim.Adam(module.parameters())
     with pytest.raises(TypeError, match="supports parameters in"):
-        DPStep(module, opt, 1.0, 1.0, 10.0, torch.Generator(), rows_per_record=2)
+        DPStep(module, opt, 1.0, 1.0, 10.0, PrivateRandom(0), rows_per_record=2)
 
 
 def test_bad_inputs_are_refused_before_training():

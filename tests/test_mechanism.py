@@ -14,6 +14,7 @@ from schemas import load_schema
 from synth.dpsgd import DPSGDConfig, DPStep, plan, train_dp
 from synth.encoding import TableEncoder
 from synth.privacy import PrivacyBudget, epsilon_of
+from synth.randomness import PrivateRandom
 from tests.conftest import ROOT
 
 SIGMA, CLIP, BATCH = 1.5, 2.0, 100
@@ -72,7 +73,7 @@ def encoding_public(encoder_factory) -> bool:
 
 def real_step(model, sigma=SIGMA):
     return DPStep(model, torch.optim.SGD(model.parameters(), lr=0.0), sigma, CLIP, BATCH,
-                  torch.Generator().manual_seed(0))
+                  PrivateRandom(0))
 
 
 def noise_scaled(factor):
@@ -83,7 +84,7 @@ def noise_scaled(factor):
 
 def clipping_off(model, sigma=SIGMA):
     return DPStep(model, torch.optim.SGD(model.parameters(), lr=0.0), sigma, 1e12, BATCH,
-                  torch.Generator().manual_seed(0))
+                  PrivateRandom(0))
 
 
 class VocabularyFromRows(TableEncoder):
@@ -118,7 +119,7 @@ def test_sampling_check_passes_poisson_and_catches_fixed_size_batches():
         return m(batch).sum(dim=1)
 
     train_dp(nn.Linear(2, 1), loss, torch.zeros(n, 2), PrivacyBudget(8.0, 1e-5), config,
-             torch.Generator().manual_seed(1))
+             PrivateRandom(1))
     q, steps = plan(n, config)
     assert batch_sizes_binomial(sizes, n, q)
     assert not batch_sizes_binomial([50] * steps, n, q)  # shuffling: fixed-size batches
