@@ -63,8 +63,9 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
         "schema_fingerprint": schema.fingerprint(),
         "public_inputs": [
             "the schema (column names, kinds, declared bounds, categories, nullability)",
-            ("the number of input records: it sets the sampling rate (as in Opacus), so it can "
-             "be read off sampling_rate and expected_batch_size") if dpsgd else
+            ("nothing about the input records: their number is used only through a noisy count "
+             "(Gaussian mechanism, listed under measurements and paid for), which sets "
+             "sampling_rate, steps and expected_batch_size") if dpsgd else
             ("nothing about the input records: even their number is only used through noisy "
              "counts"),
             "the number of released rows, fixed by the configuration",
@@ -74,6 +75,13 @@ def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: i
                           p.mechanism],
         "post_processing": ["sampling from the fitted model", "validation against the "
                             "schema (synthetic rows only)", "Parquet writing"],
+        "not_covered": [
+            "that a run refused its input (a value outside the schema) tells that some record "
+            "breaks the schema; --clip and --map-unknown repair record by record instead",
+            "whether a rerun was skipped tells whether the input's bytes changed",
+            "the internal report and the operator's terminal hold statistics of the real rows "
+            "by design: withholding a release after reading them acts outside this guarantee",
+        ],
         "created": created,
         "code_version": code_version(),
     })
@@ -92,7 +100,8 @@ def _noise(params: dict[str, Any], fixed: bool, dpsgd: bool, counts: bool) -> st
     if dpsgd:
         return ("DP-SGD noise and Poisson sampling from a Philox generator keyed afresh with "
                 "128 bits from the operating system's CSPRNG for this run" + (
-                    "; the noised counts from the operating system's CSPRNG" if counts else ""))
+                    "; the noised counts (the record count, any histogram) from the operating "
+                    "system's CSPRNG" if counts else ""))
     return "OpenDP's exact samplers (discrete Gaussian, Gumbel), fed by a cryptographically " \
            "secure generator: nothing to regenerate the noise from"
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from synth.checkpoint import Resumable
-from synth.dpsgd import DPStep
+from synth.dpsgd import DPSGDPlan, DPStep
 from synth.randomness import PrivateRandom
 
 EMA_DECAY = 0.98  # G's weights are averaged over its last ~50 steps: DP noise makes G jitter
@@ -32,24 +32,26 @@ def average_into(ema: dict[str, torch.Tensor], generator: nn.Module, step: int) 
 
 
 def adversarial_training(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                         step_d: DPStep, records: torch.Tensor, q: float, steps: int,
-                         sigma: float, random: PrivateRandom, generator: torch.Generator,
+                         step_d: DPStep, records: torch.Tensor, dp_plan: DPSGDPlan,
+                         random: PrivateRandom, generator: torch.Generator,
                          d_loss: Callable[[torch.Tensor], torch.Tensor],
                          g_loss: Callable[[], torch.Tensor], generator_steps: int,
-                         resume: Resumable, history: list,
+                         resume: Resumable,
                          progress: Callable[[int, int], None] | None) -> None:
     """The loop both GANs train by: per step, a Poisson sample of ``records`` (drawn from
-    the private ``random``) and one DP-SGD step of D on ``d_loss`` (per record), then
-    ``generator_steps`` plain Adam steps of G on ``g_loss``, whose forward pass through D
-    reads no real record; the losses draw from ``generator``. G's weights are averaged
-    (``average_into``) and loaded at the end. Checkpoints go to ``resume`` every ``every``
-    steps, with the accountant history executed so far (``history`` ends with the DP-SGD
-    entry); a resumed run starts from its step."""
+    the private ``random`` at the plan's rate) and one DP-SGD step of D on ``d_loss`` (per
+    record), then ``generator_steps`` plain Adam steps of G on ``g_loss``, whose forward
+    pass through D reads no real record; the losses draw from ``generator``. G's weights are
+    averaged (``average_into``) and loaded at the end. Checkpoints go to ``resume`` every
+    ``every`` steps, with the accountant history executed so far (the plan's, its DP-SGD
+    entry cut at the step); a resumed run starts from its step."""
     ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
     parts = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": step_d.optimizer,
              "average": ema}
+    sigma, q, steps = dp_plan.noise_multiplier, dp_plan.sampling_rate, dp_plan.steps
     start, _ = resume.start((sigma, q, steps), parts, random, generator)
-    n = len(records)
+    before = list(dp_plan.history[:-1])  # the mechanisms run before DP-SGD, the count's too
+    n = len(records)  # only the sampling reads it
     G.train()
     D.train()
     try:
@@ -63,7 +65,7 @@ def adversarial_training(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimize
                 loss.backward(inputs=list(G.parameters()))
                 opt_g.step()
             average_into(ema, G, step)
-            resume.after(step + 1, steps, parts, [*history[:-1], (sigma, q, step + 1)])
+            resume.after(step + 1, steps, parts, [*before, (sigma, q, step + 1)])
             if progress is not None:
                 progress(step + 1, steps)
     finally:

@@ -11,11 +11,13 @@ In the spirit of CTGAN (Xu et al. 2019), under the privacy rules of docs/ARCHITE
 * Only the discriminator D reads real rows, by DP-SGD with one record per privacy unit
   (Poisson sampling, per-sample clipping, Gaussian noise; no packing). G is trained with
   plain Adam through D: post-processing of D's private state.
-* The histogram release and the DP-SGD steps compose in one Opacus accountant history; the
-  DP-SGD noise is calibrated so that the whole history stays within the budget.
+* The number of records is private too: a noisy count (``synth.dpsgd.plan``) sets the
+  sampling rate, the steps and the expected batch size.
+* The histogram release, the count and the DP-SGD steps compose in one Opacus accountant
+  history; the DP-SGD noise is calibrated so that the whole history stays within the budget.
 
-Fit reads like the mechanism: measure histograms, calibrate, train D privately and G
-through it, account.
+Fit reads like the mechanism: measure histograms, count the records and plan, train D
+privately and G through it, account.
 """
 
 from __future__ import annotations
@@ -33,15 +35,9 @@ from schemas import Schema
 from synth.adversarial import adversarial_training
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, DPStep, plan
+from synth.dpsgd import DPSGDConfig, DPSGDPlan, DPStep, plan
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
-from synth.privacy import (
-    PrivacyBudget,
-    PrivacyReport,
-    calibrate_noise_after,
-    epsilon_of_history,
-    gaussian_noise_multiplier,
-)
+from synth.privacy import PrivacyBudget, epsilon_of_history, gaussian_noise_multiplier
 from synth.randomness import PrivateRandom
 from synth.sampling import check_request, chunks, draw, resolve_device
 
@@ -212,11 +208,11 @@ class DPCTGAN(Params):
         accountant: "prv" or "rdp".
         device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the weight initialisation.
-        noise_seed: seeds the private randomness (histogram noise, Poisson sampling, DP
-            noise, conditions and latents while training). None, the default, draws a fresh
-            128-bit key from the operating system for every fit (``synth.randomness``). Fix
-            it only for tests; never publish it.
-        secure_noise: draw the DP noise (histograms and DP-SGD) from the OS CSPRNG.
+        noise_seed: seeds the private randomness (record count, histogram noise, Poisson
+            sampling, DP noise, conditions and latents while training). None, the default,
+            draws a fresh 128-bit key from the operating system for every fit
+            (``synth.randomness``). Fix it only for tests; never publish it.
+        secure_noise: draw the DP noise (count, histograms and DP-SGD) from the OS CSPRNG.
     """
 
     def __init__(self, epochs: int = 10, batch_size: int = 1024, lr: float = 1e-3,
@@ -254,12 +250,13 @@ class DPCTGAN(Params):
         if not 0 < self.histogram_share < 1:
             raise ValueError(f"histogram_share must lie in (0, 1), got {self.histogram_share}")
         device = resolve_device(self.device)
-        n, d = len(data), len(schema.columns)
+        d = len(schema.columns)
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
-        q, steps = plan(n, config)
         random = PrivateRandom(self.noise_seed)
+        # one-shot releases: noise from the OS CSPRNG unless a test fixed the seed
+        secure = self.secure_noise or not random.fixed
 
         # 1. All 1-way histograms, by one Gaussian mechanism (std = multiplier * sqrt(d)).
         # PRV is tight for a single Gaussian release (Opacus's RDP orders stop short of it);
@@ -269,46 +266,42 @@ class DPCTGAN(Params):
         std = hist_sigma * math.sqrt(d)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         codes = self.encoder_.encode(data).astype(np.int64, copy=False)  # (N, columns)
-        # a one-shot release: its noise comes from the OS CSPRNG unless a test fixed the seed
         resume = Resumable(checkpoint)
         self.noisy_counts_ = [np.asarray(c) for c in resume.measure("histograms", lambda: (
-            noisy_counts(codes, self.encoder_.sizes, std, random,
-                         self.secure_noise or not random.fixed)))]
-        history = [(hist_sigma, 1.0, 1)]
+            noisy_counts(codes, self.encoder_.sizes, std, random, secure)))]
         # post-processing: counts below NOISE_FLOOR stds are read as zero, else the many
         # empty bins of a fine histogram would keep noise mass
         counts = [np.where(c > NOISE_FLOOR * std, c, 0.0) for c in self.noisy_counts_]
 
-        # 2. DP-SGD noise for the discriminator, calibrated on the whole history.
-        sigma = calibrate_noise_after(budget, history, q, steps, self.accountant)
-        history.append((sigma, q, steps))
+        # 2. The noisy record count sets q and the steps; the discriminator's DP-SGD noise
+        # is calibrated on the whole history (histograms, count, steps).
+        dp_plan = plan(len(codes), budget, config, random, resume,
+                       prior=[(hist_sigma, 1.0, 1)])
 
         # 3. Train: D by DP-SGD on real rows, G by plain Adam through D.
         discrete = [i for i, c in enumerate(schema.columns) if c.kind in DISCRETE_KINDS]
         self.conditions_ = _Conditions(discrete, self.encoder_.sizes,
                                        [counts[i] for i in discrete], device)
         self._init_models(counts, device)
-        self._train(torch.as_tensor(codes, device=device), q, steps, sigma, random,
-                    progress, resume, history)
+        self._train(torch.as_tensor(codes, device=device), dp_plan, random, progress, resume)
 
         # 4. Account for exactly the history executed.
-        self.history_ = history
+        self.history_ = list(dp_plan.history)
         histogram = {
             "mechanism": "Gaussian mechanism on every column's 1-way histogram (conditional "
                          "vectors and the generator's marginal anchor)",
             "columns": list(schema.names), "l2_sensitivity": math.sqrt(d), "noise_std": std,
             "noise_multiplier": hist_sigma,
-            "epsilon_alone": epsilon_of_history(history[:1], budget.delta, self.accountant),
+            "epsilon_alone": epsilon_of_history([(hist_sigma, 1.0, 1)], budget.delta,
+                                                self.accountant),
             "accounted_as": "(noise_multiplier, sampling_rate 1.0, 1 step), composed with "
                             "DP-SGD in one accountant history"}
-        self.privacy_ = PrivacyReport(
-            epsilon=epsilon_of_history(history, budget.delta, self.accountant),
-            delta=budget.delta, target_epsilon=budget.epsilon, accountant=self.accountant,
-            mechanism="DP-CTGAN: Gaussian mechanism on the 1-way histograms, then DP-SGD "
-                      "(Poisson sampling, per-sample clipping, Gaussian noise) on the "
-                      "discriminator only; the generator is post-processing",
-            noise_multiplier=sigma, sampling_rate=q, steps=steps,
-            max_grad_norm=self.max_grad_norm, expected_batch_size=q * n,
+        self.privacy_ = dp_plan.report(
+            dp_plan.epsilon(),
+            mechanism="DP-CTGAN: Gaussian mechanism on the 1-way histograms and on the "
+                      "number of records, then DP-SGD (Poisson sampling, per-sample "
+                      "clipping, Gaussian noise) on the discriminator only; the generator is "
+                      "post-processing",
             measurements=(histogram,))
         self.epsilon_spent_ = self.privacy_.epsilon
         return self
@@ -354,17 +347,16 @@ class DPCTGAN(Params):
                 p * (torch.log(p + 1e-8) - torch.log(generated + 1e-8))).sum()
         return loss
 
-    def _train(self, codes: torch.Tensor, q: float, steps: int, sigma: float,
-               random: PrivateRandom, progress, resume: Resumable,
-               history: list) -> None:
+    def _train(self, codes: torch.Tensor, dp_plan: DPSGDPlan, random: PrivateRandom,
+               progress, resume: Resumable) -> None:
         G, D, conditions = self.generator_, self.discriminator_, self.conditions_
-        n, width = len(codes), self.encoder_.width
+        width = self.encoder_.width
         offsets = _offsets(self.encoder_.sizes, codes.device)
-        expected_batch = q * n
+        expected_batch = dp_plan.expected_batch_size  # q times the noisy count
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(0.9, 0.999))
         opt_g = torch.optim.Adam(G.parameters(), lr=self.generator_lr, betas=(0.5, 0.9))
-        step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, random,
-                        secure_noise=self.secure_noise)
+        step_d = DPStep(D, opt_d, dp_plan.noise_multiplier, self.max_grad_norm,
+                        expected_batch, random, secure_noise=self.secure_noise)
         generator = random.torch_generator(codes.device)  # conditions, latents, G's steps
 
         def d_loss(real_codes: torch.Tensor) -> torch.Tensor:
@@ -383,9 +375,9 @@ class DPCTGAN(Params):
             return F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1])  # (batch,)
 
         adversarial_training(
-            G, D, opt_g, step_d, codes, q, steps, sigma, random, generator, d_loss,
+            G, D, opt_g, step_d, codes, dp_plan, random, generator, d_loss,
             lambda: self._generator_loss(D, max(2, round(expected_batch)), generator),
-            self.generator_steps, resume, history, progress)
+            self.generator_steps, resume, progress)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:

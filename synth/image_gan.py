@@ -14,7 +14,10 @@ Under the privacy rules of docs/ARCHITECTURE.md, like the tabular DP-CTGAN (``sy
   labels from the public label prior (``synth.image_nets.LabelPrior``), post-processing of
   D's private state. Its weights are averaged over its last ~50 steps (DP noise makes G
   jitter).
-* An optional noised label histogram composes with DP-SGD in one accountant history.
+* The number of images is private too: a noisy count (``synth.dpsgd.plan``) sets the
+  sampling rate, the steps and the expected batch size.
+* An optional noised label histogram composes with the count and DP-SGD in one accountant
+  history.
 
 The defaults (10 epochs, batch 512, discriminator width 32) are the configuration measured
 to meet the targets on Fashion-MNIST (28x28x1, all 60,000 training images, delta 1e-5; a
@@ -37,7 +40,7 @@ from torch.nn import functional as F
 from synth.adversarial import adversarial_training
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, DPStep, plan
+from synth.dpsgd import DPSGDConfig, DPSGDPlan, DPStep, plan
 from synth.image_nets import (
     Downsampler,
     Upsampler,
@@ -47,12 +50,7 @@ from synth.image_nets import (
     to_device,
     to_uint8,
 )
-from synth.privacy import (
-    PrivacyBudget,
-    PrivacyReport,
-    calibrate_noise_after,
-    epsilon_of_history,
-)
+from synth.privacy import PrivacyBudget
 from synth.randomness import PrivateRandom
 from synth.sampling import check_request, resolve_device
 
@@ -101,7 +99,7 @@ class DPConvGAN(Params):
             alone (composed with DP-SGD it costs less), and samples by its frequencies.
         accountant: "prv" or "rdp".
         seed: seeds the weight initialisation.
-        noise_seed: seeds the private randomness (sampling, DP noise, latents while
+        noise_seed: seeds the private randomness (count, sampling, DP noise, latents while
             training); None draws a fresh 128-bit key from the OS. Fix it only for tests.
         secure_noise: draw the DP noise from the OS CSPRNG.
         device: "auto" (CUDA when available), "cpu" or "cuda".
@@ -142,38 +140,35 @@ class DPConvGAN(Params):
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
-        q, steps = plan(len(images), config)
         random = PrivateRandom(self.noise_seed)
 
         # 1. The label prior: uniform, or the noised label histogram (accounted).
         resume = Resumable(checkpoint)
-        self.labels_, history, measurements = label_prior(
+        self.labels_, prior, measurements = label_prior(
             labels, n_classes, self.label_share, budget, random,
             self.secure_noise or not random.fixed, resume)
 
-        # 2. DP-SGD noise for the discriminator, calibrated on the whole history.
-        sigma = calibrate_noise_after(budget, history, q, steps, self.accountant)
-        history.append((sigma, q, steps))
+        # 2. The noisy image count sets q and the steps; the discriminator's DP-SGD noise is
+        # calibrated on the whole history (label histogram, count, steps).
+        dp_plan = plan(len(images), budget, config, random, resume, prior=prior)
 
         # 3. Train: D by DP-SGD on (real, fake) pairs, G by plain Adam through D.
         self.shape_ = images.shape[1:]  # (H, W, C)
         real = to_device(images, device)  # uint8 (N, C, H', W')
         self._init_models(n_classes, tuple(real.shape[1:]), device)
-        self._train(real, torch.as_tensor(labels, dtype=torch.long, device=device), q, steps,
-                    sigma, random, progress, resume, history)
+        self._train(real, torch.as_tensor(labels, dtype=torch.long, device=device), dp_plan,
+                    random, progress, resume)
 
         # 4. Account for exactly the history executed.
-        self.history_ = history
-        self.privacy_ = PrivacyReport(
-            epsilon=epsilon_of_history(history, budget.delta, self.accountant),
-            delta=budget.delta, target_epsilon=budget.epsilon, accountant=self.accountant,
-            mechanism="DP conditional conv GAN: DP-SGD (Poisson sampling, per-record "
-                      "clipping of a (real, fake) pair, Gaussian noise) on the discriminator "
-                      "only; the generator is post-processing; labels sampled "
+        self.history_ = list(dp_plan.history)
+        self.privacy_ = dp_plan.report(
+            dp_plan.epsilon(),
+            mechanism="DP conditional conv GAN: Gaussian mechanism on the number of images, "
+                      "then DP-SGD (Poisson sampling, per-record clipping of a (real, fake) "
+                      "pair, Gaussian noise) on the discriminator only; the generator is "
+                      "post-processing; labels sampled "
                       + ("by the noised label histogram" if self.labels_.counts is not None
                          else "uniformly from the public label set"),
-            noise_multiplier=sigma, sampling_rate=q, steps=steps,
-            max_grad_norm=self.max_grad_norm, expected_batch_size=q * len(images),
             measurements=measurements)
         self.epsilon_spent_ = self.privacy_.epsilon
         return self
@@ -196,15 +191,15 @@ class DPConvGAN(Params):
         return fake if (h, w) == (hp, wp) else F.pad(fake[..., :h, :w], (0, wp - w, 0, hp - h),
                                                      value=-1.0)
 
-    def _train(self, real: torch.Tensor, labels: torch.Tensor, q: float, steps: int,
-               sigma: float, random: PrivateRandom, progress, resume: Resumable,
-               history: list) -> None:
+    def _train(self, real: torch.Tensor, labels: torch.Tensor, dp_plan: DPSGDPlan,
+               random: PrivateRandom, progress, resume: Resumable) -> None:
         G, D = self.generator_, self.discriminator_
-        n, expected_batch = len(real), q * len(real)
+        expected_batch = dp_plan.expected_batch_size  # q times the noisy count
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(0.5, 0.999))
         opt_g = torch.optim.Adam(G.parameters(), lr=self.generator_lr, betas=(0.5, 0.999))
-        step_d = DPStep(D, opt_d, sigma, self.max_grad_norm, expected_batch, random,
-                        secure_noise=self.secure_noise, rows_per_record=2)
+        step_d = DPStep(D, opt_d, dp_plan.noise_multiplier, self.max_grad_norm,
+                        expected_batch, random, secure_noise=self.secure_noise,
+                        rows_per_record=2)
         generator = random.torch_generator(real.device)  # fakes, labels, G's steps
 
         def d_loss(index: torch.Tensor) -> torch.Tensor:
@@ -221,9 +216,9 @@ class DPConvGAN(Params):
             return F.softplus(-D(self._fake(y, generator), y)).mean()
 
         # the records are indices into the images
-        adversarial_training(G, D, opt_g, step_d, torch.arange(n, device=real.device), q,
-                             steps, sigma, random, generator, d_loss, g_loss,
-                             self.generator_steps, resume, history, progress)
+        adversarial_training(G, D, opt_g, step_d, torch.arange(len(real), device=real.device),
+                             dp_plan, random, generator, d_loss, g_loss,
+                             self.generator_steps, resume, progress)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, labels: np.ndarray | None = None

@@ -10,8 +10,9 @@ decoder learnt to ignore the label, so samples of every label looked alike (CNN 
 see the label's one-hot vector (beside the encoder's conv features, beside the decoder's
 latent); they use GroupNorm, never BatchNorm. Samples are the decoder's pixel means for
 latents from the label's prior and labels from the public label prior
-(``synth.image_nets.LabelPrior``). An optional noised label histogram composes with DP-SGD
-in one accountant history.
+(``synth.image_nets.LabelPrior``). The sampling rate comes from a noisy count of the images
+(``synth.dpsgd.plan``); it and an optional noised label histogram compose with DP-SGD in one
+accountant history.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch.nn import functional as F
 
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, train_dp
+from synth.dpsgd import DPSGDConfig, plan, train_dp
 from synth.image_nets import (
     Downsampler,
     Upsampler,
@@ -95,7 +96,7 @@ class DPConvVAE(Params):
             alone (composed with DP-SGD it costs less), and samples by its frequencies.
         accountant: "prv" or "rdp".
         seed: seeds the weight initialisation.
-        noise_seed: seeds the private randomness (sampling, DP noise, latents while
+        noise_seed: seeds the private randomness (count, sampling, DP noise, latents while
             training); None draws a fresh 128-bit key from the OS. Fix it only for tests.
         secure_noise: draw the DP noise from the OS CSPRNG.
         device: "auto" (CUDA when available), "cpu" or "cuda".
@@ -158,18 +159,20 @@ class DPConvVAE(Params):
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
-        report = train_dp(self.model_, loss, torch.arange(len(images), device=device), budget,
-                          config, random, progress, prior=prior, resume=resume)
+        # the noisy image count sets the sampling rate and steps
+        dp_plan = plan(len(images), budget, config, random, resume, prior=prior)
+        report = train_dp(self.model_, loss, torch.arange(len(images), device=device),
+                          dp_plan, random, progress, resume)
 
-        # 4. The report covers the whole history (label histogram included).
+        # 4. The report covers the whole history (label histogram and count included).
         self.privacy_ = dataclasses.replace(
-            report, measurements=measurements,
-            mechanism="DP conditional conv VAE: DP-SGD (Poisson sampling, per-record "
-                      "clipping, Gaussian noise) on encoder and decoder; labels sampled "
+            report, measurements=measurements + report.measurements,
+            mechanism="DP conditional conv VAE: Gaussian mechanism on the number of images, "
+                      "then DP-SGD (Poisson sampling, per-record clipping, Gaussian noise) "
+                      "on encoder and decoder; labels sampled "
                       + ("by the noised label histogram" if self.labels_.counts is not None
                          else "uniformly from the public label set"))
-        self.history_ = prior + [(report.noise_multiplier, report.sampling_rate,
-                                  report.steps)]
+        self.history_ = list(dp_plan.history)
         self.epsilon_spent_ = self.privacy_.epsilon
         return self
 

@@ -50,8 +50,10 @@ class PrivacyReport:
             concentrated DP.
         mechanism: a one-line description of the whole mechanism.
         noise_multiplier, sampling_rate, steps, max_grad_norm, expected_batch_size: the
-            DP-SGD part (sigma, Poisson rate q, steps, clipping bound C, q times N); None
-            when the synthesizer does not train by DP-SGD.
+            DP-SGD part (sigma, Poisson rate q, steps, clipping bound C, q times the noisy
+            record count); None when the synthesizer does not train by DP-SGD. q and the
+            steps come from the noisy count (listed in ``measurements``), never from the
+            exact number of records.
         measurements: every other private step, one dict each (mechanism, its parameters and
             its privacy cost), in the order run.
     """

@@ -3,7 +3,8 @@
 Each column is one categorical block (see ``synth.encoding``); the decoder outputs one
 softmax per block, so numeric, categorical and missing values share one likelihood. The whole
 VAE reads real rows (the reconstruction loss does), so every parameter is trained under
-DP-SGD; sampling decodes Gaussian latents and is post-processing.
+DP-SGD, at a sampling rate set from a noisy count of the rows (``synth.dpsgd.plan``);
+sampling decodes Gaussian latents and is post-processing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 from schemas import Schema
 from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
-from synth.dpsgd import DPSGDConfig, train_dp
+from synth.dpsgd import DPSGDConfig, plan, train_dp
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
 from synth.privacy import PrivacyBudget
 from synth.randomness import PrivateRandom
@@ -78,11 +79,11 @@ class DPVAE(Params):
         accountant: "prv" or "rdp".
         device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the weight initialisation.
-        noise_seed: seeds the private randomness (Poisson sampling, DP noise, latents while
-            training). None, the default, draws a fresh 128-bit key from the operating system
-            for every fit (``synth.randomness``): the DP guarantee needs noise nobody can
-            regenerate. Fix it only for
-            reproducible tests, and never publish it.
+        noise_seed: seeds the private randomness (record count, Poisson sampling, DP noise,
+            latents while training). None, the default, draws a fresh 128-bit key from the
+            operating system for every fit (``synth.randomness``): the DP guarantee needs
+            noise nobody can regenerate. Fix it only for reproducible tests, and never
+            publish it.
         secure_noise: draw the DP noise from the operating system's CSPRNG.
     """
 
@@ -120,8 +121,10 @@ class DPVAE(Params):
         config = DPSGDConfig(epochs=self.epochs, batch_size=self.batch_size,
                              max_grad_norm=self.max_grad_norm, lr=self.lr,
                              accountant=self.accountant, secure_noise=self.secure_noise)
-        self.privacy_ = train_dp(self.model_, _loss, codes, budget, config, random, progress,
-                                 resume=Resumable(checkpoint))
+        resume = Resumable(checkpoint)
+        # the noisy row count sets the sampling rate and steps; then DP-SGD on everything
+        dp_plan = plan(len(codes), budget, config, random, resume)
+        self.privacy_ = train_dp(self.model_, _loss, codes, dp_plan, random, progress, resume)
         self.epsilon_spent_ = self.privacy_.epsilon
         return self
 

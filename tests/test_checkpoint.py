@@ -13,7 +13,7 @@ import torch
 
 from pipelines.ingest import ingest
 from schemas import load_schema
-from synth import gan, image_nets
+from synth import dpsgd, gan, image_nets
 from synth.checkpoint import ResumeError
 from synth.gan import DPCTGAN
 from synth.images import make_image_synthesizer
@@ -127,6 +127,25 @@ def test_a_resumed_run_reuses_its_measurements_instead_of_spending_again(adult, 
     assert not calls
     for a, b in zip(resumed.noisy_counts_, killed.noisy_counts_):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name,fit", CASES, ids=[c[0] for c in CASES])
+def test_the_record_count_is_measured_once(name, fit, adult, monkeypatch):
+    """The noisy count that sets the sampling rate is a DP measurement: a resumed run reads
+    it from its checkpoint (measuring again would spend twice and could change q)."""
+    checkpoint = Memory(kill_at=2)
+    killed, run = fit(name, adult, checkpoint)
+    with pytest.raises(Killed):
+        run()
+    saved = torch.load(io.BytesIO(checkpoint.blob), weights_only=True)
+    assert set(saved["measured"]) >= {"record_count"}
+    monkeypatch.setattr(dpsgd, "noisy_count", None)  # would fail if called
+    checkpoint.kill_at = None
+    resumed, run = fit(name, adult, checkpoint)
+    run()
+    count = resumed.privacy_.measurements[-1]
+    assert count["noisy_count"] == saved["measured"]["record_count"]
+    assert resumed.privacy_.sampling_rate == resumed.batch_size / count["noisy_count"]
 
 
 def test_image_label_counts_are_measured_once(monkeypatch, adult):

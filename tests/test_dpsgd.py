@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from opacus import GradSampleModule
@@ -9,9 +10,9 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from scipy import stats
 from torch import nn
 
-from synth.dpsgd import DPSGDConfig, train_dp
+from synth.dpsgd import COUNT_SHARE, DPSGDConfig, count_noise, noisy_count, plan, train_dp
 from synth.ghost import GhostClipper, supported_layers
-from synth.privacy import BudgetError, PrivacyBudget, calibrate_noise, epsilon_of
+from synth.privacy import BudgetError, PrivacyBudget, calibrate_noise, epsilon_of, zcdp_rho
 from synth.randomness import PrivateRandom
 
 
@@ -24,6 +25,18 @@ def _mlp(seed=0):
 def _per_sample_loss(model, batch, generator=None):
     x, y = batch[:, :7], batch[:, 7].long()
     return nn.functional.cross_entropy(model(x), y, reduction="none")
+
+
+def _fit(model, loss, data, budget, config, noise_seed=0, **kwargs):
+    """train_dp as a synthesizer runs it: the noisy count plans, then DP-SGD."""
+    random = PrivateRandom(noise_seed)
+    return train_dp(model, loss, data, plan(len(data), budget, config, random), random,
+                    **kwargs)
+
+
+def _count(report):
+    (count,) = [m for m in report.measurements if "number of records" in m["mechanism"]]
+    return count
 
 
 def _batch(n=32, seed=1):
@@ -90,11 +103,12 @@ def test_noise_std_is_what_the_accountant_was_told():
 
     torch.optim.Adam.step = spy
     try:
-        report = train_dp(model, loss, data, PrivacyBudget(5.0, 1e-5), config,
-                          PrivateRandom(3))
+        report = _fit(model, loss, data, PrivacyBudget(5.0, 1e-5), config, noise_seed=3)
     finally:
         torch.optim.Adam.step = orig_step
     measured = torch.stack(captured).std().item()
+    # the divisor is q * (noisy count) = batch_size
+    assert report.expected_batch_size == pytest.approx(config.batch_size)
     expected = report.noise_multiplier * config.max_grad_norm / config.batch_size
     assert measured == pytest.approx(expected, rel=0.15)
     # halved noise would be caught
@@ -110,11 +124,11 @@ def test_empty_batch_still_takes_a_noisy_step():
         return m(batch).sum(dim=1)
 
     config = DPSGDConfig(epochs=3, batch_size=1, lr=0.1)  # q = 1/4: many empty batches
-    train_dp(model, loss, torch.zeros(4, 3), PrivacyBudget(10.0, 1e-5), config,
-             PrivateRandom(0),
-             progress=lambda i, n: snapshots.append(model.weight.detach().clone()))
-    assert len(snapshots) == 13  # every one of the 12 steps ran
-    assert len(sizes) < 12  # the loss was skipped for empty batches ...
+    report = _fit(model, loss, torch.zeros(4, 3), PrivacyBudget(10.0, 1e-5), config,
+                  progress=lambda i, n: snapshots.append(model.weight.detach().clone()))
+    assert report.sampling_rate < 1
+    assert len(snapshots) == report.steps + 1  # every step ran
+    assert len(sizes) < report.steps  # the loss was skipped for empty batches ...
     for before, after in zip(snapshots, snapshots[1:]):
         assert not torch.equal(before, after)  # ... yet every step moved the weights (noise)
 
@@ -124,16 +138,19 @@ def test_reported_epsilon_equals_opacus_accountant(accountant, oracle):
     data = _batch(n=400)
     config = DPSGDConfig(epochs=3, batch_size=40, accountant=accountant)
     budget = PrivacyBudget(2.0, 1e-9)
-    report = train_dp(_mlp(), _per_sample_loss, data, budget, config,
-                      PrivateRandom(0))
+    report = _fit(_mlp(), _per_sample_loss, data, budget, config)
     acct = oracle()
+    acct.step(noise_multiplier=_count(report)["noise_multiplier"], sample_rate=1.0)
     for _ in range(report.steps):
         acct.step(noise_multiplier=report.noise_multiplier, sample_rate=report.sampling_rate)
-    assert report.epsilon == pytest.approx(acct.get_epsilon(delta=1e-9), rel=1e-9)
+    with np.errstate(divide="ignore"):  # PRV's log(1 - q) at the count's q = 1
+        expected = acct.get_epsilon(delta=1e-9)
+    assert report.epsilon == pytest.approx(expected, rel=1e-9)
     assert report.epsilon <= budget.epsilon
     assert report.epsilon > 0.9 * budget.epsilon  # calibrated, not wastefully over-noised
-    assert report.sampling_rate == pytest.approx(40 / 400)
-    assert report.steps == math.ceil(3 / 0.1)
+    count = _count(report)["noisy_count"]
+    assert report.sampling_rate == 40 / count
+    assert report.steps == math.ceil(3 / report.sampling_rate)
 
 
 def test_calibration_and_budget_errors():
@@ -150,11 +167,14 @@ def test_calibration_and_budget_errors():
         epsilon_of(1.0, 0.1, 10, 1e-5, "gdp")
 
 
-def test_small_data_averages_over_its_own_size():
-    """N < batch_size: q is 1 and the noised sum is divided by N, as the report says."""
-    report = train_dp(_mlp(), _per_sample_loss, _batch(n=30), PrivacyBudget(5.0, 1e-5),
-                      DPSGDConfig(epochs=2, batch_size=100), PrivateRandom(0))
-    assert report.sampling_rate == 1.0 and report.expected_batch_size == 30
+def test_small_data_averages_over_its_noisy_size():
+    """Noisy count < batch_size: q is 1 and the noised sum is divided by the noisy count, as
+    the report says (never by the exact N)."""
+    report = _fit(_mlp(), _per_sample_loss, _batch(n=30), PrivacyBudget(5.0, 1e-5),
+                  DPSGDConfig(epochs=2, batch_size=100))
+    count = _count(report)["noisy_count"]
+    assert count < 100 and count != 30
+    assert report.sampling_rate == 1.0 and report.expected_batch_size == count
 
 
 def test_secure_noise_is_standard_normal_and_used_by_the_step():
@@ -171,9 +191,41 @@ def test_secure_noise_is_standard_normal_and_used_by_the_step():
     for _ in range(2):
         model = nn.Linear(3, 1)
         torch.nn.init.zeros_(model.weight)
-        train_dp(model, lambda m, b, g: m(b).sum(dim=1), torch.zeros(50, 3),
-                 PrivacyBudget(5.0, 1e-5), DPSGDConfig(epochs=1, batch_size=10,
-                                                        secure_noise=True),
-                 PrivateRandom(0))
+        _fit(model, lambda m, b, g: m(b).sum(dim=1), torch.zeros(50, 3),
+             PrivacyBudget(5.0, 1e-5), DPSGDConfig(epochs=1, batch_size=10, secure_noise=True))
         finals.append(model.weight.detach().clone())
     assert not torch.equal(*finals)
+
+
+def test_the_sampling_rate_comes_from_a_noisy_count_not_from_n():
+    """Add/remove neighbours: with all private randomness fixed, D and D minus one row give
+    reports that differ only through the noisy count; q = batch_size / N (the old rule:
+    300 rows gave 0.21333, 299 gave 0.21405) is published nowhere."""
+    budget = PrivacyBudget(1.0, 1e-5)
+    config = DPSGDConfig(epochs=1, batch_size=64, accountant="rdp")
+    data = _batch(n=300)
+    reports = [_fit(_mlp(), _per_sample_loss, d, budget, config, noise_seed=7)
+               for d in (data, data[:-1])]
+    for n, report in zip((300, 299), reports):
+        count = _count(report)
+        assert report.sampling_rate == 64 / max(1, count["noisy_count"]) != 64 / n
+        assert report.steps == math.ceil(1 / report.sampling_rate)
+        assert report.expected_batch_size == pytest.approx(64)
+        # its cost: COUNT_SHARE of the budget's rho, listed with the report
+        assert count["noise_std"] == pytest.approx(count_noise(budget))
+        assert 1 / (2 * count["noise_std"] ** 2) == pytest.approx(COUNT_SHARE * zcdp_rho(budget))
+        assert count["zcdp_rho"] == pytest.approx(COUNT_SHARE * zcdp_rho(budget))
+    assert _count(reports[0])["noisy_count"] - _count(reports[1])["noisy_count"] == 1
+    first, second = (r.to_dict() for r in reports)
+    differ = {k for k in first if first[k] != second[k]}
+    assert differ <= {"epsilon", "noise_multiplier", "sampling_rate", "steps",
+                      "expected_batch_size", "measurements"}
+
+
+def test_the_noisy_count_is_a_rounded_gaussian_clamped_to_one():
+    random = PrivateRandom(0)
+    draws = np.array([noisy_count(1000, 10.0, random, False) for _ in range(2000)])
+    assert np.array_equal(draws, np.rint(draws))  # an integer: no float low bits
+    assert draws.mean() == pytest.approx(1000, abs=1.0)
+    assert draws.std() == pytest.approx(10.0, rel=0.1)
+    assert min(noisy_count(0, 100.0, random, False) for _ in range(200)) == 1.0

@@ -45,9 +45,10 @@ def test_epsilon_is_a_fresh_opacus_accountant_over_the_full_history(adult, accou
     budget = PrivacyBudget(2.0, 1e-9)
     model = DPCTGAN(**TINY, accountant=accountant).fit(frame, schema, budget)
     report = model.privacy_
-    (histogram,) = report.measurements
-    history = [(histogram["noise_multiplier"], 1.0, 1),
+    histogram, count = report.measurements
+    history = [(histogram["noise_multiplier"], 1.0, 1), (count["noise_multiplier"], 1.0, 1),
                (report.noise_multiplier, report.sampling_rate, report.steps)]
+    assert model.history_ == history
     acct = oracle()
     acct.history = history
     with np.errstate(divide="ignore"):  # PRV's log(1 - q) at q = 1
@@ -55,15 +56,17 @@ def test_epsilon_is_a_fresh_opacus_accountant_over_the_full_history(adult, accou
     assert report.epsilon == pytest.approx(expected, rel=1e-9)
     assert model.epsilon_spent_ == report.epsilon <= budget.epsilon
     assert report.epsilon > 0.9 * budget.epsilon  # calibrated, not wastefully over-noised
-    # the histogram is paid for: DP-SGD alone would have spent less
-    assert epsilon_of_history(history[1:], budget.delta, accountant) < report.epsilon
-    assert report.sampling_rate == pytest.approx(200 / len(frame))
+    # the histogram and the count are paid for: DP-SGD alone would have spent less
+    assert epsilon_of_history(history[2:], budget.delta, accountant) < report.epsilon
+    # q and the divisor come from the noisy count of the rows, never from len(frame)
+    assert report.sampling_rate == 200 / count["noisy_count"] != 200 / len(frame)
+    assert report.expected_batch_size == pytest.approx(200)
     assert report.steps == math.ceil(1 / report.sampling_rate)
 
 
 def test_histogram_noise_is_added_at_the_stated_scale(adult, fitted):
     schema, frame = adult
-    (histogram,) = fitted.privacy_.measurements
+    histogram = fitted.privacy_.measurements[0]
     d = len(schema.columns)
     assert histogram["l2_sensitivity"] == pytest.approx(math.sqrt(d))
     assert histogram["noise_std"] == pytest.approx(histogram["noise_multiplier"] * math.sqrt(d))
@@ -153,8 +156,8 @@ def test_calibration_composes_with_a_prior_release():
 
 
 def test_unseeded_histogram_noise_comes_from_the_csprng(adult, monkeypatch):
-    """Without a noise_seed (a release), the noised counts come from the OS CSPRNG, never
-    from a seeded generator."""
+    """Without a noise_seed (a release), the noised counts (histograms and the record count)
+    come from the OS CSPRNG, never from a seeded generator."""
     import synth.randomness as randomness
 
     calls = []
@@ -166,6 +169,8 @@ def test_unseeded_histogram_noise_comes_from_the_csprng(adult, monkeypatch):
 
     monkeypatch.setattr(randomness, "secure_normal", spy)
     schema, frame = adult
-    DPCTGAN(**dict(TINY, noise_seed=None)).fit(frame, schema, PrivacyBudget(1.0, 1e-9))
+    model = DPCTGAN(**dict(TINY, noise_seed=None)).fit(frame, schema, PrivacyBudget(1.0, 1e-9))
     discrete = [c for c in schema.columns if c.kind in ("categorical", "boolean")]
-    assert len(calls) >= len(discrete) and all(std > 0 for _, std in calls)
+    assert len(calls) >= len(discrete) + 1 and all(std > 0 for _, std in calls)
+    count = model.privacy_.measurements[1]
+    assert ((1,), count["noise_std"]) in calls

@@ -108,15 +108,17 @@ def test_epsilon_is_a_fresh_opacus_accountant_over_the_full_history(name, accoun
     model = _fit(name, budget=budget, accountant=accountant, label_share=label_share,
                  epochs=1, batch_size=50)
     report = model.privacy_
-    history = [(report.noise_multiplier, report.sampling_rate, report.steps)]
+    count = report.measurements[-1]  # the noisy image count, measured just before DP-SGD
+    history = [(count["noise_multiplier"], 1.0, 1),
+               (report.noise_multiplier, report.sampling_rate, report.steps)]
     if label_share:
-        (labels,) = report.measurements
+        labels, _ = report.measurements
         history.insert(0, (labels["noise_multiplier"], 1.0, 1))
         counts = model.labels_.counts
         assert np.array_equal(counts, np.rint(counts))  # rounded noised counts
         assert model.labels_.probabilities.sum().item() == pytest.approx(1.0)
     else:
-        assert report.measurements == () and model.labels_.counts is None
+        assert len(report.measurements) == 1 and model.labels_.counts is None
     assert model.history_ == history
     acct = oracle()
     acct.history = history
@@ -125,7 +127,26 @@ def test_epsilon_is_a_fresh_opacus_accountant_over_the_full_history(name, accoun
     assert report.epsilon == pytest.approx(expected, rel=1e-9)
     assert model.epsilon_spent_ == report.epsilon <= budget.epsilon
     assert report.epsilon > 0.9 * budget.epsilon  # calibrated, not wastefully over-noised
-    assert report.sampling_rate == pytest.approx(50 / 200) and report.steps == 4
+    # q from the noisy count of the images, never from their number
+    assert report.sampling_rate == 50 / count["noisy_count"] != 50 / 200
+    assert report.steps == int(np.ceil(1 / report.sampling_rate))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_sampling_rate_comes_from_a_noisy_image_count(name):
+    """With all private randomness fixed, D and D minus one image differ in their reports
+    only through the noisy count (exactly one apart); nothing published is batch / N."""
+    images, labels = _data()
+    reports = [_fit(name, x, y, epochs=1, batch_size=50).privacy_
+               for x, y in ((images, labels), (images[:-1], labels[:-1]))]
+    counts = []
+    for n, report in zip((200, 199), reports):
+        count = report.measurements[-1]
+        assert "number of records" in count["mechanism"]
+        assert report.sampling_rate == 50 / max(1, count["noisy_count"]) != 50 / n
+        assert report.expected_batch_size == pytest.approx(50)
+        counts.append(count["noisy_count"])
+    assert counts[0] - counts[1] == 1
 
 
 def test_label_counts_cost_budget():

@@ -118,9 +118,11 @@ def test_sampling_check_passes_poisson_and_catches_fixed_size_batches():
         sizes.append(len(batch))
         return m(batch).sum(dim=1)
 
-    train_dp(nn.Linear(2, 1), loss, torch.zeros(n, 2), PrivacyBudget(8.0, 1e-5), config,
-             PrivateRandom(1))
-    q, steps = plan(n, config)
+    random = PrivateRandom(1)
+    dp_plan = plan(n, PrivacyBudget(8.0, 1e-5), config, random)
+    train_dp(nn.Linear(2, 1), loss, torch.zeros(n, 2), dp_plan, random)
+    # Binomial(N, q) at the rate set from the noisy count: the true N is what is sampled
+    q, steps = dp_plan.sampling_rate, dp_plan.steps
     assert batch_sizes_binomial(sizes, n, q)
     assert not batch_sizes_binomial([50] * steps, n, q)  # shuffling: fixed-size batches
 

@@ -6,7 +6,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from synth.dpsgd import DPSGDConfig, train_dp
+from synth.dpsgd import DPSGDConfig, plan, train_dp
 from synth.privacy import PrivacyBudget
 from synth.randomness import KEY_BITS, PrivateRandom
 
@@ -88,8 +88,9 @@ def _fit(noise_seed):
     data = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
     budget = PrivacyBudget(4.0, 1e-5)
     config = DPSGDConfig(epochs=1, batch_size=20, accountant="rdp")  # fast calibration
-    train_dp(model, lambda m, b, g: m(b).pow(2).sum(1), data, budget, config,
-             PrivateRandom(noise_seed))
+    random = PrivateRandom(noise_seed)
+    train_dp(model, lambda m, b, g: m(b).pow(2).sum(1), data,
+             plan(len(data), budget, config, random), random)
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 

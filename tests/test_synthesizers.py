@@ -1,6 +1,7 @@
 """One contract test over every registered synthesizer (scikit-learn estimator style)."""
 
 import inspect
+import math
 
 import pandas as pd
 import pytest
@@ -68,9 +69,37 @@ def test_private_randomness_is_fresh_unless_fixed(name, adult):
 @pytest.mark.parametrize("name", synthesizer_names())
 def test_fit_is_deterministic_for_a_seed(name, adult):
     schema, frame = adult
-    runs = [make_synthesizer(name, seed=3, noise_seed=4, **small(name)).fit(frame, schema, PrivacyBudget(2.0))
+    runs = [make_synthesizer(name, seed=3, noise_seed=4, **small(name))
+            .fit(frame, schema, PrivacyBudget(2.0))
             .sample(50, seed=0) for _ in range(2)]
     pd.testing.assert_frame_equal(*runs)
+
+
+DPSGD = ["dp-ctgan", "dp-vae"]
+
+
+@pytest.mark.parametrize("name", DPSGD)
+def test_dpsgd_reports_depend_on_the_noisy_count_not_on_n(name, adult):
+    """Add/remove neighbours: N is private, so the report's sampling rate, steps and expected
+    batch size are functions of the noisy count of the rows only. With all private
+    randomness fixed, D and D minus one row differ only through that count (which moves by
+    exactly the one row); the old q = batch_size / N published N exactly."""
+    schema, frame = adult
+    params = {**small(name), "epochs": 1, "noise_seed": 4, "accountant": "rdp"}
+    reports = [make_synthesizer(name, **params).fit(data, schema, PrivacyBudget(1.0, 1e-9))
+               .privacy_ for data in (frame, frame.iloc[:-1])]
+    counts = []
+    for n, report in zip((len(frame), len(frame) - 1), reports):
+        count = report.measurements[-1]
+        assert "number of records" in count["mechanism"] and count["noise_std"] > 0
+        assert count["zcdp_rho"] > 0 and count["epsilon_alone"] > 0  # its cost, listed
+        batch = params["batch_size"]
+        assert report.sampling_rate == batch / max(1, count["noisy_count"])
+        assert report.sampling_rate != batch / n
+        assert report.steps == math.ceil(1 / report.sampling_rate)
+        assert report.expected_batch_size == pytest.approx(batch)
+        counts.append(count["noisy_count"])
+    assert counts[0] - counts[1] == 1
 
 
 def test_unknown_synthesizer_is_named():
