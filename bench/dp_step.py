@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from synth.dpsgd import DPStep
+from synth.randomness import PrivateRandom
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,12 +96,13 @@ def bench_batch(kind: str, batch: int, d_in: int, device: torch.device, warmup: 
     out["plain"] = median_ms(plain, warmup, iters, sync)
 
     model = make(d_in).to(device)
-    step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch, g)
+    step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch,
+                  PrivateRandom(0))
     out["ours"] = median_ms(lambda: step(lambda: bce(model(x), y)[:, 0]), warmup, iters, sync)
     step.close()
     model = make(d_in).to(device)
-    step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch, g,
-                  secure_noise=True)
+    step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch,
+                  PrivateRandom(0), secure_noise=True)
     out["ours_secure"] = median_ms(lambda: step(lambda: bce(model(x), y)[:, 0]), warmup, iters,
                                    sync)
     step.close()

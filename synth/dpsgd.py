@@ -215,13 +215,6 @@ class DPStep:
                  noise_multiplier: float, max_grad_norm: float, expected_batch_size: float,
                  random: PrivateRandom, secure_noise: bool = False,
                  rows_per_record: int = 1):
-        if isinstance(random, torch.Generator):
-            # bench/dp_step.py still hands the engine a torch generator: a stream keyed
-            # from its seed keeps the benchmark running; no synthesizer takes this path
-            warnings.warn("DPStep takes a synth.randomness.PrivateRandom; a torch.Generator "
-                          "is keyed from its seed, for benchmarks only", DeprecationWarning,
-                          stacklevel=2)
-            random = PrivateRandom(random.initial_seed())
         self.secure_noise = secure_noise
         self.clipper = GhostClipper(module, max_grad_norm, rows_per_record)
         self.params = [p for p in module.parameters() if p.requires_grad]

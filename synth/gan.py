@@ -37,6 +37,7 @@ from synth.base import Params
 from synth.checkpoint import Checkpoint, Resumable
 from synth.dpsgd import DPSGDConfig, DPSGDPlan, DPStep, plan
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
+from synth.evidence import NoisyMarginal
 from synth.privacy import PrivacyBudget, epsilon_of_history, gaussian_noise_multiplier
 from synth.randomness import PrivateRandom
 from synth.sampling import check_request, chunks, draw, resolve_device
@@ -271,6 +272,9 @@ class DPCTGAN(Params):
             noisy_counts(codes, self.encoder_.sizes, std, random, secure)))]
         # post-processing: counts below NOISE_FLOOR stds are read as zero, else the many
         # empty bins of a fine histogram would keep noise mass
+        self.noisy_marginals_ = tuple(  # what the release gate compares the sample with
+            NoisyMarginal((b.column.name,), c, std)
+            for b, c in zip(self.encoder_.blocks, self.noisy_counts_))
         counts = [np.where(c > NOISE_FLOOR * std, c, 0.0) for c in self.noisy_counts_]
 
         # 2. The noisy record count sets q and the steps; the discriminator's DP-SGD noise
