@@ -205,7 +205,10 @@ def test_a_run_killed_in_training_resumes_from_its_checkpoint(killed, point, cap
     assert (resumed, states) == ((True, ["committed"]) if point == "checkpoint"
                                  else (False, ["spending", "committed"]))
     report = json.loads((out / "privacy_report.json").read_text())
-    assert report["epsilon"] == pytest.approx(killed["first-epsilon"], rel=1e-9)
+    # the sampling rate comes from a noisy record count (fresh noise per run, reused on
+    # resume), so another run's epsilon differs a little: same plan, same budget
+    assert report["epsilon"] == pytest.approx(killed["first-epsilon"], rel=1e-3)
+    assert report["epsilon"] <= 1.0
 
 
 def test_a_reservation_killed_before_training_is_freed(killed, capsys):
