@@ -20,7 +20,7 @@ release carries, so training, validation and publishing share one set of columns
                                    declared bounds unless ``min``/``max`` are given
 ``generalize: {age_at: c}``        birth date -> integer whole years at the index date ``c``,
                                    90 for everyone 90 or older ("90+")
-``generalize: age90``              integer/float age -> integer, ages over 89 become 90 ("90+")
+``generalize: age90``              the age keeps its kind; ages over 89 become 90 ("90+")
 ``generalize: zip3``               ZIP code -> its first three digits; the 17 sparse prefixes
                                    below become ``000``; categories = the 3-digit vocabulary
 =================================  ==========================================================
