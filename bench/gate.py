@@ -22,12 +22,16 @@ Recorded per release:
                  Bench: TSTR AUROC on adult.test, 2-way TVD and 3-way L1 against all of
                  adult.data in its bins, SDMetrics quality and pMSE
 
-Records merge into bench/results/gate.json by (epsilon, seed) as each run finishes; the
-table beside the dp-marginals rows of bench/results/fidelity.json is printed at the end
-(or alone with --results-only).
+``--holdout 0`` runs the same releases with no record held out (all of them train, as in
+bench/fidelity.py): a control that tells the holdout's cost from the pipeline's.
+
+Records merge into bench/results/gate.json by (holdout, epsilon, seed) as each run
+finishes; the table beside the dp-marginals rows of bench/results/fidelity.json is printed
+at the end (or alone with --results-only).
 
     python bench/gate.py                         # 3 epsilons x 3 seeds (about an hour)
     python bench/gate.py --epsilons 10 --seeds 2
+    python bench/gate.py --epsilons 1 10 --holdout 0   # the control
     python bench/gate.py --results-only          # print the table
     python bench/gate.py --small                 # smoke run, writes nothing
 """
@@ -67,6 +71,7 @@ SCHEMA = ROOT / "schemas" / "adult.yaml"
 RESULTS = ROOT / "bench" / "results" / "gate.json"
 FIDELITY_RESULTS = ROOT / "bench" / "results" / "fidelity.json"
 SMALL_ROWS = 2_000
+HOLDOUT = RunConfig.model_fields["holdout"].default  # the run's default share held out
 
 
 def counts(outcome) -> dict | None:
@@ -82,14 +87,16 @@ def _passed(c: dict | None) -> str:
     return "-" if not c else f"{c['evaluated'] - c['failed']} of {c['evaluated']}"
 
 
-def release_once(bench: Bench, source: Path, eps: float, seed: int, rows: int) -> dict:
+def release_once(bench: Bench, source: Path, eps: float, seed: int, rows: int,
+                 holdout: float = HOLDOUT) -> dict:
     """One run_release into a temporary folder and ledger; the gate's outcome and the bench
     metrics of the rows it published or quarantined."""
     work = Path(tempfile.mkdtemp(prefix="gate-bench-"))
     try:
         out = work / "release"
         config = RunConfig(input=str(source), schema_file=str(SCHEMA), out=str(out),
-                           epsilon=eps, rows=rows, seed=seed, ledger=str(work / "ledger.db"))
+                           epsilon=eps, rows=rows, seed=seed, ledger=str(work / "ledger.db"),
+                           holdout=holdout)
         t = time.perf_counter()
         try:
             result = run_release(config)
@@ -127,11 +134,11 @@ def release_once(bench: Bench, source: Path, eps: float, seed: int, rows: int) -
 # ---------------------------------------------------------------------------- results
 
 def merge(path: Path, new: list[dict]) -> list[dict]:
-    """Records of ``path`` with ``new`` ones replacing those of the same (epsilon, seed)."""
+    """Records of ``path`` with ``new`` ones replacing those of the same (holdout, epsilon,
+    seed)."""
     old = json.loads(path.read_text())["runs"] if path.exists() else []
-    keys = {(r["epsilon"], r["seed"]) for r in new}
-    records = sorted([r for r in old if (r["epsilon"], r["seed"]) not in keys] + new,
-                     key=lambda r: (r["epsilon"], r["seed"]))
+    keys = {_key(r) for r in new}
+    records = sorted([r for r in old if _key(r) not in keys] + new, key=_key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"benchmark": "release gate and holdout on UCI Adult "
@@ -141,10 +148,15 @@ def merge(path: Path, new: list[dict]) -> list[dict]:
     return records
 
 
-def _groups(records: list[dict]) -> dict[float, list[dict]]:
-    out: dict[float, list[dict]] = {}
-    for r in sorted(records, key=lambda r: (r["epsilon"], r["seed"])):
-        out.setdefault(r["epsilon"], []).append(r)
+def _key(r: dict) -> tuple:
+    return -r.get("holdout", 0.0), r["epsilon"], r["seed"]
+
+
+def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
+    """(holdout, epsilon) -> records, the default holdout first."""
+    out: dict[tuple, list[dict]] = {}
+    for r in sorted(records, key=_key):
+        out.setdefault((r.get("holdout"), r["epsilon"]), []).append(r)
     return out
 
 
@@ -154,7 +166,7 @@ def table(records: list[dict], reference: list[dict]) -> str:
     head = ["path", "epsilon", "seeds", "published", "measured checks passed",
             "fidelity suite passed", "TSTR AUROC", "2-way TVD", "3-way L1", "run s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for eps, rs in _groups(records).items():
+    for (holdout, eps), rs in _groups(records).items():
         done = [r["measured"] for r in rs if r["measured"]]
         measured = (f"{sum(m['evaluated'] - m['failed'] for m in done)} of "
                     f"{sum(m['evaluated'] for m in done)}" if done else "-")
@@ -163,12 +175,12 @@ def table(records: list[dict], reference: list[dict]) -> str:
                  f"{sum(s['evaluated'] for s in suites)}" if suites else "-")
         published = sum(r["published"] for r in rs)
         lines.append("| " + " | ".join([
-            "run_release (90% trains)", f"{eps:g}", str(len(rs)),
+            f"run_release, holdout {holdout:g}", f"{eps:g}", str(len(rs)),
             f"{published} of {len(rs)}", measured, suite,
             _stat([r["tstr_auroc"] for r in rs], 3), _stat([r["tvd_2way"] for r in rs], 3),
             _stat([r["l1_3way"] for r in rs], 3),
             _stat([r["seconds"]["run"] for r in rs], 1)]) + " |")
-    for eps, rs in _groups(reference).items():
+    for (_, eps), rs in _groups(reference).items():
         lines.append("| " + " | ".join([
             "bench/fidelity.py (fit + sample)", f"{eps:g}", str(len(rs)), "-", "-", "-",
             _stat([r["tstr_auroc"] for r in rs], 3), _stat([r["tvd_2way"] for r in rs], 3),
@@ -192,6 +204,10 @@ def main() -> int:
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", type=int, default=ROWS, help="rows published per release")
+    parser.add_argument("--holdout", type=float, default=HOLDOUT,
+                        help=f"share of the records held out of training (default: the "
+                             f"run's default, {HOLDOUT:g}; 0 trains on all of them, as "
+                             f"bench/fidelity.py does)")
     parser.add_argument("--small", action="store_true",
                         help=f"smoke run: one release of {SMALL_ROWS:,} rows from the first "
                              f"{SMALL_ROWS:,} records at epsilon 1, seed 0; writes nothing")
@@ -231,7 +247,7 @@ def main() -> int:
         for eps in args.epsilons:
             for seed in args.seeds:
                 try:
-                    record = release_once(bench, source, eps, seed, args.rows)
+                    record = release_once(bench, source, eps, seed, args.rows, args.holdout)
                 except Exception:  # keep the rest of a long grid going; fail at the end
                     traceback.print_exc()
                     failed.append((eps, seed))
