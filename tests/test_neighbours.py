@@ -108,12 +108,15 @@ class Tape:
 def couple(monkeypatch, tape: Tape) -> None:
     """Routes every paid mechanism's output through ``tape``: the noisy marginals and
     noisy-max choices of dp-marginals (OpenDP), and the noisy record count of DP-SGD. The
-    clock is stopped too (the report's creation time is not data)."""
+    clock and the code version are fixed too (neither is data)."""
     from pipelines import image_run, run
     from synth import dpsgd, marginals
 
+    from pipelines import report
+
     monkeypatch.setattr(run, "now", lambda: "2026-01-01T00:00:00+00:00")
     monkeypatch.setattr(image_run, "now", lambda: "2026-01-01T00:00:00+00:00")
+    monkeypatch.setattr(report, "code_version", lambda: "0.1.0")  # the checkout: not data
     noisy, select, count = (marginals._Mechanisms._noisy, marginals._Mechanisms.select,
                             dpsgd.noisy_count)
     monkeypatch.setattr(marginals._Mechanisms, "_noisy",
