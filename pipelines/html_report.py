@@ -5,8 +5,9 @@ synthetic rows with the real ones (fidelity numbers, real-vs-synthetic marginals
 association matrices, leakage checks): statistics of the real data, so it is written apart
 from the release. The release-safe one, which ships with the release, holds the privacy
 statement, the release gate (schema suite, the release against the synthesizer's DP
-measurements) and plots of the synthetic rows only. Plots are inline SVG drawn here (a few bars and a heatmap do not need a
-plotting library); images, such as a contact sheet, are inline PNG.
+measurements) and plots of the synthetic rows only. Plots are inline SVG drawn here (a few
+bars and a heatmap do not need a plotting library); images, such as a contact sheet, are
+inline PNG.
 """
 
 from __future__ import annotations

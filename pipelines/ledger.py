@@ -4,9 +4,9 @@ database: SQLite by default, PostgreSQL when configured.
 A data set is identified by its declared identity, the ``name`` of its schema: every version
 of the file (edited, appended to, recompressed, moved) spends from one total, so a scheduled
 run on updated data stays limited, and the ledger (which may be shared) holds no hash of the
-private bytes. Its releases compose by basic composition: their epsilons add up, and so do their deltas. The total a data set may spend is
-declared in its schema (``budget: {epsilon: 3, delta: 1e-6}``); without one, runs are
-recorded but not limited.
+private bytes. Its releases compose by basic composition: their epsilons add up, and so do
+their deltas. The total a data set may spend is declared in its schema
+(``budget: {epsilon: 3, delta: 1e-6}``); without one, runs are recorded but not limited.
 
 Each run moves one entry through these states:
 

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipelines import large
+from pipelines.config import RunConfig
 from pipelines.holdout import holdout_key
 from pipelines.holdout import split as split_records
-from pipelines.config import RunConfig
 from pipelines.html_report import ReportInputs, render
 from pipelines.ingest import Ingested, IngestReport, ingest, read_identifiers
 from pipelines.leakage import LeakageReport, check_leakage, identifier_leaks

@@ -109,10 +109,8 @@ def couple(monkeypatch, tape: Tape) -> None:
     """Routes every paid mechanism's output through ``tape``: the noisy marginals and
     noisy-max choices of dp-marginals (OpenDP), and the noisy record count of DP-SGD. The
     clock and the code version are fixed too (neither is data)."""
-    from pipelines import image_run, run
+    from pipelines import image_run, report, run
     from synth import dpsgd, marginals
-
-    from pipelines import report
 
     monkeypatch.setattr(run, "now", lambda: "2026-01-01T00:00:00+00:00")
     monkeypatch.setattr(image_run, "now", lambda: "2026-01-01T00:00:00+00:00")
@@ -334,7 +332,6 @@ def test_neighbouring_bad_inputs_get_the_same_public_message(tmp_path, lines):
 def prefect_channels(flow_run_id) -> dict:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter
-
     from prefect.logging.handlers import APILogWorker
 
     APILogWorker.drain_all(timeout=30)  # logs reach the API in the background: all, first
