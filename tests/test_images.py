@@ -4,9 +4,15 @@ tiny release through ``synth run`` with the real models, and the metrics on tiny
 
 import dataclasses
 import gzip
+import io
 import json
+import os
+import re
 import struct
 import sys
+import time
+import zipfile
+import zlib
 
 import duckdb
 import numpy as np
@@ -24,7 +30,7 @@ from pipelines.image_publish import (
     decode_png,
     image_table,
 )
-from pipelines.images import ingest_images, read_idx_array
+from pipelines.images import image_set_fingerprint, ingest_images, read_idx_array
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger
 from pipelines.publish import publish_table, read_release_metadata
@@ -230,6 +236,263 @@ def test_bad_npz_files_are_named_with_the_fix(tmp_path):
     assert "d.npz: cannot read as NPZ" in error_of(
         lambda: ingest_images(tmp_path / "d.npz", schema))
     assert "no such file" in error_of(lambda: ingest_images(tmp_path / "e.npz", schema))
+
+
+# ------------------------------------------------------------------- hostile inputs
+# Each builder writes one malformed or hostile input under a folder and returns the path to
+# give as --input. Every one must be refused in one short line, quickly, before anything big
+# is decoded or allocated, and without writing anything.
+
+def png_bytes(height=6, width=5, mode="L", **options) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.new(mode, (width, height))
+    image.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+def claimed_size(blob: bytes, height: int, width: int) -> bytes:
+    """A PNG whose IHDR claims another size (its CRC fixed): nothing else changes."""
+    blob = bytearray(blob)
+    blob[16:24] = struct.pack(">II", width, height)
+    blob[29:33] = struct.pack(">I", zlib.crc32(bytes(blob[12:29])))
+    return bytes(blob)
+
+
+def many_chunks(blob: bytes, n: int) -> bytes:
+    """A PNG with ``n`` empty ancillary chunks after its header (cheap to store, each parsed
+    in Python by PIL)."""
+    chunk = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+    return blob[:33] + chunk * n + blob[33:]
+
+
+def npy_header(shape, descr="|u1") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def idx_blob(dims, body=b"") -> bytes:
+    return b"\0\0\x08" + bytes([len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + body
+
+
+def files(root, entries):
+    """``root`` holding ``entries`` (relative name -> bytes, or a callable making it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in entries.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content(path) if callable(content) else path.write_bytes(content)
+    return root
+
+
+def npz_of_members(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, blob in members.items():
+            archive.writestr(name, blob)
+    return path
+
+
+def transparent_palette(path):
+    Image.new("P", (5, 6)).save(path, "PNG", transparency=0)
+
+
+def jpeg(path):
+    Image.new("L", (5, 6)).save(path, "JPEG")
+
+
+def link(target):
+    return lambda path: path.symlink_to(target)
+
+
+def empty_label_folder(root):
+    files(root, {"cat/a.png": png_bytes()})
+    (root / "dog").mkdir()
+    return root
+
+
+def zip_bomb(root):
+    """An NPZ of 21 MB of zeros that stores in about 20 KB (ratio about 1,000)."""
+    root.mkdir()
+    n = 700_000
+    np.savez_compressed(root / "bomb.npz", images=np.zeros((n, 6, 5), np.uint8),
+                        labels=np.zeros(n, np.uint8))
+    return root / "bomb.npz"
+
+
+def idx_pair(root, images, labels, gz=True):
+    suffix = ".gz" if gz else ""
+    pack = gzip.compress if gz else bytes
+    return files(root, {f"train-images-idx3-ubyte{suffix}": pack(images),
+                        f"train-labels-idx1-ubyte{suffix}": pack(labels)})
+
+
+HUGE = 10**12 // 30  # images of 6x5 bytes: 10^12 bytes declared
+# (id, builder of the input, words the error must have, environment, whether pixels decode)
+HOSTILE = [
+    ("png-bomb", lambda r: files(r, {"cat/a.png": claimed_size(png_bytes(), 50_000, 50_000)}),
+     "decompression bomb", {}, False),
+    ("png-past-pixel-limit", lambda r: files(r, {"cat/a.png": claimed_size(png_bytes(), 9000,
+                                                                           9000)}),
+     "9000x9000 pixels, more than the limit of 67,108,864", {}, False),
+    ("png-pixel-limit-lowered", lambda r: files(r, {"cat/a.png": png_bytes()}),
+     "6x5 pixels, more than the limit of 20", {"SYNTH_MAX_IMAGE_PIXELS": "20"}, False),
+    ("png-header-not-schema-size", lambda r: files(r, {"cat/a.png": claimed_size(
+        png_bytes(), 4000, 4000)}), "cat/a.png: image is 4000x4000", {}, False),
+    ("png-of-empty-chunks", lambda r: files(r, {"cat/a.png": many_chunks(png_bytes(), 2000)}),
+     "cat/a.png: holds more than 1,000 PNG chunks", {}, False),
+    ("png-truncated", lambda r: files(r, {"cat/a.png": png_bytes()[:45]}),
+     "cat/a.png: cannot be decoded as PNG/JPEG", {}, True),
+    ("text-named-png", lambda r: files(r, {"cat/a.png": b"just some text\n"}),
+     "cat/a.png: cannot be decoded as PNG/JPEG", {}, False),
+    ("jpeg-named-png", lambda r: files(r, {"cat/a.png": jpeg}),
+     "cat/a.png: is a JPEG file, not PNG", {}, False),
+    ("png-16-bit", lambda r: files(r, {"cat/a.png": png_bytes(mode="I;16")}),
+     "PIL mode I;16", {}, False),
+    ("png-palette-alpha", lambda r: files(r, {"cat/a.png": transparent_palette}),
+     "PIL mode P with transparency", {}, False),
+    ("symlink-folder", lambda r: files(r, {"cat/a.png": png_bytes(), "dog": link("/usr/lib")}),
+     "dog: is a symbolic link (to /usr/lib)", {}, False),
+    ("symlink-file", lambda r: files(r, {"cat/a.png": png_bytes(),
+                                         "cat/b.png": link("/etc/passwd")}),
+     "b.png: is a symbolic link (to /etc/passwd)", {}, False),
+    ("fifo", lambda r: files(r, {"cat/a.png": png_bytes(), "cat/b.png": os.mkfifo}),
+     "b.png: is not a regular file (a FIFO", {}, False),
+    ("empty-folder", lambda r: files(r, {}), "holds no images", {}, False),
+    ("empty-label-folder", empty_label_folder,
+     "label folder 'dog' holds no PNG/JPEG files", {}, True),
+    ("too-many-files", lambda r: files(r, {f"cat/{i}.png": png_bytes() for i in range(5)}),
+     "holds more than 3 images", {"SYNTH_MAX_IMAGES": "3"}, False),
+    ("folder-decoded-bytes", lambda r: files(r, {f"cat/{i}.png": png_bytes() for i in range(5)}),
+     "more than the limit of 100 bytes", {"SYNTH_MAX_IMAGE_BYTES": "100"}, False),
+    ("npz-header-bomb", lambda r: npz_of_members(files(r, {}) / "a.npz", {
+        "images.npy": npy_header((HUGE, 6, 5)), "labels.npy": npy_header((HUGE,), "<i8")}),
+     "holds more than 10,000,000 images", {}, False),
+    ("npz-header-past-bytes", lambda r: npz_of_members(files(r, {}) / "a.npz", {
+        "images.npy": npy_header((1000, 6, 5)), "labels.npy": npy_header((1000,), "<i8")}),
+     "more than the limit of 10,000 bytes", {"SYNTH_MAX_IMAGE_BYTES": "10000"}, False),
+    ("npz-zip-bomb", zip_bomb, "expands 1,0", {}, False),
+    ("npz-pickle", lambda r: files(r, {"a.npz": lambda p: np.savez(
+        p, images=np.zeros((2, 6, 5), np.uint8), labels=np.array(["cat", None], object))})
+     / "a.npz", "array 'labels' holds Python objects", {}, False),
+    ("npz-no-images", lambda r: files(r, {"a.npz": lambda p: np.savez(
+        p, pictures=np.zeros((2, 6, 5), np.uint8), labels=np.zeros(2, int))}) / "a.npz",
+     "lacks array(s) ['images']", {}, False),
+    ("npz-label-count", lambda r: files(r, {"a.npz": lambda p: np.savez(
+        p, images=np.zeros((4, 6, 5), np.uint8), labels=np.zeros(3, int))}) / "a.npz",
+     "'labels' has shape (3,), expected (4,)", {}, False),
+    ("npz-truncated-member", lambda r: npz_of_members(files(r, {}) / "a.npz", {
+        "images.npy": npy_header((2, 6, 5)) + bytes(10),
+        "labels.npy": npy_header((2,), "<i8") + bytes(16)}),
+     "array 'images' holds 10 data bytes, its header declares 60", {}, False),
+    ("npz-many-members", lambda r: npz_of_members(files(r, {}) / "a.npz", {
+        "images.npy": npy_header((2, 6, 5)) + bytes(60), "labels.npy": npy_header((2,)) + bytes(2),
+        **{f"x{i}": b"" for i in range(1001)}}), "holds more than 1,000 members", {}, False),
+    ("npz-not-a-zip", lambda r: files(r, {"a.npz": b"PK\x03\x04 and then nothing"}) / "a.npz",
+     "cannot read as NPZ", {}, False),
+    ("idx-gzip-bomb", lambda r: idx_pair(r, idx_blob((700_000, 6, 5), bytes(21_000_000)),
+                                         idx_blob((700_000,), bytes(700_000))),
+     "its gzip stream expands 1,0", {}, False),
+    ("idx-header-bomb", lambda r: idx_pair(r, idx_blob((2**32 - 1, 4096, 4096)),
+                                           idx_blob((2**32 - 1,)), gz=False),
+     "holds more than 10,000,000 images", {}, False),
+    ("idx-gzip-past-its-header", lambda r: idx_pair(r, idx_blob((2, 6, 5), bytes(20_000_000)),
+                                                    idx_blob((2,), bytes(2))),
+     "more data bytes than the 60 its header declares", {}, True),
+    ("idx-fifo", lambda r: files(r, {"train-images-idx3-ubyte": os.mkfifo,
+                                     "train-labels-idx1-ubyte": idx_blob((2,), bytes(2))}),
+     "train-images-idx3-ubyte: is not a regular file", {}, False),
+    ("idx-labels-symlink", lambda r: files(r, {
+        "train-images-idx3-ubyte": idx_blob((2, 6, 5), bytes(60)),
+        "train-labels-idx1-ubyte": link("/etc/passwd")}),
+     "train-labels-idx1-ubyte: is a symbolic link", {}, False),
+]
+
+
+def tree_state(root):
+    """Every entry under ``root`` (links not followed) with its size and modification time."""
+    state = {}
+    for folder, dirs, names in os.walk(root):
+        for name in dirs + names:
+            info = os.lstat(os.path.join(folder, name))
+            state[os.path.relpath(os.path.join(folder, name), root)] = (info.st_size,
+                                                                         info.st_mtime_ns)
+    return state
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Records each decode of pixels: a PNG/JPEG body, an NPZ array, an IDX body."""
+    from PIL import ImageFile
+
+    from pipelines import images
+
+    calls = []
+
+    def spy(owner, name):
+        real = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, **k: calls.append(name) or real(*a, **k))
+
+    spy(ImageFile.ImageFile, "load")
+    spy(np.lib.format, "read_array")
+    spy(images._IdxFile, "body")
+    return calls
+
+
+@pytest.mark.parametrize("build, expected, env, decoded", [h[1:] for h in HOSTILE],
+                         ids=[h[0] for h in HOSTILE])
+def test_hostile_input_is_one_line_before_anything_big_is_decoded(
+        tmp_path, monkeypatch, decodes, build, expected, env, decoded):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    schema = tiny_schema(tmp_path)
+    source = build(tmp_path / "input")
+    before = tree_state(tmp_path)
+    decodes.clear()
+    start = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        image_set_fingerprint(source)  # what `synth run` reads before it reserves budget
+        ingest_images(source, schema)
+    assert time.perf_counter() - start < 2
+    assert expected in str(info.value)
+    for line in (str(info.value), info.value.public):
+        assert "\n" not in line and len(line) <= 400
+    # the public line names no image index, count or size read from the images
+    assert not re.search(r"image \d|in all\)|\d data bytes|expands \d", info.value.public)
+    assert bool(decodes) == decoded
+    assert tree_state(tmp_path) == before  # nothing written
+
+
+@pytest.mark.parametrize("case", ["png-bomb", "symlink-folder", "npz-header-bomb",
+                                  "npz-zip-bomb", "idx-fifo"])
+def test_synth_run_refuses_a_hostile_input_with_exit_2_and_one_line(tmp_path, capsys, case):
+    _, build, expected, _, _ = next(h for h in HOSTILE if h[0] == case)
+    schema = tmp_path / "tiny.yaml"
+    schema.write_text(TINY.format(channels=1, lo=0, hi=255))
+    out, ledger = tmp_path / "release", tmp_path / "ledger.db"
+    code = main(["run", "--schema", str(schema), "--input", str(build(tmp_path / "input")),
+                 "--epsilon", "1", "--out", str(out), "-q", "--ledger", str(ledger)])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == EXIT_BAD_INPUT and len(lines) == 1 and expected in lines[0]
+    assert len(lines[0]) <= len("error: ") + 400
+    assert not out.exists()
+    if ledger.exists():  # a reservation made before the images were read is cancelled
+        assert {e["state"] for e in Ledger(ledger).history()} <= {"cancelled"}
+
+
+def test_input_may_be_a_link_and_palette_pngs_decode(tmp_path):
+    """The input path itself may be a symbolic link (only links inside it are refused);
+    a palette PNG without transparency is RGB; hidden entries are ignored."""
+    schema = tiny_schema(tmp_path, channels=3)
+    palette = Image.fromarray(pixels(1, channels=3)[0]).quantize(8)
+    root = tmp_path / "set"
+    (root / "cat").mkdir(parents=True)
+    palette.save(root / "cat" / "a.png")
+    (root / "cat" / ".hidden.png").symlink_to("/etc/passwd")
+    (tmp_path / "link").symlink_to(root)
+    data = ingest_images(tmp_path / "link", schema)
+    np.testing.assert_array_equal(data.images[0], np.asarray(palette.convert("RGB")))
+    assert image_set_fingerprint(tmp_path / "link") == image_set_fingerprint(root)
 
 
 # --------------------------------------------------------------------------- publish
