@@ -69,11 +69,14 @@ def release_images(config: RunConfig) -> dict:
         report = json.loads((done / steps.REPORT_FILE).read_text(encoding="utf-8"))
         return {"release": str(done), "privacy_report": report}
     plan = prepare(config)
-    data = ingest(plan)
-    model = train(plan, data)
-    synthetic = sample(plan, model)
-    checked = check(plan, model, synthetic)
-    result = publish(plan, synthetic, checked)
+    try:  # the release location stays locked until the run published or failed
+        data = ingest(plan)
+        model = train(plan, data)
+        synthetic = sample(plan, model)
+        checked = check(plan, model, synthetic)
+        result = publish(plan, synthetic, checked)
+    finally:
+        plan.done()
     r = result["privacy_report"]
     create_markdown_artifact(
         key="image-release", description="Published synthetic image release",

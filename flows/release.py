@@ -10,7 +10,6 @@ cache their results, and the flow returns only the release location and the priv
 # No `from __future__ import annotations` here: it breaks deployment runs of flows with
 # pydantic parameters (Prefect 3.9).
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.image_release import release_images
 from pipelines import run as steps
-from pipelines.cli import guarded, quiet_libraries
+from pipelines.cli import Parser, guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
 from pipelines.ingest import DataError
 from pipelines.plan import (
@@ -134,17 +133,20 @@ def release(config: RunConfig) -> dict:
         get_run_logger().info("%s", AlreadyPublished(done))
         return {"release": str(done), "privacy_report": steps.previous(done).report}
     plan = prepare(config)
-    data = ingest(plan)
-    model = train(plan, data.train)
-    synthetic = sample(plan, model)
-    verdict = validate(plan, model, synthetic, data.real, data.holdout)
-    result = publish(plan, model, synthetic, verdict, data.real)
+    try:  # the release location stays locked until the run published or failed
+        data = ingest(plan)
+        model = train(plan, data.train)
+        synthetic = sample(plan, model)
+        verdict = validate(plan, model, synthetic, data.real, data.holdout)
+        result = publish(plan, model, synthetic, verdict, data.real)
+    finally:
+        plan.done()
     get_run_logger().info("published %s", result["release"])
     return result
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.release",
+    parser = Parser(prog="python -m flows.release",
                                      description="Run the release flow locally under Prefect.")
     add_run_arguments(parser)
     args = parser.parse_args(argv)

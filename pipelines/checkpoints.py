@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pipelines.ingest import DataError
-from pipelines.publish import atomic_write
+from pipelines.publish import atomic_write, list_in_manifest, remove_listed
 
 log = logging.getLogger(__name__)
 
@@ -98,5 +98,25 @@ class RunCheckpoint:
     def save(self, state: dict) -> None:
         buffer = io.BytesIO()
         torch.save({"run_key": self.key, "entry": self.entry, "state": state}, buffer)
-        atomic_write(self.path, buffer.getvalue())
+        blob = buffer.getvalue()
+        # the folder's manifest vouches for the file at every moment (the old version, then
+        # the new): only a folder this tool wrote is ever replaced (publish.check_replaceable)
+        list_in_manifest(self.path.parent, self.path.name, blob, previous=self.path)
+        atomic_write(self.path, blob)
+        list_in_manifest(self.path.parent, self.path.name, blob)
         log.info("checkpoint at step %d saved", state["step"])
+
+
+def carried(checkpoint: RunCheckpoint | None) -> dict[str, bytes]:
+    """The checkpoint's file, to carry into the internal folder that replaces the one it is
+    in: until the release is in place, a run killed after training resumes from it (with
+    nothing left to train, charging its entry once) instead of training again."""
+    if checkpoint is None or not checkpoint.path.is_file():
+        return {}
+    return {checkpoint.path.name: checkpoint.path.read_bytes()}
+
+
+def discard(folder: Path) -> None:
+    """Removes a run's checkpoint from its internal folder once the release is in place."""
+    if (Path(folder) / FILE).exists():
+        remove_listed(folder, FILE)

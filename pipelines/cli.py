@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -35,8 +36,18 @@ EPILOG = """examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one bounded ``error:`` line (exit 2), as every other."""
+
+    def error(self, message: str) -> NoReturn:
+        from schemas.limits import bounded
+
+        self.exit(EXIT_BAD_INPUT, f"error: {bounded(f'{self.prog}: {message}')} (see "
+                                  f"{self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="synth", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Differentially private synthetic data: from a private table to a "
                     "validated Parquet release.")
@@ -189,29 +200,46 @@ def _budget(args: argparse.Namespace) -> int:
 
 
 def guarded(call: Callable[[], int]) -> int:
-    """Runs ``call``; a known failure becomes one ``error:`` line and its exit status."""
+    """Runs ``call``; a failure becomes one ``error:`` line of bounded length
+    (``schemas.limits.bounded``) and its exit status: 2 for bad input or usage, 3 for a
+    release that failed its checks, 1 for anything unforeseen (a bug: the traceback with
+    ``SYNTH_DEBUG=1``), 130 for an interrupt."""
     from pipelines.image_publish import ImageCheckFailed
     from pipelines.ingest import DataError
     from pipelines.publish import PublishError
     from pipelines.validate import ValidationFailed
     from schemas import SchemaError
+    from schemas.limits import LimitError, bounded
     from synth.privacy import BudgetError
+
+    def say(message: str) -> None:
+        print(f"error: {bounded(message)}", file=sys.stderr)
 
     try:
         return call()
     except ValidationFailed as exc:
-        print(f"error: {exc}; nothing was published at the release location", file=sys.stderr)
+        say(f"{exc}; nothing was published at the release location")
         return EXIT_VALIDATION
     except ImageCheckFailed as exc:
-        print(f"error: {exc}; nothing was published", file=sys.stderr)
+        say(f"{exc}; nothing was published")
         return EXIT_VALIDATION
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"error: {problems}", file=sys.stderr)
+        say("; ".join(f"{'.'.join(map(str, e['loc']))}: "
+                      f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()))
         return EXIT_BAD_INPUT
-    except (DataError, SchemaError, BudgetError, PublishError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (DataError, SchemaError, BudgetError, PublishError, LimitError) as exc:
+        say(str(exc))
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        say("interrupted: nothing was published (a rerun resumes from the last checkpoint, "
+            "where there is one)")
+        return 130
+    except Exception as exc:  # one line, not a traceback that may quote data
+        if os.environ.get("SYNTH_DEBUG"):
+            raise
+        say(f"unexpected {type(exc).__name__}: {exc} (a bug: please report it; "
+            "SYNTH_DEBUG=1 shows the traceback)")
+        return 1
 
 
 def quiet_libraries() -> None:

@@ -9,9 +9,10 @@ import argparse
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from synth.privacy import DEFAULT_DELTA
+from schemas.limits import LimitError, limits
+from synth.privacy import DEFAULT_DELTA, MAX_EPSILON, MIN_DELTA, MIN_EPSILON
 
 DEFAULT_ROWS = 10_000
 DEFAULT_SYNTHESIZER = "dp-marginals"
@@ -56,31 +57,34 @@ class FidelityThresholds(BaseModel):
 class RunConfig(BaseModel):
     """One release: which private file, which schema, how much privacy, where to publish."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     input: str = Field(description="Private input table (CSV, optionally .gz, or Parquet)")
     schema_file: str = Field(description="Schema YAML declaring columns, bounds and categories")
     out: str = Field(description="Release directory to create (data.parquet + reports)")
-    epsilon: float = Field(gt=0, description="Total privacy budget epsilon for this release")
-    delta: float = Field(DEFAULT_DELTA, gt=0, lt=1, description="Privacy parameter delta")
+    epsilon: float = Field(description=f"Total privacy budget epsilon for this release "
+                           f"({MIN_EPSILON:g} to {MAX_EPSILON:g})")
+    delta: float = Field(DEFAULT_DELTA, description=f"Privacy parameter delta ({MIN_DELTA:g} "
+                         "to below 1)")
     rows: int = Field(DEFAULT_ROWS, ge=1, description="Synthetic rows to publish (a fixed "
-                      "number: the real row count is private and never used as a default)")
+                      "number: the real row count is private and never used as a default; "
+                      "at most $SYNTH_MAX_ROWS, default 100,000,000)")
     synthesizer: Synthesizers = Field(DEFAULT_SYNTHESIZER, description="Synthesizer "
                                       "(dp-marginals: adaptive noisy marginals, the most "
                                       "faithful; dp-ctgan, dp-vae: DP-SGD trained networks; "
                                       "dp-independent: a baseline)")
     epochs: int | None = Field(None, ge=1, le=10_000, description="DP-SGD epochs (dp-vae, "
                                "dp-ctgan; empty: the synthesizer's default)")
-    batch_size: int | None = Field(None, ge=1, description="Expected batch size of Poisson "
+    batch_size: int | None = Field(None, ge=1, le=10**8, description="Expected batch size of Poisson "
                                    "sampling (dp-vae, dp-ctgan)")
-    max_grad_norm: float | None = Field(None, gt=0, description="Per-sample gradient "
+    max_grad_norm: float | None = Field(None, gt=0, le=1e6, description="Per-sample gradient "
                                         "clipping bound (dp-vae, dp-ctgan)")
-    lr: float | None = Field(None, gt=0, description="Learning rate (dp-vae, dp-ctgan)")
+    lr: float | None = Field(None, gt=0, le=100, description="Learning rate (dp-vae, dp-ctgan)")
     accountant: Literal["prv", "rdp"] | None = Field(None, description="Opacus privacy "
                                                       "accountant of DP-SGD (dp-vae, dp-ctgan; "
                                                       "default prv)")
-    seed: int = Field(0, description="Seed for weight initialisation and sampling")
-    noise_seed: int | None = Field(None, description="Seed of the private randomness (DP "
+    seed: int = Field(0, ge=0, lt=2**63, description="Seed for weight initialisation and sampling")
+    noise_seed: int | None = Field(None, ge=0, lt=2**63, description="Seed of the private randomness (DP "
                                    "noise, Poisson sampling). Leave empty: a fresh seed from "
                                    "the operating system is drawn per run. A fixed one makes "
                                    "the run reproducible for tests and must never be published")
@@ -95,11 +99,11 @@ class RunConfig(BaseModel):
                                "file or a postgresql://user@host/db URL (default: "
                                "$SYNTH_LEDGER_URL, else $SYNTH_HOME/ledger.db, else "
                                "~/.dp-synth/ledger.db)")
-    checkpoint_every: int = Field(200, ge=0, description="DP-SGD steps between training "
+    checkpoint_every: int = Field(200, ge=0, le=10**9, description="DP-SGD steps between training "
                                   "checkpoints (dp-vae, dp-ctgan and the image models; 0: "
                                   "none). A killed run, started again with the same "
                                   "settings, resumes from its last checkpoint")
-    batch_above_rows: int = Field(2_000_000, ge=0, description="Parquet inputs of more rows "
+    batch_above_rows: int = Field(2_000_000, ge=0, le=2**62, description="Parquet inputs of more rows "
                                   "are read in batches and encoded as they are read (memory: "
                                   "one batch plus compact codes); the checks then use a "
                                   "random sample of 200,000 real rows")
@@ -107,6 +111,27 @@ class RunConfig(BaseModel):
                            "of training, to compare leakage checks with (0: none)")
     fidelity: FidelityThresholds = Field(default_factory=FidelityThresholds,
                                          description="Bounds of the fidelity suite")
+
+    @field_validator("epsilon", "delta")
+    @classmethod
+    def _budget(cls, value: float, info: ValidationInfo) -> float:
+        """The range every accountant handles (synth.privacy.PrivacyBudget)."""
+        low, high = (MIN_EPSILON, MAX_EPSILON) if info.field_name == "epsilon" else (
+            MIN_DELTA, 1.0)
+        if not low <= value <= high or (info.field_name == "delta" and value == 1):
+            raise ValueError(f"must be a number from {low:g} to {high:g}"
+                             + (" (exclusive)" if info.field_name == "delta" else ""))
+        return value
+
+    @field_validator("rows")
+    @classmethod
+    def _within_limit(cls, value: int) -> int:
+        """Stops an absurd request (a trillion rows) before anything is read or spent."""
+        try:
+            limits().check("rows", value, "rows")
+        except LimitError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("ledger")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines import checkpoints
 from pipelines.checkpoints import RunCheckpoint
 from pipelines.config import DEFAULT_SYNTHESIZER, TUNABLE, RunConfig
 from pipelines.html_report import ReportInputs, render
@@ -33,16 +34,17 @@ from pipelines.image_publish import (
 from pipelines.images import ImageSet, image_set_fingerprint, ingest_images
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger
+from pipelines.lock import OutLock
 from pipelines.paths import release_dir
 from pipelines.plan import (
     HTML_FILE,
     KEY_FILE,
     AlreadyPublished,
-    check_targets,
+    check_location,
+    claim,
     internal_dir,
     published_key,
     quarantine_dir,
-    reserve_or_resume,
     run_key,
 )
 from pipelines.publish import (
@@ -51,7 +53,6 @@ from pipelines.publish import (
     footer_metadata,
     publish_folder,
     publish_table,
-    sweep_leftovers,
 )
 from pipelines.report import now, privacy_report, release_metadata
 from schemas import SchemaError
@@ -82,6 +83,12 @@ class ImagePlan:
     key: str = ""  # run key: a rerun of a published run is a no-op
     checkpoint: RunCheckpoint | None = None  # training checkpoints
     resumed: bool = False  # training resumes from a killed run's checkpoint (and entry)
+    lock: OutLock | None = None  # held from prepare until the run published or failed
+
+    def done(self) -> None:
+        """Releases the release location's lock (the run published or failed)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 @dataclass(frozen=True)
@@ -140,21 +147,18 @@ def prepare(config: RunConfig) -> ImagePlan:
     name = image_synthesizer(config)
     params = image_params(config, name)
     out = release_dir(config.out)
+    check_location(out)
     try:
         data_set = image_set_fingerprint(config.input)
     except OSError as exc:
         raise DataError(f"{config.input}: cannot read input: {exc.strerror or exc}") from None
     key = run_key(config, data_set, schema)
-    if published_key(out) == key:
-        sweep_leftovers(out)
-        raise AlreadyPublished(out)
-    check_targets(out, config.overwrite)
-    ledger, entry, checkpoint = reserve_or_resume(
-        config, key, out, schema.name, str(config.input), name, budget, schema.budget)
+    ledger, entry, checkpoint, lock = claim(config, key, out, schema.name, str(config.input),
+                                            name, budget, schema.budget)
     return ImagePlan(config=config, schema=schema, synthesizer=name, params=params,
                      budget=budget, out=out, ledger=ledger, entry=entry, key=key,
                      checkpoint=checkpoint,
-                     resumed=checkpoint is not None and checkpoint.resumed)
+                     resumed=checkpoint is not None and checkpoint.resumed, lock=lock)
 
 
 def already_published(config: RunConfig) -> Path | None:
@@ -263,13 +267,15 @@ def release(plan: ImagePlan, synthetic: tuple[np.ndarray, np.ndarray],
              VALIDATION_FILE: json.dumps(checked.outcome.to_dict(), indent=2).encode(),
              CONTACT_SHEET: sheet, HTML_FILE: html.encode()}
     target = plan.out if checked.outcome.success else quarantine_dir(plan.out)
-    internal = {REPORT_FILE: files[REPORT_FILE]}  # replaces (removes) the checkpoint too
+    # the checkpoint is carried over until the release is in place (checkpoints.carried)
+    internal = {REPORT_FILE: files[REPORT_FILE], **checkpoints.carried(plan.checkpoint)}
     if checked.outcome.success:  # reruns of this very run become no-ops
         internal[KEY_FILE] = (f"{plan.key}\n"
                               f"{hashlib.sha256(files[REPORT_FILE]).hexdigest()}\n").encode()
     publish_folder(internal, internal_dir(plan.out))
     published = publish_table(table, target, extra_files=files,
                               overwrite=plan.config.overwrite or not checked.outcome.success)
+    checkpoints.discard(internal_dir(plan.out))
     if not checked.outcome.success:
         log.error("checks failed; the images are quarantined in %s", target)
         raise ImageCheckFailed(checked.outcome, quarantine=target)
@@ -288,11 +294,14 @@ def run_image_release(config: RunConfig, progress: Callable[[int, int], None] | 
         validation = json.loads((done.out / VALIDATION_FILE).read_text(encoding="utf-8"))
         return ImageReleaseResult(release=done.out, report=report,
                                   validation=ImageCheck.from_dict(validation))
-    data = load(plan)
-    model = fit(plan, data, progress)
-    del data  # private images are not needed past training
-    synthetic = generate(plan, model)
-    checked = check(plan, model, synthetic)
-    published = release(plan, synthetic, checked)
+    try:
+        data = load(plan)
+        model = fit(plan, data, progress)
+        del data  # private images are not needed past training
+        synthetic = generate(plan, model)
+        checked = check(plan, model, synthetic)
+        published = release(plan, synthetic, checked)
+    finally:
+        plan.done()
     return ImageReleaseResult(release=published.path, report=checked.report,
                               validation=checked.outcome)

@@ -75,21 +75,43 @@ def release_dir(out: object, root: Path | None = None) -> Path:
                          f"with '.' or end with {' or '.join(BESIDE)} (the tool's own "
                          "folders beside a release are named so)")
     root = root if root is not None else output_root()
-    if root is None:
+    if root is None:  # the operator's own choice: only what can never be a release folder
+        where = Path(text).absolute()
+        if where.parent == where:
+            raise UnsafePath(f"output location {out!r} is the file system's root: give a "
+                             "folder of its own")
+        inside = _release_above(where.resolve(), None)
+        if inside is not None:
+            raise UnsafePath(f"output location {out!r} is inside {inside}, a release "
+                             "folder of this tool: give a folder of its own")
         return Path(text)
     base = Path(root).resolve()
     target = Path(text).resolve()  # relative to the working directory; links followed
     if not target.is_relative_to(base) or target == base or ".." in Path(text).parts:
         raise UnsafePath(f"output location {out!r} is outside the output root {base}: "
                          f"give a folder inside it, without '..'")
-    for parent in target.parents:  # not planted inside another release's folders
-        if parent == base:
-            break
-        if (parent / "manifest.json").is_file() or parent.name.endswith(BESIDE):
-            raise UnsafePath(f"output location {out!r} is inside {parent}, a release "
-                             "folder: give a folder of its own")
+    inside = _release_above(target, base)  # not planted inside another release's folders
+    if inside is not None:
+        raise UnsafePath(f"output location {out!r} is inside {inside}, a release "
+                         "folder: give a folder of its own")
     for sibling in BESIDE:  # written beside the release
         beside = target.with_name(target.name + sibling)
         if beside.is_symlink() and not beside.resolve().is_relative_to(base):
             raise UnsafePath(f"{beside} links outside the output root {base}")
     return target
+
+
+def _release_above(target: Path, stop: Path | None) -> Path | None:
+    """The first folder above ``target`` (up to the output root ``stop``) that is a release,
+    internal or quarantine folder: named so, or holding a manifest.json (under a root, which
+    only the service writes, any; elsewhere, one in this tool's format, as a project folder
+    may hold a manifest.json of its own)."""
+    from pipelines.publish import MANIFEST_FILE, is_release
+
+    for parent in target.parents:
+        if parent == stop:
+            return None
+        manifest = (parent / MANIFEST_FILE).is_file() if stop else is_release(parent)
+        if parent.name.endswith(BESIDE) or manifest:
+            return parent
+    return None

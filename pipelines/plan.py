@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pipelines.checkpoints import RunCheckpoint
 from pipelines.config import RunConfig
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger, source_fingerprint
+from pipelines.lock import OutLock
 from pipelines.paths import release_dir
 from pipelines.publish import DATA_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
@@ -49,12 +51,21 @@ class Plan:
     key: str = ""  # run_key: what the release footer records to make reruns no-ops
     checkpoint: RunCheckpoint | None = None  # training checkpoints (DP-SGD synthesizers)
     resumed: bool = False  # training resumes from a killed run's checkpoint (and entry)
+    lock: OutLock | None = None  # held from prepare until the run published or failed
+
+    def done(self) -> None:
+        """Releases the release location's lock (the run published or failed)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def prepare(config: RunConfig) -> Plan:
-    """Parses the schema, checks the budget and the output location, and reserves the run's
-    (epsilon, delta) in the budget ledger. Nothing private is read, beyond hashing the input
-    file to know which data set it is.
+    """Parses the schema, checks the budget and the output location, takes the location's
+    lock (``pipelines.lock``: one run at a time per ``out``) and reserves the run's
+    (epsilon, delta) in the budget ledger. Every check that needs no private data comes
+    first, so that what can be refused is refused before anything is written or reserved.
+    Nothing private is read, beyond hashing the input file to know which data set it is. The
+    caller releases ``plan.lock`` when the run has published or failed.
 
     Raises:
         SchemaError, BudgetError (BudgetExceeded among them), DataError: one-line messages.
@@ -67,6 +78,7 @@ def prepare(config: RunConfig) -> Plan:
     except ValueError as exc:
         raise DataError(str(exc)) from None
     out = release_dir(config.out)
+    check_location(out)
     source = Path(config.input)
     if not source.is_file():
         raise DataError(f"{source}: cannot read input: no such file")
@@ -75,20 +87,77 @@ def prepare(config: RunConfig) -> Plan:
     except OSError as exc:
         raise DataError(f"{source}: cannot read input: {exc.strerror or exc}") from None
     key = run_key(config, data_set, schema)
-    if published_key(out) == key:
-        sweep_leftovers(out)  # what a run killed after publishing it may have left beside it
-        raise AlreadyPublished(out)
-    check_targets(out, config.overwrite)
-    ledger, entry, checkpoint = reserve_or_resume(
-        config, key, out, schema.name, str(source), config.synthesizer, budget, schema.budget)
+    ledger, entry, checkpoint, lock = claim(config, key, out, schema.name, str(source),
+                                            config.synthesizer, budget, schema.budget)
     return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
                 entry=entry, key=key, checkpoint=checkpoint,
-                resumed=checkpoint is not None and checkpoint.resumed)
+                resumed=checkpoint is not None and checkpoint.resumed, lock=lock)
+
+
+def claim(config: RunConfig, key: str, out: Path, name: str, source: str, synthesizer: str,
+          budget: PrivacyBudget, limit: tuple[float, float] | None
+          ) -> tuple[Ledger, int, RunCheckpoint | None, OutLock]:
+    """The last public step of a run (tables and images): the folders it will replace are
+    this tool's, then, holding the location's lock, it is not already published and the
+    budget is reserved (``reserve_or_resume``). Returns the ledger, the entry, the training
+    checkpoint and the lock, which the caller releases when the run ends.
+
+    Raises:
+        AlreadyPublished: this very run published at ``out`` (the lock is released).
+    """
+    if published_key(out) != key:  # refused before the lock file is written, if it can be
+        check_targets(out, config.overwrite)
+    Ledger(config.ledger).exists()  # LedgerError: a ledger this tool cannot use or did not make
+    lock = take_lock(out)
+    try:
+        if published_key(out) == key:
+            sweep_leftovers(out)  # what a run killed after publishing it may have left
+            checkpoints.discard(internal_dir(out))
+            raise AlreadyPublished(out)
+        check_targets(out, config.overwrite)  # again: another run may have published there
+        return (*reserve_or_resume(config, key, out, name, source, synthesizer, budget,
+                                   limit), lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def check_location(out: Path) -> None:
+    """Before anything is written: the release folder can be created where ``out`` says (its
+    nearest existing folder is a folder this process may write in, not a file).
+
+    Raises:
+        DataError: naming the path.
+    """
+    where = out.absolute()
+    above = where.parent
+    while not above.exists() and not above.is_symlink():
+        above = above.parent
+    if not above.is_dir():
+        raise DataError(f"{out}: cannot create the release folder: {above} is a file, not a "
+                        "folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: cannot create the release folder: {above} is not writable "
+                        "by this user")
+
+
+def take_lock(out: Path) -> OutLock:
+    """The lock of ``out`` (waits for another run on it to end).
+
+    Raises:
+        DataError: the lock file cannot be created.
+    """
+    try:
+        return OutLock(out).acquire()
+    except OSError as exc:
+        raise DataError(f"{out}: cannot lock the release location "
+                        f"({exc.strerror or type(exc).__name__})") from None
 
 
 def check_targets(out: Path, overwrite: bool) -> None:
     """Before anything is spent: the release folder is free, or ``overwrite`` and this
-    tool's; so are the internal and quarantine folders the run will replace.
+    tool's (its manifest says so, checked file by file); so are the internal and quarantine
+    folders the run will replace.
 
     Raises:
         DataError, PublishError: naming the folder.

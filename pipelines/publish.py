@@ -343,17 +343,56 @@ def _occupied(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
-# what this tool writes in a release, internal or quarantine folder (besides the files a
-# folder's manifest lists): a folder of these alone may be replaced
-KNOWN_FILES = frozenset({DATA_FILE, MANIFEST_FILE, "privacy_report.json", "validation.json",
-                         "report.html", "contact_sheet.png", "fidelity.json", "leakage.json",
-                         "run_key", "checkpoint.pt"})
+MAX_MANIFEST = 16 * 2**20  # bytes: a manifest of this tool is a few hundred
+
+
+def read_manifest(folder: Path) -> dict[str, dict] | None:
+    """The files listed by ``folder``'s manifest, if it is one this tool wrote (its
+    ``format`` line), else None."""
+    path = Path(folder) / MANIFEST_FILE
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_MANIFEST:
+            return None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest["format"] != MANIFEST_FORMAT or not isinstance(files, dict) or not all(
+                isinstance(e, dict) for e in files.values()):
+            return None
+        return files
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_release(folder: Path) -> bool:
+    """Whether ``folder`` holds a manifest this tool wrote (a release, an internal report or
+    a quarantined release)."""
+    return read_manifest(folder) is not None
+
+
+def _matches(path: Path, entry: dict) -> bool:
+    """Whether the file at ``path`` is the one ``entry`` lists (size and sha256), or the
+    ``previous`` version it lists (a checkpoint being replaced)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    size = path.stat().st_size
+    versions = [entry, *([entry["previous"]] if isinstance(entry.get("previous"), dict)
+                         else [])]
+    candidates = [v for v in versions if v.get("bytes") == size]
+    return bool(candidates) and _sha256(path) in {v.get("sha256") for v in candidates}
+
+
+def _ours_staging(entry: Path) -> bool:
+    """A hidden staging file of ``atomic_write`` (a checkpoint's or a manifest's)."""
+    return entry.name.startswith(".") and ".staging-" in entry.name and entry.is_file() \
+        and not entry.is_symlink()
 
 
 def check_replaceable(path: Path) -> None:
     """Overwriting replaces, hence deletes, what is at ``path``: only ever an empty folder or
-    one this tool wrote (plain files, each listed by the folder's manifest or one of the
-    names this tool writes), never a link, a file or a folder that ``out`` named by mistake.
+    one this tool wrote. Proof is the folder's manifest, checked: this tool's format, and
+    every file in the folder listed there with its size and sha256 (a file added or changed
+    since, even under a name this tool uses, makes the folder someone else's). Never a link,
+    a file, or a folder that ``out`` named by mistake.
 
     Raises:
         PublishError: naming the path.
@@ -364,18 +403,43 @@ def check_replaceable(path: Path) -> None:
     if path.is_symlink() or not path.is_dir():
         raise PublishError(f"{path} is a file or a link, not a release folder: refusing to "
                            "replace it")
-    # hidden staging files of atomic_write (a checkpoint's) are this tool's too
-    entries = [e for e in path.iterdir() if not (e.name.startswith(".")
-                                                  and ".staging-" in e.name and e.is_file())]
-    try:
-        listed = set(json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        listed = set()
-    if not all(e.is_file() and not e.is_symlink() and (e.name in KNOWN_FILES
-                                                       or e.name in listed)
-               for e in entries):
-        raise PublishError(f"{path} holds files that are not a release of this tool: "
+    entries = [e for e in path.iterdir() if e.name != MANIFEST_FILE and not _ours_staging(e)]
+    if not entries and not (path / MANIFEST_FILE).exists():
+        return  # an empty folder (or only this tool's staging leftovers)
+    listed = read_manifest(path)
+    if listed is None:
+        raise PublishError(f"{path} is not a folder this tool wrote (no manifest of its own): "
                            "refusing to replace it; choose another location")
+    for entry in entries:
+        if entry.name not in listed or not _matches(entry, listed[entry.name]):
+            raise PublishError(f"{entry} was not written by this tool, or changed since (it "
+                               "does not match the folder's manifest): refusing to replace "
+                               f"{path}; move it away or choose another location")
+
+
+def remove_listed(folder: Path, name: str) -> None:
+    """Deletes the file ``name`` of ``folder`` that its manifest lists, then its entry (a
+    kill in between leaves an entry whose file is missing: still a folder of this tool)."""
+    (Path(folder) / name).unlink(missing_ok=True)
+    files = read_manifest(folder)
+    if files is not None and files.pop(name, None) is not None:
+        atomic_write(Path(folder) / MANIFEST_FILE, json.dumps(
+            {"format": MANIFEST_FORMAT, "files": files}, indent=2).encode())
+
+
+def list_in_manifest(folder: Path, name: str, blob: bytes, previous: Path | None = None
+                     ) -> None:
+    """Lists the file ``name`` (about to hold ``blob``) in ``folder``'s manifest, keeping
+    the files it lists already; with ``previous``, the version now at that path is listed
+    too, so that a kill between this and the file's replacement leaves a folder whose every
+    file its manifest vouches for. Written atomically."""
+    files = read_manifest(folder) or {}
+    entry: dict = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    if previous is not None and previous.is_file():
+        entry["previous"] = {"bytes": previous.stat().st_size, "sha256": _sha256(previous)}
+    files[name] = entry
+    atomic_write(Path(folder) / MANIFEST_FILE, json.dumps(
+        {"format": MANIFEST_FORMAT, "files": files}, indent=2).encode())
 
 
 def _write_file(path: Path, blob: bytes) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import large
+from pipelines import checkpoints, large
 from pipelines.config import RunConfig
 from pipelines.holdout import holdout_key
 from pipelines.holdout import split as split_records
@@ -319,11 +319,12 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
     if verdict.success:  # reruns of this very run become no-ops once this release is out
         internal[KEY_FILE] = (f"{plan.key}\n{hashlib.sha256(files[REPORT_FILE]).hexdigest()}"
                               "\n").encode()
-    publish_folder(internal, internal_dir(plan.out))
+    publish_folder({**internal, **checkpoints.carried(plan.checkpoint)}, internal_dir(plan.out))
     target = plan.out if verdict.success else quarantine_dir(plan.out)
     published = publish(synthetic, plan.schema, release_metadata(report, verdict.summary()),
                         target, extra_files=files,
                         overwrite=plan.config.overwrite or not verdict.success)
+    checkpoints.discard(internal_dir(plan.out))  # the release is out: nothing to resume
     if not verdict.success:
         log.error("checks failed: the release is quarantined in %s, the internal report is in "
                   "%s", target, internal_dir(plan.out))
@@ -342,9 +343,12 @@ def run_release(config: RunConfig,
     except AlreadyPublished as done:
         log.info("%s", done)
         return previous(done.out)
-    data = load_training(plan)
-    model = fit(plan, data.train, progress)
-    synthetic = generate(plan, model)
-    verdict = check(plan, model, synthetic, data.real, data.holdout)
-    published, report = release(plan, model, synthetic, verdict, data.real)
+    try:
+        data = load_training(plan)
+        model = fit(plan, data.train, progress)
+        synthetic = generate(plan, model)
+        verdict = check(plan, model, synthetic, data.real, data.holdout)
+        published, report = release(plan, model, synthetic, verdict, data.real)
+    finally:
+        plan.done()
     return ReleaseResult(release=published.path, report=report, verdict=verdict)

@@ -122,10 +122,11 @@ class Resumable:
         return step, [tuple(h) for h in self.state["history"]]
 
     def after(self, done: int, steps: int, parts: dict[str, Any], history: list) -> None:
-        """Call after each step (``done`` steps so far): saves every ``every`` steps, not
-        after the last (the run then finishes on its own)."""
+        """Call after each step (``done`` steps so far): saves every ``every`` steps and
+        after the last, so that a run killed between training and publishing resumes with
+        no step left to run and charges its budget once."""
         cp = self.checkpoint
-        if cp is None or cp.every <= 0 or done % cp.every or done >= steps:
+        if cp is None or cp.every <= 0 or (done % cp.every and done < steps):
             return
         cp.save({"step": done, "plan": self.plan, "history": [list(h) for h in history],
                  "measured": self.measured,

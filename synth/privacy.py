@@ -18,12 +18,17 @@ class BudgetError(ValueError):
     """A privacy budget that cannot be honoured."""
 
 
+# epsilon beyond 1,000 protects nothing and below 1e-6 nothing can be learnt; both overflow
+# the accountants' arithmetic. A delta below 1e-30 is beneath any accountant's precision.
+MIN_EPSILON, MAX_EPSILON, MIN_DELTA = 1e-6, 1e3, 1e-30
+
+
 @dataclass(frozen=True)
 class PrivacyBudget:
     """The (epsilon, delta) a release may spend, in total, on everything that reads the data.
 
     Raises:
-        BudgetError: epsilon <= 0 (or not finite), or delta outside (0, 1).
+        BudgetError: epsilon outside [1e-6, 1e3] or delta outside [1e-30, 1).
     """
 
     epsilon: float
@@ -31,10 +36,12 @@ class PrivacyBudget:
 
     def __post_init__(self):
         if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)
-                and self.epsilon > 0):
-            raise BudgetError(f"epsilon must be a positive number, got {self.epsilon!r}")
-        if not (isinstance(self.delta, (int, float)) and 0 < self.delta < 1):
-            raise BudgetError(f"delta must lie strictly between 0 and 1, got {self.delta!r}")
+                and MIN_EPSILON <= self.epsilon <= MAX_EPSILON):
+            raise BudgetError(f"epsilon must be a number from {MIN_EPSILON:g} to "
+                              f"{MAX_EPSILON:g}, got {self.epsilon!r:.40}")
+        if not (isinstance(self.delta, (int, float)) and MIN_DELTA <= self.delta < 1):
+            raise BudgetError(f"delta must be a number from {MIN_DELTA:g} to below 1, got "
+                              f"{self.delta!r:.40}")
 
 
 @dataclass(frozen=True)

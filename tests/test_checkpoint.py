@@ -204,6 +204,7 @@ class Payload:
 def test_a_malicious_pickle_is_refused_not_run(tmp_path, adult_sample, capsys):
     from pipelines.checkpoints import CheckpointError, load_weights
     from pipelines.cli import EXIT_BAD_INPUT, main
+    from pipelines.publish import list_in_manifest
 
     marker = tmp_path / "pwned"
     out = tmp_path / "out" / "rel"
@@ -212,9 +213,14 @@ def test_a_malicious_pickle_is_refused_not_run(tmp_path, adult_sample, capsys):
     torch.save({"run_key": "x", "state": Payload(marker)}, hostile)
     with pytest.raises(CheckpointError, match="refused to load"):
         load_weights(hostile)
-    code = main(["run", "--input", str(adult_sample), "--schema",
-                 str(ROOT / "schemas" / "adult.yaml"), "--epsilon", "1", "--out", str(out),
-                 "--synthesizer", "dp-vae", "--ledger", str(tmp_path / "l.db"), "-q"])
-    assert code == EXIT_BAD_INPUT
+    args = ["run", "--input", str(adult_sample), "--schema",
+            str(ROOT / "schemas" / "adult.yaml"), "--epsilon", "1", "--out", str(out),
+            "--synthesizer", "dp-vae", "--ledger", str(tmp_path / "l.db"), "-q"]
+    # planted alone, the folder is not this tool's (no manifest): never even opened
+    assert main(args) == EXIT_BAD_INPUT
+    assert "not a folder this tool wrote" in capsys.readouterr().err
+    # with a forged manifest that vouches for it: opened, and refused without running it
+    list_in_manifest(hostile.parent, hostile.name, hostile.read_bytes())
+    assert main(args) == EXIT_BAD_INPUT
     assert "refused to load" in capsys.readouterr().err
     assert not marker.exists() and not out.exists()

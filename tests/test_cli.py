@@ -107,10 +107,10 @@ GOOD = "age,colour,score\n" + "30,red,0.5\n" * 20
                                   "in row 21 (line 22)"),
     ("age,colour,score\n" + "30,red,\n" * 5, [], "column 'score' has no value in any of its 5 rows"),
     (GOOD + ",red,0.5\n", [], "column 'age' is missing a value in row 21"),
-    (GOOD, ["--epsilon", "0"], "epsilon: Input should be greater than 0"),
-    (GOOD, ["--epsilon", "-1"], "epsilon: Input should be greater than 0"),
-    (GOOD, ["--delta", "1"], "delta: Input should be less than 1"),
-    (GOOD, ["--delta", "0"], "delta: Input should be greater than 0"),
+    (GOOD, ["--epsilon", "0"], "epsilon: must be a number from 1e-06 to 1000"),
+    (GOOD, ["--epsilon", "-1"], "epsilon: must be a number from 1e-06 to 1000"),
+    (GOOD, ["--delta", "1"], "delta: must be a number from 1e-30 to 1 (exclusive)"),
+    (GOOD, ["--delta", "0"], "delta: must be a number from 1e-30 to 1 (exclusive)"),
 ])
 def test_bad_input_is_one_clear_line_and_writes_nothing(tiny, tmp_path, capsys, body, extra,
                                                          expected):

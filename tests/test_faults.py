@@ -50,6 +50,10 @@ POINTS = {
     "between-internal-and-release": ("committed", False),
     "after-release-rename": ("committed", True),  # the release renamed in: the rerun is a no-op
 }
+# killed after training, before publishing: the rerun resumes from the checkpoint saved after
+# the last step and publishes without training or charging again
+TRAINED = ("before-commit", "sampling", "parquet", "extra-file", "manifest", "swap-in",
+           "between-internal-and-release")
 OVERWRITE_POINTS = ("swap-in", "mid-swap")  # a second run replacing a release (--overwrite)
 # killed in training with checkpoints every 3 steps: after the first one is saved (the rerun
 # resumes from it, on the same ledger entry), and half-way through writing it (nothing to
@@ -142,8 +146,9 @@ def check_killed(case):
         f"{case['point']}: exit {case['code']}, not SIGKILL\n{log_of(case)}")
     out = case["root"] / "out" / "rel"
     assert not (out.parent / "rel.quarantine").exists()
+    # a killed run's lock file stays (empty: the next run takes and removes it)
     assert all(n.startswith((".rel.staging-", ".rel.internal.staging-", ".rel.old-"))
-               for n in hidden(out.parent)), hidden(out.parent)
+               or n == ".rel.lock" for n in hidden(out.parent)), hidden(out.parent)
     return out
 
 
@@ -171,6 +176,10 @@ def test_kill_then_rerun(killed, point, capsys):
     entries = ledger.history()
     if published:  # the release and its run key are in place: the rerun is a no-op
         assert [e["state"] for e in entries] == ["committed"]
+    elif point in TRAINED:  # the final checkpoint: resumed with nothing to train, no new
+        # charge (the killed run's entry is taken over, not a second one reserved)
+        assert [e["state"] for e in entries] == ["committed"]
+        assert not (out.parent / "rel.internal" / "checkpoint.pt").exists()
     else:
         assert entries[-1]["state"] == "committed" and len(entries) == 2
         assert entries[0]["state"] == ("cancelled" if state == "reserved" else state)
