@@ -22,18 +22,23 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines import safe_harbor
 from pipelines.ingest import (
+    READ_ERRORS,
     DataError,
     IngestReport,
     Problem,
     _Context,
     check_columns,
+    check_file,
+    check_header,
     csv_options,
-    log,
+    generalize,
+    is_parquet,
+    log_dropped,
     no_values,
+    open_csv,
+    open_parquet,
     raise_problems,
-    read_raw,
     tidy_csv,
     unreadable,
 )
@@ -77,24 +82,25 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
     """
     path = Path(path)
     source = str(path)
-    read_raw_checks(path)
+    check_file(path)
     encoder = encoder or TableEncoder(schema, max_bins=max_bins)
     dtypes = [code_dtype(size) for size in encoder.sizes]
-    parquet = path.suffix.lower() in (".parquet", ".pq")
-    total = pq.ParquetFile(path).metadata.num_rows if parquet else None
-    out = [np.empty(total, dtype) for dtype in dtypes] if parquet else [[] for _ in dtypes]
+    file = _open_parquet(path, schema) if is_parquet(path) else None
+    parquet = file is not None
+    total = file.metadata.num_rows if parquet else None
+    out = _allocate(path, total, dtypes) if parquet else [[] for _ in dtypes]
     problems: list[Problem] = []
     clipped: dict[str, int] = {}
     mapped: dict[str, int] = {}
     null_rows = {c.name: 0 for c in schema.columns}  # rows of batches with no value
     dropped: tuple[str, ...] = ()
     rows = 0
-    for raw, lines in _batches(path, schema, batch_rows):
+    for raw, lines in _batches(path, schema, batch_rows, file):
         if rows == 0:
             dropped = check_columns(raw.columns, schema, source)
-            if dropped:
-                log.warning("%s: ignoring columns not in the schema: %s", source,
-                            ", ".join(dropped))
+            log_dropped(source, dropped)
+        if parquet and rows + len(raw) > total:
+            raise _miscounted(path)
         raw = _generalize(raw, schema, source, lines, rows)
         ctx = _Context(source, schema, lines, clip, map_unknown, [], offset=rows, batch=True)
         frame = ctx.frame(raw)
@@ -116,6 +122,8 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
         rows += len(frame)
     if rows == 0:
         raise DataError(f"{path}: the file has no data rows")
+    if parquet and rows != total:  # the codes' tail would be unset memory
+        raise _miscounted(path)
     problems = _merge(problems, schema, null_rows, rows)
     if problems:
         raise_problems(source, problems)
@@ -127,26 +135,50 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
     return Encoded(dict(zip(schema.names, out)), encoder, report)
 
 
-def read_raw_checks(path: Path) -> None:
-    """The checks ``read_raw`` makes before reading: the file exists and is not empty."""
-    if not path.is_file() or path.stat().st_size == 0:
-        read_raw(path, None)  # raises the same DataError without reading anything
-
-
-def _batches(path: Path, schema: Schema, batch_rows: int
-             ) -> Iterator[tuple[pd.DataFrame, np.ndarray | None]]:
-    """The input's records a batch at a time, as ``read_raw`` reads them, with CSV lines."""
+def _open_parquet(path: Path, schema: Schema) -> pq.ParquetFile:
+    """The Parquet input opened on its footer, checked as ``read_raw`` checks it."""
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        # no pre-buffering: it would hold every column chunk of a row group, read ahead
+        return open_parquet(path, schema, pre_buffer=False, buffer_size=1 << 20)
+    except DataError:
+        raise
+    except (*READ_ERRORS, MemoryError) as exc:
+        raise unreadable(path, exc) from None
+
+
+def _allocate(path: Path, total: int, dtypes: list[np.dtype]) -> list[np.ndarray]:
+    """The code arrays of the ``total`` rows a footer declares; a count no memory holds (a
+    hostile footer's, say) is a DataError, not a MemoryError."""
+    try:
+        return [np.empty(total, dtype) for dtype in dtypes]
+    except (MemoryError, ValueError):
+        raise DataError(f"{path}: cannot read input: its footer declares {total:,} rows, more "
+                        "than memory holds their codes for",
+                        public=f"{path}: cannot read input: its footer declares more rows "
+                               "than memory holds their codes for") from None
+
+
+def _miscounted(path: Path) -> DataError:
+    """The error of a Parquet file whose row groups hold other rows than its footer says."""
+    return DataError(f"{path}: cannot read input: it holds a different number of rows than "
+                     "its footer declares: a corrupt file")
+
+
+def _batches(path: Path, schema: Schema, batch_rows: int, file: pq.ParquetFile | None
+             ) -> Iterator[tuple[pd.DataFrame, np.ndarray | None]]:
+    """The input's records a batch at a time, as ``read_raw`` reads them, with CSV lines:
+    from ``file`` where the input is Parquet, opened by ``_open_parquet``."""
+    try:
+        if file is not None:
             drop = {i.name for i in schema.identifiers}
-            # no pre-buffering: it would hold every column chunk of a row group, read ahead
-            file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
             names = [n for n in file.schema_arrow.names if n not in drop]  # never read
             for batch in file.iter_batches(batch_size=batch_rows, columns=names):
                 yield batch.to_pandas(), None
             return
+        check_header(path, schema)  # before the body: width, names present, each once
         first = 2 if schema.csv.header else 1
-        with pd.read_csv(path, chunksize=batch_rows, **csv_options(schema)) as chunks:
+        with open_csv(path) as stream, pd.read_csv(stream, chunksize=batch_rows,
+                                                   **csv_options(schema)) as chunks:
             for chunk in chunks:
                 frame, lines = tidy_csv(chunk, schema, path, first)
                 first += len(chunk)
@@ -154,7 +186,7 @@ def _batches(path: Path, schema: Schema, batch_rows: int
                     yield frame, lines
     except DataError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (*READ_ERRORS, MemoryError) as exc:
         raise unreadable(path, exc) from None
 
 
@@ -166,7 +198,7 @@ def _generalize(raw: pd.DataFrame, schema: Schema, source: str, lines, offset: i
     (Unlike the per-column checks it stops at the first batch with a problem, and the
     counts it gives are of that batch.)"""
     try:
-        return safe_harbor.generalize(raw, schema, source=source, lines=lines)
+        return generalize(raw, schema, source=source, lines=lines)
     except DataError as exc:
         def shift(text: str) -> str:
             return ROW.sub(lambda m: f"{int(m.group(1).replace(',', '')) + offset:,}", text)

@@ -5,26 +5,67 @@ Every problem found is collected and reported at once, naming the file, the colu
 first row where it occurs. Rows are numbered from 1 over the data records (a header line,
 blank lines and comment lines are not counted); for CSV input the file's line number is
 given too.
+
+Whatever the file holds, a failure is a ``DataError`` of one bounded line, never a traceback:
+a header (Parquet: its footer) is checked before the body is read (the column limit, each
+name once); a stream that is truncated, not what its suffix says, binary (a NUL byte) or a
+compression bomb is refused as it is read; an infinity is refused, never clipped; a quoted
+value is cut to 60 characters, and the public message quotes nothing from the file.
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
+import io
 import logging
+import lzma
+import stat
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import safe_harbor
 from schemas import Column, Schema, pandas_dtype
+from schemas.limits import LimitError, Limits, bounded, limits, variable
 
 log = logging.getLogger(__name__)
 
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
 MAX_LISTED = 3  # problems spelled out in the one-line error; the rest are counted
+QUOTED = 60  # characters of a value quoted in an error line; a longer one is cut
+EXACT = 2**53  # whole numbers beyond this are not held exactly by the float64 they pass through
+PARQUET = (".parquet", ".pq")
+# the compressions pandas would infer from a CSV's suffix, read here as a stream of bytes
+DECOMPRESS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+UNSUPPORTED = (".zst", ".zstd", ".tar", ".tgz", ".lz4", ".7z", ".rar", ".br", ".snappy")
+# a compressed input may decode to this much before its ratio is checked: small files are
+# never bombs, and the check must not refuse a small but repetitive one
+DECODED_FLOOR = 64 * 2**20
+HEADER_FLOOR = 4 * 2**20  # bytes a header line may have whatever the column limit
+# magic numbers of files that are not CSV text, whatever their name says (none can start
+# UTF-8 text; Parquet's "PAR1" can, and is checked at both ends, by _check_magic)
+MAGIC = ((b"\x1f\x8b", "gzip-compressed: name it .gz"),
+         (b"\xfd7zXZ", "xz-compressed: name it .xz"),
+         (b"PK\x03\x04", "a zip archive: name it .zip"),
+         (b"\xff\xfe", "UTF-16 text: save it as UTF-8"),
+         (b"\xfe\xff", "UTF-16 text: save it as UTF-8"))
+# what reading a malformed file can raise, from pandas, pyarrow and the decompressors
+READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError,
+               UnicodeError, ImportError, NotImplementedError, zipfile.BadZipFile,
+               lzma.LZMAError, zlib.error, pa.ArrowException,
+               pd.errors.ParserError, pd.errors.EmptyDataError)
 
 
 class DataError(ValueError):
@@ -33,11 +74,15 @@ class DataError(ValueError):
     ``str(error)`` quotes the offending values, for the operator's terminal; ``public`` is
     the same message with every value from the data replaced by ``<redacted>``, for places
     that store messages (an orchestrator's logs and state history).
+
+    Both are one line of at most ``limits().error_chars`` characters (``bounded``): a value,
+    a header or a parser's words quoted from a hostile file cannot flood a terminal or a log.
     """
 
     def __init__(self, message: str, public: str | None = None):
+        message = bounded(str(message))
         super().__init__(message)
-        self.public = public if public is not None else message
+        self.public = bounded(str(public)) if public is not None else message
 
 
 @dataclass(frozen=True)
@@ -53,20 +98,20 @@ class Problem:
     value: str | None = None  # the offending value, quoted from the data
     public: str | None = None  # the message without anything read from the rows, if it has
 
-    def describe(self, redact: bool = False) -> str:
+    def describe(self, redact: bool = False, remedy: bool = True) -> str:
         """The problem in one phrase; ``redact`` leaves out everything read from the rows
-        (the value, where it is, how often): only the column and the rule it breaks."""
+        (the value, where it is, how often): only the column and the rule it breaks.
+        ``remedy=False`` leaves out the remedy, where a line has no room for it."""
         value = "<redacted>" if redact else self.value
         message = (self.public if redact and self.public else self.message).format(value=value)
-        if self.first_row == 0:  # a problem of the whole column
-            return f"column '{self.column}' {message}: {self.remedy}"
-        if redact:
-            return f"column '{self.column}' {message}: {self.remedy}"
+        fix = f": {self.remedy}" if remedy else ""
+        if self.first_row == 0 or redact:  # a problem of the whole column, or no rows named
+            return f"column '{self.column}' {message}{fix}"
         at = f"row {self.first_row:,}"
         if self.first_line is not None:
             at += f" (line {self.first_line:,})"
         more = f" ({self.count:,} rows in all)" if self.count > 1 else ""
-        return f"column '{self.column}' {message} in {at}{more}: {self.remedy}"
+        return f"column '{self.column}' {message} in {at}{more}{fix}"
 
 
 @dataclass(frozen=True)
@@ -88,57 +133,114 @@ class Ingested:
 
 def ingest(path: str | Path, schema: Schema, *, clip: bool = False,
            map_unknown: bool = False) -> Ingested:
-    """Reads a CSV (optionally gzipped) or Parquet file and coerces it to the schema.
+    """Reads a CSV (optionally compressed: .gz, .bz2, .xz or a .zip of one file) or Parquet
+    file and coerces it to the schema.
 
     Args:
         path: the private input file.
         schema: the declared schema; the only source of bounds and categories.
-        clip: clip out-of-bounds values to the declared bounds instead of rejecting them.
+        clip: clip out-of-bounds values to the declared bounds instead of rejecting them
+            (never an infinity: that is no measurement, and is refused).
         map_unknown: map undeclared categories to the column's declared ``catch_all``
             instead of rejecting them.
 
     Raises:
-        DataError: one line naming the file and every problem found.
+        DataError: one line naming the file and every problem found; a file that cannot be
+            read, whatever the reason, is one too.
     """
     path = Path(path)
     raw, lines = read_raw(path, schema)  # identifiers are already dropped
-    raw = safe_harbor.generalize(raw, schema, source=str(path), lines=lines)
+    raw = generalize(raw, schema, source=str(path), lines=lines)
     return coerce(raw, schema, source=str(path), lines=lines, clip=clip, map_unknown=map_unknown)
 
 
 def read_raw(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Reads the file as-is: CSV as strings, Parquet with its own types; the schema's
     identifier columns are dropped as soon as the file is parsed, before anything else.
+    The header (Parquet: the footer) is checked before the body is read: the column limit,
+    each required column present, no name twice.
 
     Returns:
         The frame and, for CSV, the file line number of each record.
     """
-    if not path.is_file():
-        raise DataError(f"{path}: cannot read input: no such file")
+    check_file(path)
     try:
-        if path.stat().st_size == 0:
-            raise DataError(f"{path}: the file is empty")
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if is_parquet(path):
+            open_parquet(path, schema)  # the footer's checks, before any row is read
             frame = safe_harbor.read_parquet(path, schema)  # identifier columns never read
             lines = None
         else:
             frame, lines = _read_csv(path, schema)
     except DataError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (*READ_ERRORS, MemoryError) as exc:
         raise unreadable(path, exc) from None
     if frame.empty:
         raise DataError(f"{path}: the file has no data rows")
     return frame, lines
 
 
+def is_parquet(path: Path) -> bool:
+    """Whether ``path`` is read as Parquet (by its suffix), not as CSV."""
+    return path.suffix.lower() in PARQUET
+
+
+def check_file(path: Path) -> None:
+    """The checks made before a file is opened: it exists, is a regular file (a directory, a
+    FIFO that would block the run, or a device is refused) and is not empty.
+
+    Raises:
+        DataError: naming the file and which check failed.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: cannot read input: no such file") from None
+    except (OSError, ValueError) as exc:  # a name too long, a loop of links, a NUL in it
+        raise unreadable(path, exc) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{path}: cannot read input: it is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path}: cannot read input: not a regular file (a FIFO, a socket or "
+                        "a device): copy the data into a file")
+    if info.st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+
+
 def unreadable(path: Path, exc: BaseException) -> DataError:
     """The error of a file that cannot be parsed. The parser's words may quote the data: the
     operator's terminal gets them (one line, bounded), the public message only their kind."""
-    said = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return DataError(f"{path}: cannot read input: {said[:300]}",
+    said = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    kind = _failure(path, exc)
+    if kind is not None:
+        return DataError(f"{path}: cannot read input: {kind} ({type(exc).__name__}: {said})",
+                         public=f"{path}: cannot read input: {kind}")
+    return DataError(f"{path}: cannot read input: {said}",
                      public=f"{path}: cannot read input ({type(exc).__name__}; the details are "
                             "on the operator's terminal)")
+
+
+def _failure(path: Path, exc: BaseException) -> str | None:
+    """What a reading failure means, in words that quote nothing from the file (None where
+    the parser's own words must do)."""
+    suffix = path.suffix.lower()
+    if isinstance(exc, MemoryError):
+        return "it does not fit in memory"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text: save it as UTF-8"
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return "it holds no header and no data rows"
+    corrupt = isinstance(exc, (EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+                               pa.ArrowException)) or (isinstance(exc, OSError)
+                                                       and exc.errno is None)
+    if corrupt and (suffix in DECOMPRESS or suffix == ".zip"):
+        return f"not a readable {suffix} file (truncated or corrupt?)"
+    if corrupt and suffix in PARQUET:
+        return "not a Parquet file pyarrow can read (truncated or corrupt?)"
+    if isinstance(exc, pd.errors.ParserError):
+        return ("malformed CSV (a record with more fields than the header, or a quote left "
+                "open)")
+    return None
 
 
 def read_identifiers(path: str | Path, schema: Schema) -> pd.DataFrame:
@@ -152,22 +254,29 @@ def read_identifiers(path: str | Path, schema: Schema) -> pd.DataFrame:
     names = [i.name for i in schema.identifiers]
     if not names:
         return pd.DataFrame()
+    check_file(path)
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            present = set(pq.read_schema(path).names)
+        if is_parquet(path):
+            present = set(open_parquet(path, schema).schema_arrow.names)
             return pd.read_parquet(path, columns=[n for n in names if n in present]).astype(str)
         fmt = schema.csv
-        return pd.read_csv(
-            path, sep=fmt.delimiter, header=0 if fmt.header else None,
-            names=None if fmt.header else schema.input_names, usecols=lambda c: c in names,
-            dtype=str, keep_default_na=False, index_col=False,
-            engine="python" if len(fmt.delimiter) > 1 else "c")
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read input: {str(exc).splitlines()[0]}") from None
+        with open_csv(path) as stream:
+            return pd.read_csv(
+                stream, sep=fmt.delimiter, header=0 if fmt.header else None,
+                names=None if fmt.header else schema.input_names,
+                usecols=lambda c: str(c).strip() in names, dtype=str, keep_default_na=False,
+                index_col=False, engine="python" if len(fmt.delimiter) > 1 else "c"
+            ).rename(columns=lambda c: str(c).strip())
+    except DataError:
+        raise
+    except (*READ_ERRORS, MemoryError) as exc:
+        raise unreadable(path, exc) from None
 
 
 def _read_csv(path: Path, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
-    frame = pd.read_csv(path, **csv_options(schema))
+    check_header(path, schema)
+    with open_csv(path) as stream:
+        frame = pd.read_csv(stream, **csv_options(schema))
     return tidy_csv(frame, schema, path, first_line=2 if schema.csv.header else 1)
 
 
@@ -178,6 +287,158 @@ def csv_options(schema: Schema) -> dict:
             "names": None if fmt.header else schema.input_names, "dtype": str,
             "keep_default_na": False, "skip_blank_lines": False, "index_col": False,
             "engine": "python" if len(fmt.delimiter) > 1 else "c"}
+
+
+def check_header(path: Path, schema: Schema) -> None:
+    """Reads a CSV's first record alone, before its body: at most ``limits().columns``
+    fields, and where it is the header, each of the schema's columns in it, each name once
+    (see ``check_columns``). A first line of more than 1 KiB per allowed column is refused
+    unparsed: it cannot be a header.
+
+    Raises:
+        DataError: naming the file and the problem.
+    """
+    allowed = _limits().columns
+    first = {**csv_options(schema), "header": None, "names": None, "nrows": 1}
+    with open_csv(path, cap=max(HEADER_FLOOR, allowed * 1024)) as stream:
+        record = pd.read_csv(stream, **first)
+    fields = (["" if pd.isna(v) else str(v).strip() for v in record.iloc[0]] if len(record)
+              else [str(c).strip() for c in record.columns])
+    if schema.csv.header:
+        check_columns(fields, schema, str(path))
+    else:  # a record, not names: only its width is checked here
+        _check_width(len(fields), str(path))
+
+
+@contextlib.contextmanager
+def open_csv(path: Path, cap: int | None = None) -> Iterator[BinaryIO]:
+    """The bytes of a CSV file, decompressed where its suffix says so (as pandas would infer
+    it: .gz, .bz2, .xz, .zip of one file), checked as they are read (``_Guard``): no NUL
+    byte, no more than the compression limit allows, at most ``cap`` bytes if given.
+
+    Raises:
+        DataError: a suffix of a compression that is not supported, a file that is plainly
+            not CSV text (a Parquet file, compressed data under a plain name, UTF-16), or
+            any of the guard's checks.
+    """
+    suffix = path.suffix.lower()
+    if suffix in UNSUPPORTED:
+        raise DataError(f"{path}: cannot read input: {suffix} compression is not supported: "
+                        "decompress the file, or compress it with gzip (.gz)")
+    stored = path.stat().st_size
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(open(path, "rb"))
+        if suffix in DECOMPRESS:
+            stream = stack.enter_context(DECOMPRESS[suffix](raw))
+        elif suffix == ".zip":
+            archive = stack.enter_context(zipfile.ZipFile(raw))
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                raise DataError(f"{path}: cannot read input: a .zip input must hold exactly "
+                                f"one file, this one holds {len(members)}")
+            stream = stack.enter_context(archive.open(members[0]))
+        else:
+            _check_magic(path, raw)
+            stream, stored = raw, None  # not compressed: no ratio to check
+        yield io.BufferedReader(_Guard(path, stream, stored, cap), 1 << 20)
+
+
+def _check_magic(path: Path, raw: BinaryIO) -> None:
+    """Refuses a file under a CSV's name whose first bytes say it is something else."""
+    head = raw.read(16)
+    raw.seek(0)
+    if head.startswith(b"PAR1"):
+        raw.seek(-4, io.SEEK_END)
+        tail = raw.read(4)
+        raw.seek(0)
+        if tail == b"PAR1":
+            raise DataError(f"{path}: cannot read input: it is a Parquet file: name it "
+                            ".parquet")
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            raise DataError(f"{path}: cannot read input: it is {what}")
+
+
+class _Guard(io.RawIOBase):
+    """A CSV's bytes (decompressed) as pandas reads them, checked on the way at no cost
+    worth naming: no NUL byte (pandas would silently cut the field at it: the file is
+    binary, or corrupt), a compressed file decoding to at most ``limits().compression``
+    times its stored size (past ``DECODED_FLOOR``: a bomb is refused before it fills
+    memory), and at most ``cap`` bytes where one is given (a header)."""
+
+    def __init__(self, path: Path, stream: BinaryIO, stored: int | None, cap: int | None):
+        super().__init__()
+        self.path, self.stream, self.cap = path, stream, cap
+        self.most = None if stored is None else max(DECODED_FLOOR,
+                                                     _limits().compression * stored)
+        self.done = 0  # bytes read so far
+        self.line = 1  # line of the next byte
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        nul = data.find(b"\0")
+        if nul >= 0:
+            line = self.line + data.count(b"\n", 0, nul)
+            said = "it holds a NUL byte: it is not CSV text (a binary or corrupt file?)"
+            raise DataError(f"{self.path}: cannot read input: {said}, first on line {line:,}",
+                            public=f"{self.path}: cannot read input: {said}")
+        self.line += data.count(b"\n")
+        self.done += len(data)
+        if self.cap is not None and self.done > self.cap:
+            raise DataError(f"{self.path}: cannot read input: its first line is longer than "
+                            f"{self.cap:,} bytes: not a header of at most "
+                            f"{_limits().columns:,} columns (raise {variable('columns')} if "
+                            "this is meant)")
+        if self.most is not None and self.done > self.most:
+            raise DataError(f"{self.path}: cannot read input: it decompresses to more than "
+                            f"{_limits().compression:,} times its size (a compression bomb?): "
+                            f"raise {variable('compression')} if this is meant")
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def open_parquet(path: Path, schema: Schema, **options) -> pq.ParquetFile:
+    """A Parquet file opened on its footer alone, checked before any row is read: its
+    columns as ``check_columns`` checks a header, row groups that add up to the rows it
+    declares, and a declared decoded size within the compression limit.
+
+    Raises:
+        DataError: naming the file and the problem; pyarrow's errors for a footer that
+            cannot be read (``read_raw`` words them).
+    """
+    file = pq.ParquetFile(path, **options)
+    meta = file.metadata
+    check_columns(file.schema_arrow.names, schema, str(path))
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    if sum(g.num_rows for g in groups) != meta.num_rows:
+        raise DataError(f"{path}: cannot read input: its footer is inconsistent (its row "
+                        "groups do not add up to the rows it declares): a corrupt file")
+    decoded = sum(g.total_byte_size for g in groups)
+    if decoded > max(DECODED_FLOOR, _limits().compression * path.stat().st_size):
+        raise DataError(f"{path}: cannot read input: its footer declares more than "
+                        f"{_limits().compression:,} times its size of data (a compression "
+                        f"bomb?): raise {variable('compression')} if this is meant")
+    return file
+
+
+def _limits() -> Limits:
+    """The limits in force; a malformed SYNTH_MAX_* variable is a DataError here, one line
+    like every other refusal of an input."""
+    try:
+        return limits()
+    except LimitError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _check_width(count: int, source: str) -> None:
+    """Refuses a header (or first record) of more than ``limits().columns`` fields."""
+    try:
+        _limits().check("columns", count, f"{source}: its columns")
+    except LimitError as exc:
+        raise DataError(str(exc)) from None
 
 
 def tidy_csv(frame: pd.DataFrame, schema: Schema, path: Path, first_line: int
@@ -198,12 +459,35 @@ def tidy_csv(frame: pd.DataFrame, schema: Schema, path: Path, first_line: int
     return stripped[keep].reset_index(drop=True), lines[keep.to_numpy()]
 
 
+def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
+               lines: np.ndarray | None = None) -> pd.DataFrame:
+    """``safe_harbor.generalize``; a rule that fails on a value it cannot read (not one it
+    reports itself) is a DataError naming the rules' columns, not a traceback."""
+    try:
+        return safe_harbor.generalize(raw, schema, source=source, lines=lines)
+    except DataError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, UnicodeError) as exc:
+        names = ", ".join(f"'{c.name}'" for c in schema.columns if c.generalize is not None)
+        raise DataError(f"{source}: the schema's generalize rules (column(s) {names}) cannot "
+                        f"read the input's values ({type(exc).__name__}): fix the data"
+                        ) from None
+
+
+def log_dropped(source: str, dropped: tuple[str, ...]) -> None:
+    """Logs the input's columns that the schema does not declare, in one bounded line."""
+    if dropped:
+        shown = ", ".join(_cut(d) for d in dropped[:20])
+        more = f" and {len(dropped) - 20:,} more" if len(dropped) > 20 else ""
+        log.warning("%s", bounded(f"{source}: ignoring columns not in the schema: "
+                                  f"{shown}{more}"))
+
+
 def coerce(raw: pd.DataFrame, schema: Schema, *, source: str, lines: np.ndarray | None = None,
            clip: bool = False, map_unknown: bool = False) -> Ingested:
     """Coerces a raw frame to the schema's columns and dtypes (see ``ingest``)."""
     dropped = check_columns(raw.columns, schema, source)
-    if dropped:
-        log.warning("%s: ignoring columns not in the schema: %s", source, ", ".join(dropped))
+    log_dropped(source, dropped)
     ctx = _Context(source, schema, lines, clip, map_unknown, [])
     frame = ctx.frame(raw)
     if ctx.problems:
@@ -217,9 +501,12 @@ def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
     """The input's columns that the schema does not declare.
 
     Raises:
-        DataError: a column the schema declares is missing.
+        DataError: more columns than ``limits().columns``; a column the schema declares is
+            missing; a column named twice (which copy would be read is pandas' guess, and an
+            identifier's second copy would escape the release check).
     """
-    names = list(names)
+    names = [str(n) for n in names]
+    _check_width(len(names), source)
     missing = [c.name for c in schema.columns if c.name not in names]
     if missing:
         listed = ", ".join(f"'{m}'" for m in missing)
@@ -227,20 +514,80 @@ def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
                 f"{schema.where} {'are' if len(missing) > 1 else 'is'} missing")
         # the header found may be a record (a CSV without its header line): the operator's
         # terminal only
-        found = ", ".join(map(str, names))
-        raise DataError(f"{said} (found: {found[:200]}{'...' if len(found) > 200 else ''})",
+        found = ", ".join(_cut(n) for n in names[:20])
+        raise DataError(f"{said} (found: {found[:200]}{'...' if len(found) > 200 else ''})"
+                        f"{_delimiter_hint(names, schema)}",
                         public=f"{said} (the columns found are shown on the operator's "
                                "terminal only)")
-    return tuple(str(c) for c in names if c not in schema.names)
+    counts = Counter(n for n in names if n)
+    twice = [n for n in counts if counts[n] > 1]
+    if twice:
+        # a name the schema declares is no value from the file; another may be (a record)
+        said = (f"column '{_cut(twice[0])}' appears {counts[twice[0]]} times in the header"
+                if twice[0] in schema.input_names else
+                "a column not in the schema appears more than once in the header")
+        more = f" (and {len(twice) - 1} more name(s) repeated)" if len(twice) > 1 else ""
+        fix = ": which copy to read cannot be told; rename or drop the copies"
+        raise DataError(f"{source}: column '{_cut(twice[0])}' appears {counts[twice[0]]} times "
+                        f"in the header{more}{fix}", public=f"{source}: {said}{more}{fix}")
+    return tuple(c for c in names if c not in schema.names)
+
+
+def _delimiter_hint(names: list[str], schema: Schema) -> str:
+    """A hint where a header read as one column holds another delimiter than the schema's."""
+    if len(names) != 1:
+        return ""
+    found = [d for d in (";", "\t", "|", ",") if d != schema.csv.delimiter and d in names[0]]
+    return (f": is it delimited by {found[0]!r}? The schema's csv delimiter is "
+            f"{schema.csv.delimiter!r}") if found else ""
 
 
 def raise_problems(source: str, problems: list[Problem]) -> None:
     """Raises the one-line DataError that lists ``problems`` (the first few spelled out)."""
-    rest = len(problems) - MAX_LISTED
-    more = f"; and {rest} more problem{'s' if rest > 1 else ''}" if rest > 0 else ""
-    listed = ["; ".join(p.describe(redact) for p in problems[:MAX_LISTED])
-              for redact in (False, True)]
-    raise DataError(f"{source}: {listed[0]}{more}", public=f"{source}: {listed[1]}{more}")
+    chars = _error_chars()
+    raise DataError(_listing(source, problems, False, chars),
+                    public=_listing(source, problems, True, chars))
+
+
+def _listing(source: str, problems: list[Problem], redact: bool, chars: int) -> str:
+    """``problems`` in one line of at most ``chars`` where it can be: up to ``MAX_LISTED``
+    spelled out with their remedies; where that is too long, the later ones without
+    theirs, then none with its remedy, then as few as fit (one at least); the rest counted.
+    Naming more problems comes before naming remedies: a rerun gives each its remedy."""
+    full = [p.describe(redact) for p in problems[:MAX_LISTED]]
+    short = [p.describe(redact, remedy=False) for p in problems[:MAX_LISTED]]
+
+    def line(items: list[str]) -> str:
+        rest = len(problems) - len(items)
+        more = f"; and {rest} more problem{'s' if rest > 1 else ''}" if rest > 0 else ""
+        return f"{source}: " + "; ".join(items) + more
+
+    options = [full, full[:1] + short[1:], short]
+    for n in range(len(short) - 1, 0, -1):
+        options += [full[:1] + short[1:n], short[:n]]
+    for items in options:
+        if len(line(items)) <= chars:
+            return line(items)
+    return line(short[:1])  # bounded by DataError
+
+
+def _error_chars() -> int:
+    """The characters an error line may have (``limits().error_chars``)."""
+    try:
+        return limits().error_chars
+    except LimitError:
+        return Limits.error_chars
+
+
+def _cut(text: str) -> str:
+    """``text`` cut to ``QUOTED`` characters (an ellipsis marks the cut), for an error line."""
+    return text if len(text) <= QUOTED else text[:QUOTED] + "..."
+
+
+def _quote(value: object) -> str:
+    """A value read from the data, quoted for the operator's terminal: at most ``QUOTED``
+    characters of it, control characters escaped."""
+    return repr(_cut(str(value)))
 
 
 def no_values(col: Column, rows: int) -> Problem:
@@ -269,14 +616,26 @@ class _Context:
         return pd.DataFrame({c.name: self.column(c, raw[c.name]) for c in self.schema.columns})
 
     def problem(self, col: Column, mask: np.ndarray, message: str, remedy: str,
-                value: str | None = None) -> None:
+                value: str | None = None, public: str | None = None) -> None:
         idx = np.flatnonzero(mask)
         first = int(idx[0])
         line = int(self.lines[first]) if self.lines is not None else None
         self.problems.append(Problem(col.name, self.offset + first + 1, line, len(idx), message,
-                                     remedy, value))
+                                     remedy, value, public))
 
     def column(self, col: Column, values: pd.Series) -> pd.Series:
+        """One column coerced; values that no check foresaw (bytes that are not UTF-8 in a
+        Parquet file, say) are a problem of the whole column, never a traceback."""
+        try:
+            return self._column(col, values)
+        except (ValueError, TypeError, ArithmeticError, UnicodeError, pa.ArrowException) as exc:
+            self.problems.append(Problem(
+                col.name, 0, None, len(values),
+                f"holds values that cannot be read as {col.kind} ({type(exc).__name__})",
+                "fix the data"))
+            return pd.Series(pd.NA, index=range(len(values)), dtype=object)
+
+    def _column(self, col: Column, values: pd.Series) -> pd.Series:
         values = values.reset_index(drop=True)
         if values.dtype == object or pd.api.types.is_string_dtype(values):
             values = values.astype("string").str.strip()
@@ -299,6 +658,8 @@ class _Context:
             out = self._ranged(col, self._parse_temporal(col, values, is_null), is_null)
         else:
             out = self._ranged(col, self._parse_numeric(col, values, is_null), is_null)
+            if col.kind == "integer":
+                out = self._exact(col, out)
         return out.astype(pandas_dtype(col))
 
     def _categorical(self, col: Column, values: pd.Series, is_null: np.ndarray) -> pd.Series:
@@ -317,7 +678,7 @@ class _Context:
                           f"fix the data, add it to the categories in {self.schema.where}, "
                           f"or declare a catch_all category there")
                 self.problem(col, unknown, "value {value} is not a declared category", remedy,
-                             repr(first))
+                             _quote(first))
         return labels
 
     def _boolean(self, col: Column, values: pd.Series, is_null: np.ndarray) -> pd.Series:
@@ -329,7 +690,7 @@ class _Context:
         bad = ~is_null & ~truth & ~falsity
         if bad.any():
             self.problem(col, bad, "value {value} is not a boolean",
-                         "use true/false, yes/no or 1/0", repr(values[np.flatnonzero(bad)[0]]))
+                         "use true/false, yes/no or 1/0", _quote(values[np.flatnonzero(bad)[0]]))
         out = pd.Series(pd.NA, index=values.index, dtype="boolean")
         out[truth] = True
         out[falsity] = False
@@ -342,7 +703,14 @@ class _Context:
         bad = ~is_null & numbers.isna().to_numpy()
         if bad.any():
             self.problem(col, bad, "value {value} is not a number", "fix the data",
-                         repr(values[np.flatnonzero(bad)[0]]))
+                         _quote(values[np.flatnonzero(bad)[0]]))
+        infinite = np.isinf(numbers.to_numpy())
+        if infinite.any():  # never within bounds, and no measurement to clip: refused
+            self.problem(col, infinite, "holds an infinite value {value}",
+                         "fix the data (--clip does not clip an infinity)",
+                         _quote(values[np.flatnonzero(infinite)[0]]),
+                         public="holds an infinite value")
+            numbers = numbers.mask(infinite)
         if col.kind == "integer":
             frac = ~np.isnan(numbers.to_numpy()) & (numbers.to_numpy() % 1 != 0)
             if frac.any():
@@ -359,7 +727,7 @@ class _Context:
         bad = ~is_null & stamps.isna().to_numpy()
         if bad.any():
             self.problem(col, bad, "value {value} is not an ISO " + col.kind,
-                         "write dates as YYYY-MM-DD", repr(values[np.flatnonzero(bad)[0]]))
+                         "write dates as YYYY-MM-DD", _quote(values[np.flatnonzero(bad)[0]]))
         if col.kind == "date":
             stamps = stamps.dt.normalize()
         return stamps
@@ -381,6 +749,18 @@ class _Context:
                 self.problem(col, mask, f"value {{value}} is {side} the schema's {word} "
                              f"{show(bound)}", f"fix the data, widen the bound in "
                              f"{self.schema.where}, or pass --clip", show(value))
+                values = values.mask(mask)  # rejected: no dtype need hold it (2**64, say)
+        return values
+
+    def _exact(self, col: Column, values: pd.Series) -> pd.Series:
+        """Whole numbers within the bounds but beyond 2**53: the float64 they are parsed
+        through does not hold them exactly (nor the int64 they go to, past 2**63)."""
+        big = (values.abs() > EXACT).to_numpy(na_value=False)
+        if big.any():
+            self.problem(col, big, "value {value} is too large to hold exactly (beyond 2**53)",
+                         f"fix the data or declare the column float in {self.schema.where}",
+                         _number(values[np.flatnonzero(big)[0]]))
+            values = values.mask(big)
         return values
 
 
@@ -391,4 +771,8 @@ def _bounds(col: Column) -> tuple:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}" if value != int(value) else f"{int(value)}"
+    """A number for an error line: whole numbers in full up to 1e15, others as %g (never
+    hundreds of digits)."""
+    if not np.isfinite(value) or abs(value) >= 1e15 or value != int(value):
+        return f"{value:g}"
+    return f"{int(value)}"

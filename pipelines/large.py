@@ -61,21 +61,23 @@ def load_large(path: str | Path, schema: Schema, encoder: TableEncoder, *, holdo
     """
     total = rows_of(path) or 0
     rng = np.random.default_rng(seed)  # which rows the internal checks sample
-    kept = rng.random(total) < min(1.0, check_rows / max(total, 1))
+    # drawn a batch at a time (the same draws as one of ``total``, in order): nothing is
+    # allocated per row the footer declares before the footer's rows are seen to exist
+    rate = min(1.0, check_rows / max(total, 1))
     grids = {encoder.blocks[i].column.name: g for i, g in encoder.fine_grids().items()}
     fine: dict[str, list[np.ndarray]] = {name: [] for name in grids}
     samples: list[pd.DataFrame] = []
     held_parts: list[np.ndarray] = []
 
     def visit(frame: pd.DataFrame, first: int) -> None:
-        rows = slice(first, first + len(frame))
+        kept = rng.random(len(frame)) < rate
         held = held_out(frame, holdout, key)  # each record's own secret coin
         held_parts.append(held)
         train = frame[~held]
         for name, grid in grids.items():
             fine[name].append(grid.encode(train[name]).astype(code_dtype(grid.size)))
-        sample = frame[kept[rows]].copy()
-        sample["__held__"] = held[kept[rows]]
+        sample = frame[kept].copy()
+        sample["__held__"] = held[kept]
         samples.append(sample)
 
     encoded = ingest_encoded(path, schema, clip=clip, map_unknown=map_unknown,

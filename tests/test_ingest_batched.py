@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.batched import code_dtype, ingest_encoded
+from pipelines.batched import _allocate, code_dtype, ingest_encoded
 from pipelines.ingest import DataError, ingest
 from schemas import schema_from_dict
 from synth.encoding import TableEncoder
 from tests.conftest import ROOT
+from tests.test_ingest import CLIPPED, HOSTILE, TINY, check_refusal
 
 ROWS, BATCH = 2_500, 512  # five batches, the last one short
 CITIES = [f"city{i:03d}" for i in range(300)]  # more than 256 states: uint16 codes
@@ -155,3 +156,31 @@ def test_benchmark_runs_small(tmp_path):
         assert method["rows"] == 20_000 and method["peak_rss_mb"] > 0 and method["seconds"] > 0
     assert set(result["ratios"]) == {"time", "peak_rss"}
     assert "ours / pandas" in done.stdout
+
+
+@pytest.mark.parametrize("build", HOSTILE, ids=lambda b: b.__name__.strip("_"))
+def test_hostile_input_is_refused_in_batches_as_it_is_whole(tmp_path, build):
+    path, column = build(tmp_path)
+    with pytest.raises(DataError) as batched:
+        ingest_encoded(path, TINY, batch_rows=2)
+    check_refusal(batched.value, path, column)
+    with pytest.raises(DataError) as plain:
+        ingest(path, TINY)
+    assert str(batched.value) == str(plain.value)
+    assert batched.value.public == plain.value.public
+
+
+@pytest.mark.parametrize("build", sorted(CLIPPED, key=lambda b: b.__name__),
+                         ids=lambda b: b.__name__.strip("_"))
+def test_clipped_huge_numbers_in_batches(tmp_path, build):
+    path, column = build(tmp_path)
+    got = ingest_encoded(path, TINY, clip=True, batch_rows=2)
+    assert got.report == ingest(path, TINY, clip=True).report
+    assert got.report.clipped == {column: 1}
+
+
+def test_a_footer_declaring_more_rows_than_memory_holds(tmp_path):
+    with pytest.raises(DataError) as caught:
+        _allocate(tmp_path / "in.parquet", 2**62, [np.dtype("uint8")])
+    assert "its footer declares 4,611,686,018,427,387,904 rows" in str(caught.value)
+    assert "4,611" not in caught.value.public

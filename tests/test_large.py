@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from pipelines.ingest import ingest
+from pipelines.ingest import DataError, ingest
 from pipelines.large import load_large
 from schemas import load_schema
 from synth.encoding import CodedTable, TableEncoder
 from synth.marginals import DPMarginals
 from synth.privacy import PrivacyBudget
 from tests.conftest import ROOT
+from tests.test_ingest import HOSTILE, TINY, check_refusal
 
 SCHEMA = ROOT / "schemas" / "adult.yaml"
 
@@ -85,3 +86,24 @@ def test_a_large_input_runs_the_checks_on_its_samples(adult, tmp_path):
                  "--fidelity-threshold", "tstr_min=0.5"]) == 0
     assert (out.with_name("rel.internal") / "leakage.json").exists()
     assert (out.with_name("rel.internal") / "fidelity.json").exists()
+
+
+PARQUET_HOSTILE = [b for b in HOSTILE if "parquet" in b.__name__]
+
+
+@pytest.mark.parametrize("build", PARQUET_HOSTILE, ids=lambda b: b.__name__.strip("_"))
+def test_a_hostile_large_input_is_one_bounded_line(tmp_path, build):
+    path, column = build(tmp_path)
+    with pytest.raises(DataError) as caught:
+        load_large(path, TINY, TableEncoder(TINY), holdout=0.2, key=b"k" * 16, seed=0)
+    check_refusal(caught.value, path, column)
+
+
+def test_the_checks_sample_is_drawn_batch_by_batch_as_at_once(adult):
+    """The rows sampled for the checks are those one draw over the footer's rows picks."""
+    schema, frame, path = adult
+    encoder = TableEncoder(schema, max_bins=20)
+    data = load_large(path, schema, encoder, holdout=0.0, key=b"k" * 16, seed=5,
+                      check_rows=300)
+    kept = np.random.default_rng(5).random(len(frame)) < 300 / len(frame)
+    pd.testing.assert_frame_equal(data.real, frame[kept].reset_index(drop=True))
