@@ -65,10 +65,13 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
         if gen.rule == "zip3":
             out[col.name] = _zip3(values, col.name, lines, problems)
         elif gen.rule == "age90":
-            numbers = pd.to_numeric(values, errors="coerce")
-            out[col.name] = values.where(~(numbers > AGE_CAP - 1), str(AGE_CAP)) \
-                if values.dtype == object or pd.api.types.is_string_dtype(values) else \
-                values.where(~(numbers > AGE_CAP - 1), AGE_CAP)
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64",
+                                                                      na_value=np.nan)
+            # only finite ages above 89 become 90: text or an infinity stays as it was, for
+            # coerce to report (never silently turned into an age)
+            over = np.isfinite(numbers) & (numbers > AGE_CAP - 1)
+            text = values.dtype == object or pd.api.types.is_string_dtype(values)
+            out[col.name] = values.mask(over, str(AGE_CAP) if text else AGE_CAP)
         else:
             stamps = _dates(values, col.name, lines, problems)
             if gen.rule == "year":

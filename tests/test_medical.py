@@ -392,3 +392,16 @@ def test_draft_drops_a_birth_date_with_no_date_to_take_an_age_at(tmp_path):
     drafted = schema_from_dict(yaml.safe_load(draft_schema(path)), path="draft.yaml")
     assert {i.name for i in drafted.identifiers} == {"email", "dob"}
     assert drafted.names == ["score"]
+
+
+@pytest.mark.parametrize("bad", ["inf", "SECRET123", "-inf"])
+def test_an_age90_value_that_is_not_a_finite_number_is_refused_not_capped(tmp_path, bad):
+    """Safe Harbor's 90+ rule caps finite ages only: text or an infinity is reported by the
+    ingest, never silently turned into 90."""
+    frame = pd.read_csv(DEMO, dtype=str, nrows=40)
+    frame.loc[5, "age"] = bad
+    path = tmp_path / "patients.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match="'age'") as info:
+        ingest(path, load_schema(DEMO_SCHEMA))
+    assert "SECRET123" not in info.value.public
