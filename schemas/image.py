@@ -21,14 +21,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from schemas.model import SchemaError
+from schemas.limits import LimitError, bounded, limits
+from schemas.model import (
+    MAX_EPSILON,
+    MIN_DELTA,
+    MIN_EPSILON,
+    SchemaError,
+    budget_in_range,
+    range_problem,
+    show,
+)
+from schemas.safe_yaml import read_yaml
 
 KIND = "image"
 CHANNELS = (1, 3)
@@ -99,15 +107,16 @@ class ImageSchema:
 
 
 def _number(raw: Any) -> bool:
+    """A number (not a boolean) that is finite and within +/-2**53, as every bound."""
     return (isinstance(raw, (int, float)) and not isinstance(raw, bool)
-            and math.isfinite(raw))
+            and range_problem(raw, "float") is None)
 
 
 def _side(raw: dict, key: str, problems: list[str]) -> int:
     value = raw.get(key)
     if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_SIDE):
         problems.append(f"'{key}' must be a whole number of pixels from 1 to {_MAX_SIDE}, "
-                        f"got {value!r}")
+                        f"got {show(value)}")
         return 0
     return value
 
@@ -119,36 +128,48 @@ def image_schema_from_dict(raw: Any, path: str | None = None) -> ImageSchema:
         SchemaError: naming the file and each field that is wrong.
     """
     where = path or "image schema"
+    try:
+        lim = limits()
+    except LimitError as exc:
+        raise SchemaError(bounded(f"{where}: {exc}")) from None
     if not isinstance(raw, dict):
         raise SchemaError(f"{where}: an image schema must be a mapping with 'kind: image', "
                           "'name', 'height', 'width', 'channels', 'value_range' and 'labels'")
     problems: list[str] = []
     if raw.get("kind") != KIND:
-        problems.append(f"'kind' must be '{KIND}', got {raw.get('kind')!r}")
+        problems.append(f"'kind' must be '{KIND}', got {show(raw.get('kind'))}")
     for key in sorted(set(map(str, raw)) - set(_KNOWN)):
-        problems.append(f"unknown key '{key}' (known: {', '.join(sorted(_KNOWN))})")
+        problems.append(f"unknown key {show(key)} (known: {', '.join(sorted(_KNOWN))})")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         problems.append("'name' is missing")
     height, width = _side(raw, "height", problems), _side(raw, "width", problems)
     channels = raw.get("channels")
     if channels not in CHANNELS or isinstance(channels, bool):
-        problems.append(f"'channels' must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+        problems.append(f"'channels' must be 1 (greyscale) or 3 (RGB), got {show(channels)}")
     value_range = raw.get("value_range")
     if not (isinstance(value_range, list) and len(value_range) == 2
             and all(_number(v) for v in value_range) and value_range[0] < value_range[1]):
-        problems.append(f"'value_range' must be [low, high] with low < high (e.g. [0, 255]), "
-                        f"got {value_range!r}")
+        problems.append(f"'value_range' must be [low, high] with low < high, each finite and "
+                        f"within +/-2^53 (e.g. [0, 255]), got {show(value_range)}")
         value_range = [0, 255]
     labels = raw.get("labels")
     if not isinstance(labels, list) or not labels:
         problems.append("'labels' must be a non-empty list of label names (label i of the "
                         "data is the i-th name)")
         labels = []
+    try:
+        lim.check("categories", len(labels), "'labels'")
+    except LimitError as exc:  # a label is a category of the image's class
+        problems.append(str(exc))
+        labels = []
+    if any(isinstance(v, (list, dict)) for v in labels):
+        problems.append("'labels' must be plain names, not lists or mappings")
+        labels = []
     labels = [str(v) for v in labels]
-    dupes = sorted({v for v in labels if labels.count(v) > 1})
+    dupes = sorted(v for v, n in Counter(labels).items() if n > 1)
     if dupes:
-        problems.append(f"'labels' has duplicates {dupes}")
+        problems.append(f"'labels' has duplicates {show(dupes)}")
     if any(not v.strip() for v in labels):
         problems.append("'labels' has an empty name")
     budget = _budget(raw.get("budget"), problems)
@@ -163,29 +184,20 @@ def image_schema_from_dict(raw: Any, path: str | None = None) -> ImageSchema:
 
 
 def _budget(raw: Any, problems: list[str]) -> tuple[float, float] | None:
+    """The data set's total budget, within the range a run's budget may take."""
     if raw is None:
         return None
-    ok = isinstance(raw, dict) and set(raw) == {"epsilon", "delta"} and all(
-        _number(raw[k]) for k in raw)
-    if not ok or not (raw["epsilon"] > 0 and 0 < raw["delta"] < 1):
-        problems.append("'budget' must be {epsilon: a positive number, delta: a number "
-                        "between 0 and 1}")
+    if not (isinstance(raw, dict) and set(raw) == {"epsilon", "delta"}
+            and budget_in_range(raw["epsilon"], raw["delta"])):
+        problems.append(f"'budget' must be {{epsilon: a number from {MIN_EPSILON:g} to "
+                        f"{MAX_EPSILON:g}, delta: a number from {MIN_DELTA:g} to below 1}}")
         return None
     return float(raw["epsilon"]), float(raw["delta"])
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SchemaError(f"{path}: cannot read schema: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SchemaError(f"{path}: schema does not parse as YAML{at}: "
-                          f"{getattr(exc, 'problem', exc)}") from None
+    """The file's YAML, read safely (``schemas.safe_yaml``)."""
+    return read_yaml(path, "schema")
 
 
 def load_image_schema(path: str | Path) -> ImageSchema:

@@ -7,9 +7,11 @@ here, never from the rows.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,12 +29,58 @@ TEMPORAL_KINDS = ("date", "datetime")
 ROLES = ("feature", "target", "identifier", "quasi_identifier")
 TRANSFORMS = ("none", "log")
 DEFAULT_MISSING = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
+# The widest numeric bound: past 2**53 a float64 (how bounds, the encoder's bins and float
+# columns hold numbers) no longer holds every whole number, and bins' widths lose all precision.
+MAX_EXACT = 2**53
+# The widest temporal bounds: pandas holds timestamps as nanoseconds since 1970, from
+# 1677-09-21 to 2262-04-11; whole years inside that span keep every bound and offset valid.
+FIRST_DAY, LAST_DAY = dt.date(1678, 1, 1), dt.date(2261, 12, 31)
+SHOWN = 60  # the most characters of a schema's own text one problem quotes
+# The (epsilon, delta) a run's budget may take, as synth.privacy.PrivacyBudget enforces them
+# (kept here too so that the schema layer depends on nothing above it): epsilon beyond 1,000
+# protects nothing and below 1e-6 nothing can be learnt; a delta below 1e-30 is beneath any
+# accountant's precision.
+MIN_EPSILON, MAX_EPSILON, MIN_DELTA = 1e-6, 1e3, 1e-30
 
 log = logging.getLogger(__name__)
 
 
 class SchemaError(ValueError):
     """A schema that does not parse or contradicts itself."""
+
+
+def show(value: Any, chars: int = SHOWN) -> str:
+    """``repr(value)`` cut to ``chars`` characters: how a problem quotes a schema's value, so
+    that a hostile value (a category of a megabyte) cannot make the error line long."""
+    text = repr(value)
+    return text if len(text) <= chars else text[:chars - 3] + "..."
+
+
+def budget_in_range(epsilon: Any, delta: Any, low_epsilon: float = MIN_EPSILON,
+                    low_delta: float = MIN_DELTA) -> bool:
+    """Whether a schema's (epsilon, delta) are numbers that a run's budget may take
+    (``synth.privacy.PrivacyBudget``): ``low_epsilon <= epsilon <= MAX_EPSILON`` and
+    ``low_delta <= delta < 1``. Checked when the schema is read, not once a run has spent."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (epsilon, delta)):
+        return False
+    return low_epsilon <= epsilon <= MAX_EPSILON and low_delta <= delta < 1  # NaN fails
+
+
+def range_problem(value: Any, kind: str) -> str | None:
+    """Why a bound of a ``kind`` column cannot be used, or None: a number (an int is compared
+    exactly, before it is rounded to a float) must be finite and within +/-2**53, a date or
+    datetime within the years 1678-2261."""
+    if kind in TEMPORAL_KINDS:
+        day = value.date() if isinstance(value, dt.datetime) else value
+        if FIRST_DAY <= day <= LAST_DAY:
+            return None
+        return (f"is outside the years {FIRST_DAY.year}-{LAST_DAY.year}, the span a timestamp "
+                "holds (pandas counts nanoseconds from 1970)")
+    if not (abs(value) <= MAX_EXACT if isinstance(value, int)  # exact, however large
+            else math.isfinite(value) and abs(value) <= MAX_EXACT):
+        return (f"is not a finite number within +/-2^53 (past {MAX_EXACT:,} a float skips "
+                "whole numbers)")
+    return None
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,9 @@ class Survival:
 
 def parse_identifier(raw: dict, label: str, problems: list[str]) -> Identifier | None:
     known = {"name", "role", "kind", "description", "surrogate"}
-    for key in sorted(set(raw) - known):
+    for key in sorted(set(map(str, raw)) - known):  # str: a key may be a number or null
         problems.append(f"{label}: an identifier only takes {', '.join(sorted(known))}; "
-                        f"remove '{key}' (it is dropped before anything trains)")
+                        f"remove {key!r:.60} (it is dropped before anything trains)")
     surrogate = raw.get("surrogate")
     if isinstance(surrogate, dict) and set(surrogate) == {"pattern"} and \
             isinstance(surrogate["pattern"], str) and surrogate["pattern"]:
@@ -170,7 +170,7 @@ def parse_generalization(raw: Any, kind: str, minimum: Any, maximum: Any, label:
     elif raw in ("year", "age90", "zip3"):
         rule, reference = raw, None
     else:
-        problems.append(f"{label}: generalize {raw!r} is not one of year, age90, zip3, "
+        problems.append(f"{label}: generalize {raw!r:.60} is not one of year, age90, zip3, "
                         "{offset_from: <date column>}, {age_at: <date column>}")
         return None
     needs = {"year": ("date", "datetime"), "offset_from": ("date", "datetime"),
@@ -221,8 +221,10 @@ def parse_survival(raw: Any, problems: list[str]) -> Survival | None:
                         "only_with_event: [columns]}")
         return None
     follow = raw["follow_up"]
-    if not isinstance(follow, (int, float)) or isinstance(follow, bool) or follow <= 0:
-        problems.append("survival: follow_up must be a positive number")
+    # at most 2**53, as every numeric bound (schemas.model.MAX_EXACT): no NaN, no infinity
+    if not isinstance(follow, (int, float)) or isinstance(follow, bool) or not (
+            0 < follow <= 2**53):
+        problems.append("survival: follow_up must be a positive number up to 2^53")
         return None
     with_event = raw.get("only_with_event") or []
     if not isinstance(with_event, list):

@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,10 +22,13 @@ from schemas import (
     Schema,
     SchemaError,
     dump_schema,
+    is_image_schema,
+    load_image_schema,
     load_schema,
     pandas_dtype,
     schema_from_dict,
 )
+from schemas.safe_yaml import read_yaml
 
 ADULT = SCHEMA_DIR / "adult.yaml"
 FLCHAIN = SCHEMA_DIR / "flchain.yaml"
@@ -451,3 +457,215 @@ def test_age90_on_a_float_age_keeps_fractions(tmp_path):
     age = schema.column("age")
     assert (age.kind, age.minimum, age.maximum) == ("float", 0.0, 90.0)
     assert schema_from_dict(yaml.safe_load(dump_schema(schema))).column("age") == age
+
+
+# --- hostile schema files: each refused at once, in one bounded line --------------------------
+# Each builder writes one file (or sets a limit's variable) and returns (path, a fragment of
+# the expected refusal). Text builders start from TOY_TEXT, a valid schema in block style.
+
+TOY_TEXT = yaml.safe_dump(TOY, sort_keys=False)
+END = TOY_TEXT.count("\n") + 1  # the line a builder appends to TOY_TEXT
+
+
+def _laughs(levels: int = 12) -> str:
+    """A flow list whose anchors expand to 9**levels items ("billion laughs")."""
+    nodes = ["&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    nodes += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(nodes) + "]"
+
+
+def _text(tmp_path, text: str | bytes, name: str = "hostile.yaml"):
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _limited(monkeypatch, limit: str, value: str, path: Path, expected: str):
+    """(path, expected) with the variable SYNTH_MAX_<limit> set to ``value``."""
+    monkeypatch.setenv(f"SYNTH_MAX_{limit}", value)
+    return path, expected
+
+
+def _fifo(path: Path) -> Path:
+    """A named pipe that nobody writes to: reading it would wait for ever."""
+    os.mkfifo(path)
+    return path
+
+
+def _column(extra: str) -> str:
+    """A schema of one column given in flow style (``extra`` completes its mapping)."""
+    return f"name: hostile\ncolumns:\n  - {{name: v, {extra}}}\n"
+
+
+HOSTILE = {
+    "deep flow nesting (100,000)": lambda tmp, mp: (_text(
+        tmp, "name: x\ncolumns: " + "[" * 100_000 + "]" * 100_000), "nesting depth"),
+    "deep block nesting (100,000)": lambda tmp, mp: (_text(
+        tmp, "name: x\ncolumns:\n" + "- " * 100_000 + "x\n"), "nesting depth: 65 exceeds"),
+    "deep mapping nesting": lambda tmp, mp: (_text(
+        tmp, "".join(" " * i + "k:\n" for i in range(200))), "nesting depth: 65 exceeds"),
+    "billion laughs in min": lambda tmp, mp: (_text(
+        tmp, _column(f"kind: integer, min: {_laughs()}, max: 10")), "anchor &l0 refused"),
+    "billion laughs in categories": lambda tmp, mp: (_text(
+        tmp, _column(f"kind: categorical, categories: {_laughs()}")), "anchor &l0 refused"),
+    "an alias": lambda tmp, mp: (_text(tmp, TOY_TEXT + "description: *d\n"), "alias *d"),
+    "an anchor": lambda tmp, mp: (_text(tmp, TOY_TEXT + "description: &d text\n"),
+                                  "anchor &d refused"),
+    "a merge key": lambda tmp, mp: (_text(
+        tmp, _column("kind: integer, min: 0, max: 9, <<: {max: 99}")), "merge key"),
+    "duplicate top-level key": lambda tmp, mp: (_text(tmp, TOY_TEXT + "name: other\n"),
+                                                f"line {END}: duplicate key 'name' (first at line 1)"),
+    "duplicate key in a column": lambda tmp, mp: (_text(
+        tmp, "name: x\ncolumns:\n  - name: age\n    kind: integer\n    min: 0\n    max: 90\n"
+             "    max: 1000000000\n"), "line 7: duplicate key 'max' (first at line 6)"),
+    "+/-1e308 bounds": lambda tmp, mp: (_text(
+        tmp, _column("kind: float, min: -1.0e+308, max: 1.0e+308")), "within +/-2^53"),
+    "infinite bounds": lambda tmp, mp: (_text(tmp, _column("kind: float, min: -.inf, max: .inf")),
+                                        "min -inf is not a finite number"),
+    "a NaN bound": lambda tmp, mp: (_text(tmp, _column("kind: float, min: .nan, max: 1")),
+                                    "min nan is not a finite number"),
+    "2^63 integer bound": lambda tmp, mp: (_text(
+        tmp, _column("kind: integer, min: 0, max: 9223372036854775808")), "within +/-2^53"),
+    "2^53 + 1 integer bound": lambda tmp, mp: (_text(
+        tmp, _column("kind: integer, min: 0, max: 9007199254740993")), "within +/-2^53"),
+    "an integer of 5,000 digits": lambda tmp, mp: (_text(
+        tmp, _column(f"kind: integer, min: 0, max: {'9' * 5000}")), "cannot be read"),
+    "a date in year 1": lambda tmp, mp: (_text(
+        tmp, _column("kind: date, min: 0001-01-01, max: 2000-01-01")), "years 1678-2261"),
+    "a datetime in year 9999": lambda tmp, mp: (_text(
+        tmp, _column("kind: datetime, min: '2000-01-01T00:00:00', max: '9999-12-31T23:59:59'")),
+        "years 1678-2261"),
+    "an offset of 10^30 days": lambda tmp, mp: (_text(
+        tmp, "name: x\ncolumns:\n  - {name: d, kind: date, min: 2000-01-01, max: 2001-01-01}\n"
+             "  - {name: e, kind: date, min: 2000-01-01, max: 2001-01-01, role: "
+             "quasi_identifier, generalize: {offset_from: d, min: 0, max: " + "1" + "0" * 30
+             + "}}\n"), "within +/-2^53"),
+    "a billion bins": lambda tmp, mp: (_text(
+        tmp, _column("kind: float, min: 0, max: 1, bins: 1000000000")), "bins: 1,000,000,000"),
+    "a category that is a mapping": lambda tmp, mp: (_text(
+        tmp, _column("kind: categorical, categories: [a, {b: c}]")), "plain value"),
+    "a key that is a list": lambda tmp, mp: (_text(tmp, TOY_TEXT + "? [a, b]\n: 1\n"),
+                                             "key must be a plain value"),
+    "a csv delimiter that is a number": lambda tmp, mp: (_text(
+        tmp, TOY_TEXT + "csv: {delimiter: 5}\n"), "csv: delimiter must be text"),
+    "a budget of epsilon 1e300": lambda tmp, mp: (_text(
+        tmp, TOY_TEXT + "budget: {epsilon: 1.0e+300, delta: 1.0e-6}\n"), "'budget' must be"),
+    "a budget of delta 0": lambda tmp, mp: (_text(
+        tmp, TOY_TEXT + "budget: {epsilon: 1, delta: 0}\n"), "'budget' must be"),
+    "a draft of epsilon .inf": lambda tmp, mp: (_text(
+        tmp, TOY_TEXT + "draft: {dp: true, epsilon: .inf, delta: 1.0e-9}\n"), "'draft' must be"),
+    "a python tag": lambda tmp, mp: (_text(
+        tmp, TOY_TEXT + "description: !!python/object/apply:os.system [echo hi]\n"),
+        "tag '!!python/object/apply:os.system' refused"),
+    "a set tag": lambda tmp, mp: (_text(tmp, TOY_TEXT + "source: !!set {a, b}\n"),
+                                  "tag '!!set' refused"),
+    "two documents": lambda tmp, mp: (_text(tmp, TOY_TEXT + "---\n" + TOY_TEXT),
+                                      "a second YAML document"),
+    "a NUL character": lambda tmp, mp: (_text(tmp, TOY_TEXT + "description: a\x00b\n"),
+                                        "character U+0000 is not allowed"),
+    "invalid UTF-8": lambda tmp, mp: (_text(tmp, TOY_TEXT.encode() + b"description: caf\xe9\n"),
+                                      f"line {END}: schema is not UTF-8 text (byte 0xe9"),
+    "a truncated file": lambda tmp, mp: (_text(
+        tmp, yaml.safe_dump(TOY, default_flow_style=True)[:-40]), "does not parse as YAML"),
+    "an empty file": lambda tmp, mp: (_text(tmp, ""), "must be a mapping"),
+    "a YAML list": lambda tmp, mp: (_text(tmp, "- name\n- columns\n"), "must be a mapping"),
+    "a directory": lambda tmp, mp: (tmp, "it is a directory"),
+    "a missing file": lambda tmp, mp: (tmp / "absent.yaml", "cannot read schema"),
+    "larger than SYNTH_MAX_SCHEMA_BYTES": lambda tmp, mp: _limited(
+        mp, "SCHEMA_BYTES", "100", _text(tmp, TOY_TEXT),
+        "exceeds the limit of 100 (raise it with SYNTH_MAX_SCHEMA_BYTES"),
+    "a device without end": lambda tmp, mp: (Path("/dev/zero"), "not a regular file"),
+    "a named pipe": lambda tmp, mp: (_fifo(tmp / "pipe.yaml"), "not a regular file"),
+    "more columns than SYNTH_MAX_COLUMNS": lambda tmp, mp: _limited(
+        mp, "COLUMNS", "3", _text(tmp, TOY_TEXT),
+        "columns: 4 exceeds the limit of 3 (raise it with SYNTH_MAX_COLUMNS"),
+    "more categories than SYNTH_MAX_CATEGORIES": lambda tmp, mp: _limited(
+        mp, "CATEGORIES", "2", _text(tmp, TOY_TEXT),
+        "column 'color': categories: 3 exceeds the limit of 2"),
+    "a limit's variable that is not a number": lambda tmp, mp: _limited(
+        mp, "SCHEMA_DEPTH", "deep", _text(tmp, TOY_TEXT),
+        "SYNTH_MAX_SCHEMA_DEPTH='deep' is not a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_schema_is_refused_at_once_in_one_line(case, tmp_path, monkeypatch):
+    path, expected = HOSTILE[case](tmp_path, monkeypatch)
+    start = time.perf_counter()
+    with pytest.raises(SchemaError) as info:
+        load_schema(path)
+    took = time.perf_counter() - start
+    message = str(info.value)
+    assert took < 1.0, f"{case}: {took:.2f} s"
+    assert message.startswith(f"{path}: "), message
+    assert "\n" not in message and "\r" not in message
+    assert len(message) <= 400, len(message)
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_schema_check_refuses_a_hostile_schema_in_one_line(case, tmp_path, monkeypatch,
+                                                           capsys):
+    from pipelines.cli import main
+
+    path, _ = HOSTILE[case](tmp_path, monkeypatch)
+    assert main(["schema", "check", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err[:1000]
+    assert lines[0].startswith(f"error: {path}: ")
+    assert len(lines[0]) <= 400 + len("error: ")
+    assert "ok" not in captured.out
+
+
+def test_an_image_schema_is_read_as_safely(tmp_path):
+    path = _text(tmp_path, f"kind: image\nname: x\nlabels: {_laughs()}\n")
+    assert not is_image_schema(path)
+    with pytest.raises(SchemaError, match=r"anchor &l0 refused"):
+        load_image_schema(path)
+    path = _text(tmp_path, "kind: image\nname: x\nname: y\n")
+    with pytest.raises(SchemaError, match=r"line 3: duplicate key 'name'"):
+        load_image_schema(path)
+    path = _text(tmp_path, "kind: image\nname: x\nheight: 2\nwidth: 2\nchannels: 1\n"
+                           "value_range: [0, 1.0e+308]\nlabels: [a]\n")
+    with pytest.raises(SchemaError, match=r"'value_range' must be"):
+        load_image_schema(path)
+
+
+def test_plain_yaml_reads_as_safe_load_reads_it(tmp_path):
+    text = ("a: 1\nb: [1, 2.5, yes, no, null, ~, 2020-01-01, 2020-01-01T10:00:00, '3', 0x1F]\n"
+            "c: {d: e, 1: f}\n'=': x\ne: !!str 12\nf: !!binary aGk=\n")
+    assert read_yaml(_text(tmp_path, text)) == yaml.safe_load(text)
+    assert read_yaml(_text(tmp_path, "\ufeffa: 1\n")) == {"a": 1}  # a byte order mark
+    assert read_yaml(_text(tmp_path, "# only a comment\n")) is None
+
+
+def test_a_long_list_of_problems_is_cut_to_twenty(tmp_path):
+    raw = {"name": "many", "columns": [{"name": f"c{i}", "kind": "integer", "min": 1, "max": 0}
+                                       for i in range(500)]}
+    message = schema_error(tmp_path, raw)
+    assert message.count("is above max") == 20
+    assert message.endswith("; and 480 more problems")
+
+
+def test_hostile_values_are_quoted_short(tmp_path):
+    huge = "x" * 100_000
+    message = schema_error(tmp_path, toy_with(0, kind=huge, min=None, max=None))
+    assert len(message) < 400 and "xxx..." in message
+    message = schema_error(tmp_path, toy_with(1, categories=["a", huge, huge]))
+    assert len(message) < 400 and "duplicate categories" in message
+
+
+def test_bounds_at_the_edges_load(tmp_path):
+    raw = {"name": "edges", "columns": [
+        {"name": "i", "kind": "integer", "min": -2**53, "max": 2**53},
+        {"name": "f", "kind": "float", "min": -9.0e15, "max": 9.0e15},
+        {"name": "d", "kind": "date", "min": "1678-01-01", "max": "2261-12-31"},
+        {"name": "t", "kind": "datetime", "min": "1678-01-01T00:00:00",
+         "max": "2261-12-31T23:59:59"}]}
+    schema = load_schema(write(tmp_path, raw))
+    assert schema.column("i").maximum == 2.0**53
+    assert schema.column("d").minimum == dt.date(1678, 1, 1)
