@@ -71,8 +71,9 @@ def _parse_bound(raw: Any, kind: str, what: str, problems: list[str]) -> Any:
         problems.append(f"{what} {show(raw)} is not a valid {kind} bound")
         return None
     why = range_problem(value, kind)
-    if why is not None:
-        problems.append(f"{what} {show(raw)} {why}")
+    if why is not None:  # a YAML date reads as 0001-01-01, not datetime.date(1, 1, 1)
+        problems.append(f"{what} {show(raw.isoformat() if isinstance(raw, dt.date) else raw)} "
+                        f"{why}")
         return None
     if kind in NUMERIC_KINDS:
         value = float(value)
