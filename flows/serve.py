@@ -32,11 +32,12 @@ import urllib.request
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipelines.config import RunConfig
 from pipelines.paths import ROOT_ENV, UnsafePath, output_root, release_dir
+from schemas import SchemaError
+from schemas.safe_yaml import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = Path(__file__).resolve().parent / "deployments"
@@ -93,10 +94,10 @@ def load_spec(path: Path, root: Path = ROOT) -> DeploymentSpec:
     Raises:
         DeploymentFileError: unreadable YAML or a value RunConfig refuses, naming the file.
     """
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DeploymentFileError(f"{path}: cannot read it: {exc}") from None
+    try:  # as safely as a schema: no aliases, duplicate keys, bombs or special files
+        raw = read_yaml(Path(path), "deployment file")
+    except SchemaError as exc:
+        raise DeploymentFileError(str(exc)) from None
     if not isinstance(raw, dict):
         raise DeploymentFileError(f"{path}: expected a mapping with name, schedule, tags, "
                                   "config")

@@ -62,10 +62,11 @@ class RunConfig(BaseModel):
     input: str = Field(description="Private input table (CSV, optionally .gz, or Parquet)")
     schema_file: str = Field(description="Schema YAML declaring columns, bounds and categories")
     out: str = Field(description="Release directory to create (data.parquet + reports)")
-    epsilon: float = Field(description=f"Total privacy budget epsilon for this release "
-                           f"({MIN_EPSILON:g} to {MAX_EPSILON:g})")
-    delta: float = Field(DEFAULT_DELTA, description=f"Privacy parameter delta ({MIN_DELTA:g} "
-                         "to below 1)")
+    epsilon: float = Field(ge=MIN_EPSILON, le=MAX_EPSILON, description="Total privacy "
+                           f"budget epsilon for this release ({MIN_EPSILON:g} to "
+                           f"{MAX_EPSILON:g})")
+    delta: float = Field(DEFAULT_DELTA, ge=MIN_DELTA, lt=1, description="Privacy parameter "
+                         f"delta ({MIN_DELTA:g} to below 1)")
     rows: int = Field(DEFAULT_ROWS, ge=1, description="Synthetic rows to publish (a fixed "
                       "number: the real row count is private and never used as a default; "
                       "at most $SYNTH_MAX_ROWS, default 100,000,000)")
@@ -112,13 +113,18 @@ class RunConfig(BaseModel):
     fidelity: FidelityThresholds = Field(default_factory=FidelityThresholds,
                                          description="Bounds of the fidelity suite")
 
-    @field_validator("epsilon", "delta")
+    @field_validator("epsilon", "delta", mode="before")
     @classmethod
-    def _budget(cls, value: float, info: ValidationInfo) -> float:
-        """The range every accountant handles (synth.privacy.PrivacyBudget)."""
+    def _budget(cls, value: object, info: ValidationInfo) -> object:
+        """The range every accountant handles (synth.privacy.PrivacyBudget), said plainly
+        (the field's own bounds, which the run form shows, would print 1e-30 in full)."""
         low, high = (MIN_EPSILON, MAX_EPSILON) if info.field_name == "epsilon" else (
             MIN_DELTA, 1.0)
-        if not low <= value <= high or (info.field_name == "delta" and value == 1):
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return value  # pydantic says what it is not
+        if not low <= number <= high or (info.field_name == "delta" and number == 1):
             raise ValueError(f"must be a number from {low:g} to {high:g}"
                              + (" (exclusive)" if info.field_name == "delta" else ""))
         return value

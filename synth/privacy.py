@@ -10,17 +10,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+# the range every accountant handles, the same as a schema's declared budget
+from schemas.model import MAX_EPSILON, MIN_DELTA, MIN_EPSILON
+
 ACCOUNTANTS = ("prv", "rdp")
 DEFAULT_DELTA = 1e-9
 
 
 class BudgetError(ValueError):
     """A privacy budget that cannot be honoured."""
-
-
-# epsilon beyond 1,000 protects nothing and below 1e-6 nothing can be learnt; both overflow
-# the accountants' arithmetic. A delta below 1e-30 is beneath any accountant's precision.
-MIN_EPSILON, MAX_EPSILON, MIN_DELTA = 1e-6, 1e3, 1e-30
 
 
 @dataclass(frozen=True)

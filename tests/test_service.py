@@ -169,7 +169,7 @@ def test_every_config_file_is_a_served_deployment_with_schedule_tags_and_form(se
         assert deployment.parameters["config"]["input"] == spec.config.input
         # the run form: RunConfig's fields with descriptions, ranges and choices
         form = deployment.parameter_openapi_schema["definitions"]["RunConfig"]["properties"]
-        assert form["epsilon"]["exclusiveMinimum"] == 0 and form["epsilon"]["description"]
+        assert form["epsilon"]["minimum"] == 1e-6 and form["epsilon"]["description"]
         assert "dp-marginals" in form["synthesizer"]["enum"]
         assert deployment.enforce_parameter_schema
 
