@@ -47,3 +47,23 @@ def test_no_holdout_and_tiny_inputs():
     # no exception for few rows: the rule is the same for every size
     train, held = holdout.split(data, 0.5, holdout.holdout_key(1))
     assert len(train) + len(held) == 5
+
+
+def test_a_release_goes_out_when_every_record_was_held_out(tmp_path):
+    """Equal records share a coin, so a table of one distinct record is held out whole with
+    the holdout's probability (noise seed 8 does it): the synthesizer trains on no row, the
+    advisory checks that need training rows are skipped, and the release still goes out."""
+    from pipelines.config import RunConfig
+    from pipelines.run import run_release
+
+    assert holdout.held_out(pd.DataFrame({"age": [33] * 5}), 0.1, holdout.holdout_key(8)).all()
+    schema = tmp_path / "s.yaml"
+    schema.write_text('name: same\nversion: "1"\ncolumns:\n'
+                      "  - {name: age, kind: integer, min: 0, max: 120}\n")
+    data = tmp_path / "same.csv"
+    data.write_text("age\n" + "33\n" * 200)
+    result = run_release(RunConfig(input=str(data), schema_file=str(schema), epsilon=1,
+                                   out=str(tmp_path / "out"), rows=50, noise_seed=8,
+                                   ledger=str(tmp_path / "l.db")))
+    assert result.verdict.leakage is None
+    assert len(pd.read_parquet(result.release / "data.parquet")) == 50
