@@ -68,7 +68,12 @@ def release_images(config: RunConfig) -> dict:
         get_run_logger().info("%s", steps.AlreadyPublished(done))
         report = json.loads((done / steps.REPORT_FILE).read_text(encoding="utf-8"))
         return {"release": str(done), "privacy_report": report}
-    plan = prepare(config)
+    try:
+        plan = prepare(config)
+    except steps.AlreadyPublished as done:  # an identical run published while this one waited
+        get_run_logger().info("%s", done)
+        report = json.loads((done.out / steps.REPORT_FILE).read_text(encoding="utf-8"))
+        return {"release": str(done.out), "privacy_report": report}
     try:  # the release location stays locked until the run published or failed
         data = ingest(plan)
         model = train(plan, data)

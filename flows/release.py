@@ -132,7 +132,11 @@ def release(config: RunConfig) -> dict:
     if done is not None:  # an identical run published it: spend nothing, write nothing
         get_run_logger().info("%s", AlreadyPublished(done))
         return {"release": str(done), "privacy_report": steps.previous(done).report}
-    plan = prepare(config)
+    try:
+        plan = prepare(config)
+    except AlreadyPublished as done:  # an identical run published while this one waited
+        get_run_logger().info("%s", done)
+        return {"release": str(done.out), "privacy_report": steps.previous(done.out).report}
     try:  # the release location stays locked until the run published or failed
         data = ingest(plan)
         model = train(plan, data.train)

@@ -231,8 +231,8 @@ def guarded(call: Callable[[], int]) -> int:
         say(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        say("interrupted: nothing was published (a rerun resumes from the last checkpoint, "
-            "where there is one)")
+        say("interrupted (run the same command again: it resumes from the last checkpoint "
+            "where there is one, and does nothing if the release was already published)")
         return 130
     except Exception as exc:  # one line, not a traceback that may quote data
         if os.environ.get("SYNTH_DEBUG"):

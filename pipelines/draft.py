@@ -327,6 +327,7 @@ def draft_dp_schema(path: str | Path, epsilon: float, delta: float = DEFAULT_DEL
     from pipelines.ledger import Ledger
 
     budget = PrivacyBudget(epsilon, delta)
+    PrivacyBudget(epsilon, delta / 2)  # calibrate's share of delta: refused before reserving
     path, identity = Path(path), data_set_name(path, name)
     if not path.is_file():
         raise DataError(f"{path}: cannot read input: no such file")

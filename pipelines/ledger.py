@@ -621,13 +621,13 @@ class Ledger:
         checkpoint's run reserved (same data set, release, synthesizer, epsilon and delta),
         not an entry that happens to have its number in another ledger."""
         with self._connect() as db:
-            # a committed entry holds what the run spent: at most what it reserved
+            # a committed entry holds what the run spent, at most what it reserved; so does
+            # a spending one that an earlier resume took over after its commit
             row = db.execute("SELECT owner FROM entries WHERE id = ? AND data_set = ? AND "
-                             "release = ? AND synthesizer = ? AND ((state = 'spending' AND "
-                             "epsilon = ? AND delta = ?) OR (state = 'committed' AND "
-                             "epsilon <= ? AND delta <= ?))",
-                             (entry, data_set, release, synthesizer, epsilon, delta,
-                              epsilon * (1 + 1e-9), delta)).fetchone()
+                             "release = ? AND synthesizer = ? AND state IN ('spending', "
+                             "'committed') AND epsilon <= ? AND delta <= ?",
+                             (entry, data_set, release, synthesizer, epsilon * (1 + 1e-9),
+                              delta)).fetchone()
             if row is None or row["owner"] is None:
                 return False
             host, _, pid = row["owner"].rpartition(":")

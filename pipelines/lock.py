@@ -43,8 +43,10 @@ class OutLock:
         waited = False
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             0o600)
+                # readable by all: another user's run on the same --out opens it read-only
+                # (flock needs no write access) when a killed run of this one left it
+                fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o644)
             except FileNotFoundError:  # a holder that created the folder removed it
                 self._made = _make_parents(self.path.parent)
                 continue
@@ -71,7 +73,10 @@ class OutLock:
         if self._fd is None:
             return
         try:
-            self.path.unlink(missing_ok=True)
+            if os.fstat(self._fd).st_size == 0:  # this tool's lock files are empty
+                self.path.unlink(missing_ok=True)
+        except OSError:  # another user's lock file in a folder not ours: left, still correct
+            pass
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
