@@ -12,12 +12,20 @@ process; the empty file left behind is this tool's and the next run reuses it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+_HELD: set[Path] = set()  # the lock files this process holds (flock would wait on itself)
+
+
+class HeldHere(RuntimeError):
+    """This process already holds the lock: waiting for it would wait forever."""
 
 
 def lock_path(out: Path) -> Path:
@@ -38,7 +46,10 @@ class OutLock:
 
         Raises:
             OSError: the lock file cannot be created (the caller reports it).
+            HeldHere: a plan of this process holds it and was never released.
         """
+        if self.path in _HELD:
+            raise HeldHere(f"{self.path} is held by another run of this process")
         self._made = _make_parents(self.path.parent)
         waited = False
         while True:
@@ -64,6 +75,7 @@ class OutLock:
                 same = False
             if same:
                 self._fd = fd
+                _HELD.add(self.path)
                 return self
             os.close(fd)
 
@@ -80,11 +92,17 @@ class OutLock:
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+            _HELD.discard(self.path)
         for folder in self._made:
             try:
                 folder.rmdir()  # only if empty: a release published there stays
             except OSError:
                 break
+
+
+    def __del__(self) -> None:  # a plan dropped without ``done()``: never hold on forever
+        with contextlib.suppress(Exception):  # at interpreter exit the modules may be gone
+            self.release()
 
 
 def _make_parents(folder: Path) -> list[Path]:

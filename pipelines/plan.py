@@ -21,7 +21,7 @@ from pipelines.checkpoints import RunCheckpoint
 from pipelines.config import RunConfig
 from pipelines.ingest import DataError
 from pipelines.ledger import Ledger, source_fingerprint
-from pipelines.lock import OutLock
+from pipelines.lock import HeldHere, OutLock
 from pipelines.paths import release_dir
 from pipelines.publish import DATA_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
@@ -149,6 +149,9 @@ def take_lock(out: Path) -> OutLock:
     """
     try:
         return OutLock(out).acquire()
+    except HeldHere:
+        raise DataError(f"{out}: a run of this process is still writing there (a plan that "
+                        "was not finished with plan.done())") from None
     except OSError as exc:
         raise DataError(f"{out}: cannot lock the release location "
                         f"({exc.strerror or type(exc).__name__})") from None

@@ -274,6 +274,7 @@ def training_sets(tmp_path: Path, lines: list[str]) -> dict[str, set]:
                                  ledger=str(tmp_path / "l.db")))
         data = load_training(plan)
         plan.ledger.cancel(plan.entry)
+        plan.done()
         trained[name] = set(map(tuple, data.train.astype(str).itertuples(index=False)))
     return trained
 
@@ -612,6 +613,7 @@ def test_broken_unreviewed_draft_accepted_is_caught(tmp_path, monkeypatch, capsy
                                       ledger=str(tmp_path / "l.db")))
     assert Ledger(tmp_path / "l.db").history()[0]["state"] == "reserved"  # not refused
     plan.ledger.cancel(plan.entry)
+    plan.done()
 
 
 def test_broken_surrogates_from_the_public_seed_are_caught(monkeypatch):
