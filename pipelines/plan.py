@@ -65,7 +65,7 @@ def prepare(config: RunConfig) -> Plan:
     (epsilon, delta) in the budget ledger. Every check that needs no private data comes
     first, so that what can be refused is refused before anything is written or reserved.
     Nothing private is read, beyond hashing the input file to know which data set it is. The
-    caller releases ``plan.lock`` when the run has published or failed.
+    caller calls ``plan.done()`` when the run has published or failed.
 
     Raises:
         SchemaError, BudgetError (BudgetExceeded among them), DataError: one-line messages.

@@ -62,6 +62,7 @@ CHECKPOINT_POINTS = ("checkpoint", "checkpoint-write")
 
 
 def command(case, root, *extra: str) -> list[str]:
+    root.mkdir(parents=True, exist_ok=True)  # the ledger's folder (never created for --ledger)
     return ["run", "--input", str(case["input"]), "--schema", str(case["schema"]), "--ledger",
             str(root / "ledger.db"), "--out", str(root / "out" / "rel"), *FAST, *extra]
 

@@ -531,7 +531,7 @@ def test_broken_counts_in_public_messages_are_caught(tmp_path, lines, monkeypatc
 
     describe = ingest.Problem.describe
     monkeypatch.setattr(ingest.Problem, "describe",
-                        lambda self, redact=False: describe(self, False).replace(
+                        lambda self, redact=False, **kw: describe(self, False, **kw).replace(
                             str(self.value), "<redacted>"))
     d = lines[:ROWS]
     one = d[:5] + [bad(lines, 5, "153")] + d[5:]
