@@ -36,6 +36,9 @@ from pipelines.ledger import COUNTED, Ledger
 from schemas.limits import Limits
 from tests.test_images import HOSTILE as IMAGE_HOSTILE
 from tests.test_images import TINY as IMAGE_SCHEMA
+from tests.test_images import (
+    tree_state as tree,  # every entry: size, mtime; FIFOs unopened
+)
 
 MARKER = "SECRET4242"  # a private value: it must reach no public channel
 MAX_LINE = len("error: ") + Limits.error_chars
@@ -436,17 +439,6 @@ def arguments(case: Case, folder: Path, state: Path) -> list[str]:
     extra = [f for f in case.flags if not (f.startswith("-") and not f.startswith("--"))]
     flat = [x for k, v in args.items() if k[2:] not in drop for x in (k, v)]
     return [*flat, "-q", *extra] if "-q" not in drop else [*flat, *extra]
-
-
-def tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every entry under ``root`` (links not followed; FIFOs not opened): size, mtime."""
-    state = {}
-    for folder, dirs, names in os.walk(root):
-        for name in dirs + names:
-            info = os.lstat(os.path.join(folder, name))
-            state[os.path.relpath(os.path.join(folder, name), root)] = (info.st_size,
-                                                                         info.st_mtime_ns)
-    return state
 
 
 def counted(ledger: Path) -> list:
