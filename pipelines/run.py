@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines import checkpoints, large
+from pipelines.columns import finish as finish_columns
 from pipelines.config import RunConfig
 from pipelines.holdout import holdout_key
 from pipelines.holdout import split as split_records
@@ -145,7 +146,7 @@ def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:
     from synth import survival
 
     synthetic = sample(model, plan.config.rows, seed=plan.config.seed)
-    synthetic = survival.constrain(synthetic, plan.schema)
+    synthetic = finish_columns(survival.constrain(synthetic, plan.schema), plan.schema)
     return add_surrogates(synthetic, plan.schema, surrogate_seed(plan.config.noise_seed))
 
 
