@@ -174,7 +174,8 @@ def _run_images(args: argparse.Namespace) -> int:
 
 
 def _budget(args: argparse.Namespace) -> int:
-    from pipelines.ledger import COUNTED, Ledger
+    from pipelines.budget_view import data_set_lines, entry_lines
+    from pipelines.ledger import Ledger
 
     ledger = Ledger(args.ledger)
     exists = ledger.exists()
@@ -185,17 +186,7 @@ def _budget(args: argparse.Namespace) -> int:
         print(f"{ledger.location}: no runs recorded")
         return 0
     print(f"ledger: {ledger.location}")  # a PostgreSQL URL's password masked
-    print(f"{'id':>4}  {'created':25}  {'data set':16}  {'state':9}  "
-          f"{'epsilon':>8}  {'delta':>8}  synthesizer     release")
-    for e in entries:
-        print(f"{e['id']:>4}  {e['created']:25}  {e['data_set'][:16]:16}  {e['state']:9}"
-              f"  {e['epsilon']:>8.4g}  {e['delta']:>8.2g}  "
-              f"{e['synthesizer']:15} {e['release']}")
-    print("spent per data set (every state but cancelled counts):")
-    for data_set in dict.fromkeys(e["data_set"] for e in entries):
-        rows = [e for e in entries if e["data_set"] == data_set and e["state"] in COUNTED]
-        print(f"  {data_set}: epsilon {sum(e['epsilon'] for e in rows):.4g}, "
-              f"delta {sum(e['delta'] for e in rows):.3g} over {len(rows)} run(s)")
+    print("\n".join(entry_lines(entries) + data_set_lines(entries)))
     return 0
 
 

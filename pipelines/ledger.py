@@ -16,6 +16,11 @@ Each run moves one entry through these states:
     committed  finished; the entry holds what the accountant reported (at most the reserved)
     cancelled  failed before any DP step (bad input, say): the reservation is freed
 
+A committed entry whose release failed its gate is marked ``outcome = 'quarantined'``
+(``quarantine``): it stays committed and counted. Each entry also records the total its data
+set declared when it was reserved, which ``synth budget`` shows. A ledger from before these
+columns (or ``owner``) gains them, empty in its old entries, when it is next opened.
+
 Every entry but a cancelled one counts against the total, so a crashed or killed run is
 charged its whole reservation: the ledger may overstate what was spent, never understate it.
 One exception: an entry still 'reserved' records the host and pid of its run, and once that
@@ -90,10 +95,19 @@ CREATE TABLE IF NOT EXISTS entries (
     state TEXT NOT NULL CHECK (state IN ('reserved', 'spending', 'committed', 'cancelled')),
     created TEXT NOT NULL,
     updated TEXT NOT NULL,
+    -- outcome 'quarantined': its release failed the gate (it still counts); total_*: the
+    -- data set's declared total when it was reserved (NULL: none declared)
+    outcome TEXT,
+    total_epsilon {real},
+    total_delta {real},
     owner TEXT                     -- host:pid of the process that reserved it
 )"""
 COLUMNS = frozenset({"id", "data_set", "name", "source", "release", "synthesizer", "epsilon",
-                     "delta", "state", "created", "updated", "owner"})
+                     "delta", "state", "created", "updated", "outcome", "total_epsilon",
+                     "total_delta", "owner"})
+# Columns added since the first ledgers: an older ledger lacks some, and gains them (NULL in
+# its old entries) when it is next opened.
+ADDED = {"owner": "TEXT", "outcome": "TEXT", "total_epsilon": "{real}", "total_delta": "{real}"}
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
@@ -184,6 +198,12 @@ def _psycopg(location: str):
                                 "psycopg package: pip install 'psycopg[binary]' (or "
                                 "'dp-synth[postgres]')") from None
     return psycopg
+
+
+def _ledger_columns(columns: frozenset[str]) -> bool:
+    """Whether ``columns`` are a ledger's: all of ``COLUMNS``, or an older ledger's (some of
+    the ``ADDED`` ones missing)."""
+    return COLUMNS - set(ADDED) <= columns <= COLUMNS
 
 
 def _number(value: object) -> bool:
@@ -296,9 +316,11 @@ class Ledger:
                 db.row_factory = sqlite3.Row
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
-                if "owner" not in {r[1] for r in db.execute("PRAGMA table_info(entries)")}:
-                    try:  # a ledger from before owners were recorded
-                        db.execute("ALTER TABLE entries ADD COLUMN owner TEXT")
+                have = {r[1] for r in db.execute("PRAGMA table_info(entries)")}
+                for column in (c for c in ADDED if c not in have):
+                    try:  # a ledger from before the column was recorded
+                        db.execute(f"ALTER TABLE entries ADD COLUMN {column} "
+                                   f"{ADDED[column].format(real='REAL')}")
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if (exc.sqlite_errorcode or 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
                             raise
@@ -426,7 +448,7 @@ class Ledger:
         if not columns:
             raise self._refuse("is a SQLite database without the ledger's table 'entries': "
                                "not a budget ledger, so nothing is written into it")
-        if columns not in (COLUMNS, COLUMNS - {"owner"}):
+        if not _ledger_columns(columns):
             raise self._refuse(f"has a table 'entries' whose columns ({', '.join(sorted(columns))})"
                                " are not a budget ledger's: refusing to write into it")
         if not os.access(path, os.R_OK | os.W_OK):
@@ -485,19 +507,21 @@ class Ledger:
 
     def _setup_postgres(self, connection) -> None:
         """Creates the table ``entries`` if there is none; refuses a table of that name with
-        other columns (someone else's), adds ``owner`` to a ledger from before it."""
+        other columns (someone else's), adds the ``ADDED`` columns a ledger from before them
+        lacks."""
         with connection.transaction():  # concurrent CREATEs of one table would clash
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
             connection.execute(POSTGRES.table)
             columns = frozenset(r["attname"] for r in connection.execute(
                 "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('entries') "
                 "AND attnum > 0 AND NOT attisdropped"))
-            if columns not in (COLUMNS, COLUMNS - {"owner"}):
+            if not _ledger_columns(columns):
                 raise self._refuse(f"has a table 'entries' whose columns "
                                    f"({', '.join(sorted(columns))}) are not a budget ledger's: "
                                    "refusing to write into it")
-            if "owner" not in columns:
-                connection.execute("ALTER TABLE entries ADD COLUMN IF NOT EXISTS owner TEXT")
+            for column in (c for c in ADDED if c not in columns):
+                connection.execute(f"ALTER TABLE entries ADD COLUMN IF NOT EXISTS {column} "
+                                   f"{ADDED[column].format(real='DOUBLE PRECISION')}")
         self._ready = True
 
     def _reason(self, exc: BaseException) -> str:
@@ -550,12 +574,13 @@ class Ledger:
                         f"{left[0]:.4g}, delta={left[1]:.3g}: this run asks for epsilon="
                         f"{epsilon:g}, delta={delta:g} (see `synth budget`)")
                 now = _now()
+                total = (None, None) if limit is None else (float(limit[0]), float(limit[1]))
                 entry = db.execute(
                     "INSERT INTO entries (data_set, name, source, release, synthesizer, epsilon,"
-                    " delta, state, created, updated, owner) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                    "'reserved', ?, ?, ?) RETURNING id",
+                    " delta, state, created, updated, owner, total_epsilon, total_delta) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?) RETURNING id",
                     (data_set, name, str(source), str(release), synthesizer, epsilon, delta,
-                     now, now, _owner())).fetchall()[0]["id"]  # all: SQLite's statement ends
+                     now, now, _owner(), *total)).fetchall()[0]["id"]  # all: the statement ends
                 db.execute("COMMIT")
                 return int(entry)
             except BaseException:
@@ -603,6 +628,15 @@ class Ledger:
                                f"reservation")
         if not self._move(entry, "committed", ("spending",), epsilon=epsilon, delta=delta):
             raise RuntimeError(f"ledger entry {entry} was not spending")
+
+    def quarantine(self, entry: int) -> bool:
+        """Marks the entry of a run whose release failed its gate (quarantined, not
+        published). It stays 'committed' (or 'spending') and counts in full: the budget was
+        spent. False if the entry is not one that counts."""
+        with self._connect() as db:
+            cursor = db.execute("UPDATE entries SET outcome = 'quarantined', updated = ? WHERE "
+                                "id = ? AND state IN ('spending', 'committed')", (_now(), entry))
+            return cursor.rowcount == 1
 
     def cancel(self, entry: int) -> bool:
         """Frees a reservation whose run failed before any DP step; False if it had started."""

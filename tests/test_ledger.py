@@ -573,3 +573,59 @@ def test_an_absurd_amount_spent_is_not_committed(tmp_path):
     [row] = ledger.history()
     assert row["state"] == "spending" and row["epsilon"] == 1.0  # charged in full
     assert ledger.spent("fp").epsilon == 1.0
+
+
+# What `synth budget` shows: the declared total, quarantined runs
+
+
+def test_an_entry_records_the_declared_total_and_can_be_marked_quarantined(tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    first, second = reserve(ledger, 1.0), reserve(ledger, 1.0, limit=None)
+    assert not ledger.quarantine(first)  # only an entry that counts (it spent) is marked
+    ledger.start(first)
+    ledger.commit(first, 1.0, 1e-9)
+    assert ledger.quarantine(first)
+    rows = ledger.history()
+    assert (rows[0]["state"], rows[0]["outcome"]) == ("committed", "quarantined")
+    assert (rows[0]["total_epsilon"], rows[0]["total_delta"]) == LIMIT
+    assert rows[1]["total_epsilon"] is None and rows[1]["outcome"] is None
+    assert ledger.spent("fp").epsilon == 2.0  # a quarantined release's budget was spent
+
+
+def _old_ledger(path: Path, drop: tuple[str, ...]) -> None:
+    """A ledger as an older version of the tool made it: without the columns ``drop``."""
+    table = SQLITE.table
+    for column in drop:
+        table = re.sub(rf"\n    {column} [A-Z]+,?[^\n]*", "", table)
+    table = re.sub(r",(\s*(--[^\n]*\n\s*)*)\)$", r"\1)", table.rstrip())  # no trailing comma
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(table)
+        db.execute("INSERT INTO entries (data_set, name, source, release, synthesizer, "
+                   "epsilon, delta, state, created, updated) VALUES ('adult', 'adult', 'a.csv'"
+                   ", 'out', 'dp-marginals', 0.5, 1e-9, 'committed', 'then', 'then')")
+        db.commit()
+
+
+@pytest.mark.parametrize("drop", [("owner", "outcome", "total_epsilon", "total_delta"),
+                                  ("outcome", "total_epsilon", "total_delta")])
+def test_a_ledger_from_before_totals_and_outcomes_opens_and_shows_them(drop, tmp_path,
+                                                                          capsys):
+    path = tmp_path / "old.db"
+    _old_ledger(path, drop)
+    with closing(sqlite3.connect(path)) as db:
+        assert not {"outcome", "total_epsilon"} & {r[1] for r in
+                                                  db.execute("PRAGMA table_info(entries)")}
+    assert main(["budget", "--ledger", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "adult" in out and "no total declared" in out
+    ledger = Ledger(path)
+    entry = ledger.reserve("adult", "adult", "a.csv", "out2", "dp-marginals", 1.0, 1e-9, LIMIT)
+    ledger.start(entry)
+    ledger.commit(entry, 1.0, 1e-9)
+    assert ledger.quarantine(entry)
+    assert main(["budget", "--ledger", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"  adult: epsilon 1\.5, delta 2e-09 over 2 run\(s\) \(1 committed "
+                     r"release\(s\), 1 quarantined\); declared total epsilon 3, delta 1e-06; "
+                     r"remaining epsilon 1\.5, delta 9\.98e-07", out), out
+    assert re.search(r"quarantined .* out2", out)
