@@ -25,6 +25,7 @@ from prefect.context import FlowRunContext
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
+from flows.parameters import parameters
 from flows.release import release
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_VALIDATION, guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
@@ -53,7 +54,7 @@ def release_run(config: RunConfig, threads: int) -> dict:
     torch.set_num_threads(threads)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        result = release(config)  # the same flow as `python -m flows.release`, as a subflow
+        result = release(**parameters(config))  # the flow of `python -m flows.release`
     except (ValidationFailed, ImageCheckFailed) as exc:  # quarantined: spent all the same
         where = exc.quarantine or Path(config.out)
         report = where / REPORT_FILE

@@ -10,33 +10,35 @@ cache their results, and the flow returns only the release location and the priv
 # No `from __future__ import annotations` here: it breaks deployment runs of flows with
 # pydantic parameters (Prefect 3.9).
 
+import json
 import logging
 import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from pydantic import ValidationError
 
+from flows.artifacts import gate_rows, release_artifacts
 from flows.image_release import release_images
+from flows.parameters import config_of, docstring, parameters, signature
 from pipelines import run as steps
 from pipelines.cli import Parser, guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
 from pipelines.ingest import DataError
 from pipelines.plan import (
+    REPORT_FILE,
     AlreadyPublished,
     Plan,
     already_published,
-    internal_dir,
     quarantine_dir,
 )
 from pipelines.plan import prepare as plan_run
-from pipelines.validate.measured import rows as measured_rows
+from pipelines.progress import PROGRESS
+from pipelines.validate import ValidationFailed
 from schemas import is_image_schema
+from schemas.limits import bounded
 
 local = logging.getLogger("synth.local")  # stdlib logging: not shipped to Prefect's API
 
@@ -44,9 +46,32 @@ local = logging.getLogger("synth.local")  # stdlib logging: not shipped to Prefe
 PRIVATE = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
+class RunLog(logging.Handler):
+    """Forwards the public progress lines (``pipelines.progress``) to the Prefect run
+    logger of the flow or task run in progress: they land in the run's logs in the UI.
+    Outside a run it does nothing (``synth run`` prints them itself)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = get_run_logger()
+        except MissingContextError:
+            return
+        logger.log(record.levelno, "%s", record.getMessage())
+
+
+if not any(isinstance(h, RunLog) for h in logging.getLogger(PROGRESS).handlers):
+    logging.getLogger(PROGRESS).addHandler(RunLog())
+
+
 @task(name="prepare", **PRIVATE)
 def prepare(config: RunConfig) -> Plan:
-    return plan_run(config)
+    plan = plan_run(config)
+    try:
+        steps.announce(plan)
+    except BaseException:
+        plan.done()
+        raise
+    return plan
 
 
 @task(name="ingest", **PRIVATE)
@@ -80,52 +105,23 @@ def validate(plan: Plan, model, synthetic, real, holdout) -> steps.Verdict:
 def publish(plan: Plan, model, synthetic, verdict, real) -> dict:
     try:
         release, report = steps.release(plan, model, synthetic, verdict, real)
-    finally:
+    except ValidationFailed:
         report_artifacts(plan, verdict)
+        raise
+    report_artifacts(plan, verdict)
     return {"release": str(release.path), "privacy_report": report}
 
 
 def report_artifacts(plan: Plan, verdict: steps.Verdict) -> None:
-    """What the Prefect UI shows of a run: the release gate's checks as a table and a
-    summary. Only what is public goes there (Prefect's database may be shared or hosted):
-    the schema suite, the release against the synthesizer's DP measurements and the canary
-    audit. Nothing compared with the real rows (advisory fidelity, leakage, identifier scan)
-    and no count of private rows reaches Prefect; those stay in the internal report."""
+    """The run's artifacts in the Prefect UI (``flows.artifacts``: public facts only)."""
     where = plan.out if verdict.success else quarantine_dir(plan.out)
-    rows = [{"suite": "schema", "check": line, "success": False}
-            for line in verdict.structural.failed]
-    if verdict.measured is not None:
-        rows += [{"suite": "measured marginals", "check": f"{r['expectation']}({r['subject']})",
-                  "threshold": r["threshold"], "observed": r["observed"],
-                  "success": r["success"]} for r in measured_rows(verdict.measured)]
-    if verdict.audit is not None:
-        rows.append({"suite": "canary audit", "check": "empirical epsilon lower bound (99%) "
-                     "at most the claim", "threshold": verdict.audit.epsilon_claimed,
-                     "observed": verdict.audit.epsilon_lower, "success": verdict.audit.passed})
-    create_table_artifact(key="release-checks", table=rows or [{"suite": "-", "check": "-"}],
-                          description="The release gate: schema suite, the release against "
-                                      "the synthesizer's DP measurements, canary audit")
-    failed = "\n".join(f"- {line}" for line in verdict.failed) or "none"
-    create_markdown_artifact(
-        key="release", description="Synthetic release",
-        markdown=f"**{'Published' if verdict.success else 'QUARANTINED'}** `{where}`\n\n"
-                 f"| | |\n|---|---|\n| release gate | {verdict.summary()} |\n\n"
-                 f"Failed checks:\n{failed}\n")
-    internal = internal_dir(plan.out) / "report.html"
-    create_link_artifact(key="release-report", link=internal.absolute().as_uri(),
-                         link_text="internal report (real-data statistics)",
-                         description="The run's HTML report; the release-safe one is beside "
-                                     "the release as report.html")
+    report = json.loads((where / REPORT_FILE).read_text(encoding="utf-8"))
+    release_artifacts(report, where, verdict.success, verdict.failed, plan.ledger,
+                      plan.schema.name, plan.schema.budget, gate_rows(verdict))
 
 
-@flow(name="synth-release", persist_result=False)
-def release(config: RunConfig) -> dict:
-    """Ingest -> DP training -> sample -> validate -> publish, for one private table.
-
-    Args:
-        config: The release: private input, schema, privacy budget, synthesizer, where to
-            publish and the fidelity bounds (the run form in Prefect's UI).
-    """
+def run(config: RunConfig) -> dict:
+    """The flow's recipe for one table (images go to flows/image_release.py)."""
     if is_image_schema(config.schema_file):  # kind: image -> flows/image_release.py
         return release_images(config)
     done = already_published(config)
@@ -145,8 +141,25 @@ def release(config: RunConfig) -> dict:
         result = publish(plan, model, synthetic, verdict, data.real)
     finally:
         plan.done()
-    get_run_logger().info("published %s", result["release"])
     return result
+
+
+def _release(**settings) -> dict:
+    try:
+        config = config_of(settings)
+    except ValidationError as exc:  # one line, as `synth run` says it
+        raise ValueError(bounded("; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()))) from None
+    return run(config)
+
+
+_release.__signature__ = signature()
+_release.__doc__ = docstring(
+    "Ingest -> DP training -> sample -> validate -> publish, for one private table or "
+    "image set: the run form in Prefect's UI. A deployment's run may give any subset of "
+    "the parameters; the deployment's values stand for the rest.")
+release = flow(name="synth-release", persist_result=False)(_release)
 
 
 def main(argv=None) -> int:
@@ -156,8 +169,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
 
-    def run() -> int:
-        result = release(config_from_args(args))
+    def go() -> int:
+        result = release(**parameters(config_from_args(args)))
         print(f"release:  {result['release']}/data.parquet")
         print(f"report:   {result['release']}/report.html")
         internal = Path(f"{result['release']}.internal") / "report.html"
@@ -165,7 +178,7 @@ def main(argv=None) -> int:
             print(f"internal: {internal} (keep it private)")
         return 0
 
-    return guarded(run)
+    return guarded(go)
 
 if __name__ == "__main__":
     sys.exit(main())

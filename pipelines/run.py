@@ -28,6 +28,7 @@ from pipelines.holdout import split as split_records
 from pipelines.html_report import ReportInputs, render
 from pipelines.ingest import Ingested, IngestReport, ingest, read_identifiers
 from pipelines.leakage import LeakageReport, check_leakage, identifier_leaks
+from pipelines.progress import Steps, budget_line, phase
 from pipelines.plan import (
     FIDELITY_FILE,
     HTML_FILE,
@@ -70,9 +71,19 @@ def previous(out: Path) -> ReleaseResult:
     return ReleaseResult(release=out, report=report, verdict=None)
 
 
+def announce(plan: Plan) -> None:
+    """The run's first progress line: what it reserved and what its data set has spent."""
+    cfg = plan.config
+    phase("prepare", "%s reserved epsilon=%g, delta=%g for %s, %s rows to %s; %s",
+          "resumed: the killed run's entry" if plan.resumed else "budget checked and",
+          cfg.epsilon, cfg.delta, cfg.synthesizer, f"{cfg.rows:,}", plan.out,
+          budget_line(plan.ledger, plan.schema.name, plan.schema.budget))
+
+
 def load(plan: Plan) -> Ingested:
     """Reads and coerces the private input (the only read of private data)."""
     cfg = plan.config
+    phase("ingest", "reading %s and checking it against the schema", cfg.input)
     try:
         data = ingest(cfg.input, plan.schema, clip=cfg.clip, map_unknown=cfg.map_unknown)
     except BaseException:
@@ -105,6 +116,8 @@ def load_training(plan: Plan) -> Training:
     (``pipelines.large``), never loaded whole."""
     cfg = plan.config
     rows = large.rows_of(cfg.input)
+    if rows is not None and rows > cfg.batch_above_rows:
+        phase("ingest", "reading %s in batches and encoding it as it is read", cfg.input)
     if rows is None or rows <= cfg.batch_above_rows:
         real, holdout = split_holdout(plan, load(plan).frame)
         return Training(real, real, holdout)
@@ -129,12 +142,19 @@ def fit(plan: Plan, data: pd.DataFrame | CodedTable,
     """Trains under the plan's budget. The ledger entry counts in full from the first DP step
     (even if training then fails) and records what the accountant reports at the end. A
     resumed run's entry has counted since the killed run's first step."""
+    cfg = plan.config
+    phase("train", "%s under epsilon=%g, delta=%g%s", cfg.synthesizer, cfg.epsilon,
+          cfg.delta, " (resuming from the last checkpoint)" if plan.resumed else "")
     if not plan.resumed:
         plan.ledger.start(plan.entry)
-    model = train(data, plan.schema, plan.budget, plan.config.synthesizer,
-                  plan.config.synthesizer_params(), progress=progress,
-                  checkpoint=plan.checkpoint)
-    plan.ledger.commit(plan.entry, model.privacy_.epsilon, model.privacy_.delta)
+    steps = Steps("train", "permille" if cfg.synthesizer == "dp-marginals" else "step",
+                  also=progress)
+    model = train(data, plan.schema, plan.budget, cfg.synthesizer,
+                  cfg.synthesizer_params(), progress=steps, checkpoint=plan.checkpoint)
+    spent = model.privacy_
+    plan.ledger.commit(plan.entry, spent.epsilon, spent.delta)
+    phase("train", "done: spent epsilon=%.4f, delta=%.3g (%s accountant)", spent.epsilon,
+          spent.delta, spent.accountant)
     return model
 
 
@@ -145,6 +165,7 @@ def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:
     from the schema and a secret seed alone (pipelines.surrogates)."""
     from synth import survival
 
+    phase("sample", "%s synthetic rows", f"{plan.config.rows:,}")
     synthetic = sample(model, plan.config.rows, seed=plan.config.seed)
     synthetic = finish_columns(survival.constrain(synthetic, plan.schema), plan.schema)
     return add_surrogates(synthetic, plan.schema, surrogate_seed(plan.config.noise_seed))
@@ -234,11 +255,21 @@ def check(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, real: pd.Data
     measured = (validate_measured(model, synthetic, thresholds.measured_tv_max,
                                   thresholds.measured_joint_tv_max)
                 if thresholds.enabled else None)
+    phase("check", "schema suite: passed %d of %d", structural.evaluated
+          - len(structural.failed), structural.evaluated)
+    if measured is not None:
+        phase("check", "release against the DP-measured marginals: passed %d of %d",
+              measured.evaluated - len(measured.failed), measured.evaluated)
     params = model.get_params()
     # 99%: it gates every release, so an honest one is quarantined by chance at most 1 in 100
     audited = audit(model.privacy_, seed=plan.config.seed, confidence=0.99,
                     secure_noise=bool(params.get("secure_noise")),
                     noise_seed=params.get("noise_seed"))
+    phase("check", "canary audit of the mechanism: %s (empirical epsilon lower bound %.3f, "
+          "claimed %.3f)", "passed" if audited.passed else "FAILED", audited.epsilon_lower,
+          audited.epsilon_claimed)
+    phase("check", "advisory checks against the real rows (fidelity, leakage, identifiers): "
+          "their results go to the internal report only")
     advisory = internal_checks(plan, synthetic, output, real, holdout)
     return Verdict(structural, measured, audited, *advisory)
 
@@ -327,6 +358,11 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
                         target, extra_files=files,
                         overwrite=plan.config.overwrite or not verdict.success)
     checkpoints.discard(internal_dir(plan.out))  # the release is out: nothing to resume
+    if verdict.success:
+        phase("publish", "published %s", published.path)
+    else:
+        phase("publish", "QUARANTINED in %s: %s", target, "; ".join(verdict.failed),
+              level=logging.WARNING)
     if not verdict.success:
         log.error("checks failed: the release is quarantined in %s, the internal report is in "
                   "%s", target, internal_dir(plan.out))
@@ -346,6 +382,7 @@ def run_release(config: RunConfig,
         log.info("%s", done)
         return previous(done.out)
     try:
+        announce(plan)
         data = load_training(plan)
         model = fit(plan, data.train, progress)
         synthetic = generate(plan, model)

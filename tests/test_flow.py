@@ -17,6 +17,7 @@ REQUIRED_METADATA = {"data_set", "schema_version", "schema_fingerprint", "synthe
 
 def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adult_sample,
                                                               tmp_path):
+    from flows.parameters import parameters
     from flows.release import release
     from pipelines.config import FidelityThresholds, RunConfig
 
@@ -27,7 +28,7 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
     config = RunConfig(input=str(adult_sample), schema_file=str(ROOT / "schemas" / "adult.yaml"),
                        out=str(out), epsilon=1.0, rows=800, fidelity=loose,  # default synthesizer
                        noise_seed=5)  # reproducible: the checks see the same rows every time
-    result = release(config)
+    result = release(**parameters(config))
 
     # the flow returns where the release is and what it claims, never rows
     assert set(result) == {"release", "privacy_report"}
@@ -58,7 +59,7 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
 
     # the same run again publishes nothing and spends nothing
     written = data.stat().st_mtime_ns
-    assert release(config) == result and data.stat().st_mtime_ns == written
+    assert release(**parameters(config)) == result and data.stat().st_mtime_ns == written
 
     # the Prefect UI shows a summary, the checks as a table and a link to the report
     from prefect.client.orchestration import get_client
@@ -78,6 +79,7 @@ def test_image_flow_publishes_an_image_release(prefect_home, tmp_path):
     report."""
     import numpy as np
 
+    from flows.parameters import parameters
     from flows.release import release
     from pipelines.config import RunConfig
     from pipelines.images import ingest_images
@@ -88,9 +90,9 @@ def test_image_flow_publishes_an_image_release(prefect_home, tmp_path):
     npz = tmp_path / "tiny.npz"
     np.savez(npz, images=data.images[:300], labels=data.labels[:300])
     out = tmp_path / "images"
-    result = release(RunConfig(input=str(npz), schema_file=str(schema_file), out=str(out),
-                               epsilon=10.0, delta=1e-5, rows=40, synthesizer="dp-conv-gan",
-                               epochs=1, batch_size=100))
+    result = release(**parameters(RunConfig(
+        input=str(npz), schema_file=str(schema_file), out=str(out), epsilon=10.0, delta=1e-5,
+        rows=40, synthesizer="dp-conv-gan", epochs=1, batch_size=100)))
     assert result["release"] == str(out) and result["privacy_report"]["epsilon"] <= 10
     frame = pd.read_parquet(out / "data.parquet")
     assert len(frame) == 40 and {"image", "label"} <= set(frame.columns)

@@ -67,6 +67,7 @@ def test_the_sample_covers_every_class_and_150_cases():
 @pytest.mark.parametrize("case", FLOW_CASES, ids=[c.id for c in FLOW_CASES])
 def test_the_release_flow_fails_in_one_line_and_prefect_keeps_no_input_value(
         case, prefect_home, tmp_path, monkeypatch):
+    from flows.parameters import parameters
     from flows.release import release
 
     folder, state = tmp_path / "case", tmp_path / "state"
@@ -82,7 +83,7 @@ def test_the_release_flow_fails_in_one_line_and_prefect_keeps_no_input_value(
         config = config_from_args(parser.parse_args(argv))
     except (SystemExit, ValidationError, DataError, LimitError):
         return  # the run form refuses it: no flow starts (tests/test_fuzz.py)
-    flow_state = release(config, return_state=True)
+    flow_state = release(**parameters(config), return_state=True)
     assert flow_state.is_failed(), f"{case.id}: {flow_state}"
     message = flow_state.message or ""
     assert "\n" not in message and len(message) <= MAX_LINE + 100, f"{case.id}: {message}"

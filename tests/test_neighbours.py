@@ -361,6 +361,7 @@ def test_neighbouring_flow_runs_leave_the_same_trace_in_prefect(prefect_home, tm
                                                                  monkeypatch, lines, small):
     from prefect.context import get_run_context  # noqa: F401  (Prefect is imported)
 
+    from flows.parameters import parameters
     from flows.release import release
     from pipelines.config import RunConfig
 
@@ -372,7 +373,7 @@ def test_neighbouring_flow_runs_leave_the_same_trace_in_prefect(prefect_home, tm
     runs = {}
     for name, text in list(neighbours(lines).items())[:2]:
         data.write_text(as_small(text))
-        state = release(config, return_state=True)
+        state = release(**parameters(config), return_state=True)
         runs[name] = prefect_channels(state.state_details.flow_run_id)
         runs[name]["release bytes"] = {p.name: digest(p) for p in sorted(out.iterdir())}
         tape.rewind()
@@ -382,6 +383,7 @@ def test_neighbouring_flow_runs_leave_the_same_trace_in_prefect(prefect_home, tm
 
 def test_neighbouring_bad_inputs_leave_the_same_trace_in_prefect(prefect_home, tmp_path,
                                                                  lines):
+    from flows.parameters import parameters
     from flows.release import release
     from pipelines.config import RunConfig
 
@@ -394,7 +396,7 @@ def test_neighbouring_bad_inputs_leave_the_same_trace_in_prefect(prefect_home, t
     for name, text in {"D": one, "D+": one + [bad(lines, 9, "200")],
                        "D-": one[1:]}.items():
         data.write_text("".join(text))
-        state = release(config, return_state=True)
+        state = release(**parameters(config), return_state=True)
         assert state.is_failed()
         runs[name] = prefect_channels(state.state_details.flow_run_id)
     assert not (diff := compare(runs)), "\n".join(diff)
