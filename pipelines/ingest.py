@@ -97,6 +97,7 @@ class Problem:
     remedy: str
     value: str | None = None  # the offending value, quoted from the data
     public: str | None = None  # the message without anything read from the rows, if it has
+    label: str | None = None  # the input's name of the column, where it is released renamed
 
     def describe(self, redact: bool = False, remedy: bool = True) -> str:
         """The problem in one phrase; ``redact`` leaves out everything read from the rows
@@ -104,14 +105,14 @@ class Problem:
         ``remedy=False`` leaves out the remedy, where a line has no room for it."""
         value = "<redacted>" if redact else self.value
         message = (self.public if redact and self.public else self.message).format(value=value)
-        fix = f": {self.remedy}" if remedy else ""
+        fix, name = f": {self.remedy}" if remedy else "", self.label or self.column
         if self.first_row == 0 or redact:  # a problem of the whole column, or no rows named
-            return f"column '{self.column}' {message}{fix}"
+            return f"column '{name}' {message}{fix}"
         at = f"row {self.first_row:,}"
         if self.first_line is not None:
             at += f" (line {self.first_line:,})"
         more = f" ({self.count:,} rows in all)" if self.count > 1 else ""
-        return f"column '{self.column}' {message} in {at}{more}{fix}"
+        return f"column '{name}' {message} in {at}{more}{fix}"
 
 
 @dataclass(frozen=True)
@@ -468,7 +469,7 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
     except DataError:
         raise
     except (ValueError, TypeError, ArithmeticError, UnicodeError) as exc:
-        names = ", ".join(f"'{c.name}'" for c in schema.columns if c.generalize is not None)
+        names = ", ".join(f"'{c.input_name}'" for c in schema.columns if c.generalize)
         raise DataError(f"{source}: the schema's generalize rules (column(s) {names}) cannot "
                         f"read the input's values ({type(exc).__name__}): fix the data"
                         ) from None
@@ -507,7 +508,7 @@ def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
     """
     names = [str(n) for n in names]
     _check_width(len(names), source)
-    missing = [c.name for c in schema.columns if c.name not in names]
+    missing = [c.input_name for c in schema.columns if c.input_name not in names]
     if missing:
         listed = ", ".join(f"'{m}'" for m in missing)
         said = (f"{source}: column{'s' if len(missing) > 1 else ''} {listed} required by "
@@ -530,7 +531,7 @@ def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
         fix = ": which copy to read cannot be told; rename or drop the copies"
         raise DataError(f"{source}: column '{_cut(twice[0])}' appears {counts[twice[0]]} times "
                         f"in the header{more}{fix}", public=f"{source}: {said}{more}{fix}")
-    return tuple(c for c in names if c not in schema.names)
+    return tuple(c for c in names if c not in {d.input_name for d in schema.columns})
 
 
 def _delimiter_hint(names: list[str], schema: Schema) -> str:
@@ -594,7 +595,7 @@ def no_values(col: Column, rows: int) -> Problem:
     """The problem of a column that has no value in any of its ``rows``."""
     return Problem(col.name, 0, None, rows, f"has no value in any of its {rows:,} rows",
                    "a column with no values cannot be synthesized; drop it from the schema",
-                   public="has no value in any row")
+                   public="has no value in any row", label=col.input_name)
 
 
 class _Context:
@@ -612,8 +613,10 @@ class _Context:
         self.all_null: set[str] = set()
 
     def frame(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """The schema's columns of ``raw``, coerced; problems are collected, not raised."""
-        return pd.DataFrame({c.name: self.column(c, raw[c.name]) for c in self.schema.columns})
+        """The schema's columns of ``raw`` (read by their input names), coerced, under their
+        released names; problems are collected, not raised, naming the input's columns."""
+        return pd.DataFrame({c.name: self.column(c, raw[c.input_name])
+                             for c in self.schema.columns})
 
     def problem(self, col: Column, mask: np.ndarray, message: str, remedy: str,
                 value: str | None = None, public: str | None = None) -> None:
@@ -621,7 +624,7 @@ class _Context:
         first = int(idx[0])
         line = int(self.lines[first]) if self.lines is not None else None
         self.problems.append(Problem(col.name, self.offset + first + 1, line, len(idx), message,
-                                     remedy, value, public))
+                                     remedy, value, public, col.input_name))
 
     def column(self, col: Column, values: pd.Series) -> pd.Series:
         """One column coerced; values that no check foresaw (bytes that are not UTF-8 in a
@@ -632,7 +635,7 @@ class _Context:
             self.problems.append(Problem(
                 col.name, 0, None, len(values),
                 f"holds values that cannot be read as {col.kind} ({type(exc).__name__})",
-                "fix the data"))
+                "fix the data", label=col.input_name))
             return pd.Series(pd.NA, index=range(len(values)), dtype=object)
 
     def _column(self, col: Column, values: pd.Series) -> pd.Series:
@@ -670,7 +673,7 @@ class _Context:
         if unknown.any():
             if self.map_unknown and col.catch_all is not None:
                 labels = labels.mask(unknown, col.catch_all)
-                self.mapped[col.name] = int(unknown.sum())
+                self.mapped[col.input_name] = int(unknown.sum())
             else:
                 first = labels[np.flatnonzero(unknown)[0]]
                 remedy = (f"pass --map-unknown to map it to '{col.catch_all}'"
@@ -733,7 +736,8 @@ class _Context:
         return stamps
 
     def _ranged(self, col: Column, values: pd.Series, is_null: np.ndarray) -> pd.Series:
-        low, high = _bounds(col)
+        low, high = ((pd.Timestamp(col.minimum), pd.Timestamp(col.maximum)) if col.is_temporal
+                     else (col.minimum, col.maximum))
         show = (lambda v: pd.Timestamp(v).date().isoformat() if col.kind == "date" else
                 pd.Timestamp(v).isoformat()) if col.is_temporal else _number
         for side, mask, bound in (("below", (values < low).to_numpy(na_value=False), low),
@@ -741,7 +745,8 @@ class _Context:
             if not mask.any():
                 continue
             if self.clip:
-                self.clipped[col.name] = self.clipped.get(col.name, 0) + int(mask.sum())
+                self.clipped[col.input_name] = self.clipped.get(col.input_name, 0) + int(
+                    mask.sum())
                 values = values.mask(mask, bound)
             else:
                 word = "minimum" if side == "below" else "maximum"
@@ -762,12 +767,6 @@ class _Context:
                          _number(values[np.flatnonzero(big)[0]]))
             values = values.mask(big)
         return values
-
-
-def _bounds(col: Column) -> tuple:
-    if col.is_temporal:
-        return pd.Timestamp(col.minimum), pd.Timestamp(col.maximum)
-    return col.minimum, col.maximum
 
 
 def _number(value: float) -> str:

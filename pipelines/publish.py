@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.columns import column_notes, field_metadata, surrogate_metadata
 from schemas.model import Column, Schema, pandas_dtype
 
 DATA_FILE = "data.parquet"
@@ -68,7 +69,10 @@ def to_arrow(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str]) -
             the declared categories, in their declared order.
         metadata: string key-values stored on the Arrow schema as ``synth.<key>``, plus the
             whole mapping as JSON under ``synth.metadata``; ``synth.schema_fingerprint`` is
-            added from ``schema.fingerprint()``.
+            added from ``schema.fingerprint()``. Each field carries what its column holds
+            (``pipelines.columns.field_metadata``: description, unit, rule, ``synthetic``),
+            and ``synth.columns`` holds the same per column as JSON, for readers of the
+            file's key-values alone.
 
     Raises:
         PublishError: listing every problem at once (missing or unexpected columns, values
@@ -95,8 +99,12 @@ def to_arrow(frame: pd.DataFrame, schema: Schema, metadata: Mapping[str, str]) -
     meta = _metadata(metadata, schema, problems)
     if problems:
         raise PublishError(f"cannot publish against {schema.where}: " + "; ".join(problems))
-    fields = [pa.field(n, pa.string(), nullable=False) for n in fakes] + [
-        pa.field(c.name, a.type, nullable=c.nullable) for c, a in zip(schema.columns, arrays)]
+    idents = {i.name: i for i in schema.identifiers}
+    fields = [pa.field(n, pa.string(), nullable=False, metadata=surrogate_metadata(idents[n]))
+              for n in fakes] + [
+        pa.field(c.name, a.type, nullable=c.nullable, metadata=field_metadata(c))
+        for c, a in zip(schema.columns, arrays)]
+    meta[PREFIX + "columns"] = json.dumps(column_notes(schema, fakes), sort_keys=True)
     return pa.Table.from_arrays(surrogates + arrays, schema=pa.schema(fields, metadata=meta))
 
 
@@ -130,9 +138,11 @@ def _to_array(series: pd.Series, column: Column, problems: list[str]) -> pa.Arra
 def _metadata(metadata: Mapping[str, str], schema: Schema, problems: list[str]) -> dict[str, str]:
     merged = {"schema_fingerprint": schema.fingerprint(), **metadata}
     bad = [k for k, v in merged.items() if not (isinstance(k, str) and k and isinstance(v, str))]
-    if bad or "metadata" in merged:
-        problems.append(f"metadata keys {bad or ['metadata']} need non-empty string keys other "
-                        "than 'metadata' and string values (json.dumps anything structured)")
+    reserved = [k for k in ("metadata", "columns") if k in merged]
+    if bad or reserved:
+        problems.append(f"metadata keys {bad or reserved} need non-empty string keys other "
+                        "than 'metadata' and 'columns' and string values (json.dumps anything "
+                        "structured)")
         return {}
     if merged["schema_fingerprint"] != schema.fingerprint():
         problems.append("metadata 'schema_fingerprint' is not this schema's fingerprint")
@@ -496,7 +506,8 @@ def _swap_in(staging: Path, out_dir: Path, overwrite: bool) -> None:
 def read_release_metadata(parquet_path: Path) -> dict[str, str]:
     """Reads the ``synth.`` key-values of a release's Parquet footer, prefix stripped.
 
-    ``synth.metadata`` (the same mapping as JSON) is left out.
+    ``synth.metadata`` (the same mapping as JSON) and ``synth.columns`` (the columns' notes,
+    see ``read_column_metadata``) are left out.
 
     Raises:
         PublishError: the file is missing or not Parquet.
@@ -509,4 +520,22 @@ def read_release_metadata(parquet_path: Path) -> dict[str, str]:
     out = {k.decode()[len(PREFIX):]: v.decode() for k, v in raw.items()
            if k.decode().startswith(PREFIX)}
     out.pop("metadata", None)
+    out.pop("columns", None)
     return out
+
+
+def read_column_metadata(parquet_path: Path) -> dict[str, dict[str, str]]:
+    """What each column of a release says it holds: its Arrow field metadata (description,
+    unit, rule, ``synthetic``...; see ``pipelines.columns.field_metadata``), by column name,
+    in the file's column order.
+
+    Raises:
+        PublishError: the file is missing or not Parquet.
+    """
+    try:
+        schema = pq.read_schema(parquet_path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise PublishError(f"{parquet_path}: cannot read Parquet schema ({exc}); "
+                           "check the path points at a release's data.parquet") from exc
+    return {f.name: {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
+            for f in schema}

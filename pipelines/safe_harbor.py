@@ -44,7 +44,8 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
     """Applies every ``generalize:`` rule of the schema to the raw frame.
 
     Every rule reads the raw input columns (an index date is read before it is itself
-    generalised), so the order of columns does not matter. Values that are missing stay
+    generalised), so the order of columns does not matter, and writes its output form under
+    the input's column name (``coerce`` then gives it its released name). Values that are missing stay
     missing; values that do not parse are reported; bounds are checked afterwards, by coerce,
     on the output form.
 
@@ -52,7 +53,8 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
         DataError: naming the file, the column and the first row of every value that does
             not parse (dates as ISO dates, ZIP codes as 5 digits or ZIP+4, ages as numbers).
     """
-    rules = [c for c in schema.columns if c.generalize is not None and c.name in raw.columns]
+    rules = [c for c in schema.columns
+             if c.generalize is not None and c.input_name in raw.columns]
     if not rules:
         return raw
     missing = set(schema.missing_values)
@@ -61,9 +63,10 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
     problems: list[tuple[str, str]] = []  # (with the value, redacted)
     for col in rules:
         gen = col.generalize
-        values = _clean(raw[col.name], missing)
+        name = col.input_name  # the input's column: its values are replaced in place
+        values = _clean(raw[name], missing)
         if gen.rule == "zip3":
-            out[col.name] = _zip3(values, col.name, lines, problems)
+            out[name] = _zip3(values, name, lines, problems)
         elif gen.rule == "age90":
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64",
                                                                       na_value=np.nan)
@@ -71,22 +74,22 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
             # coerce to report (never silently turned into an age)
             over = np.isfinite(numbers) & (numbers > AGE_CAP - 1)
             text = values.dtype == object or pd.api.types.is_string_dtype(values)
-            out[col.name] = values.mask(over, str(AGE_CAP) if text else AGE_CAP)
+            out[name] = values.mask(over, str(AGE_CAP) if text else AGE_CAP)
         else:
-            stamps = _dates(values, col.name, lines, problems)
+            stamps = _dates(values, name, lines, problems)
             if gen.rule == "year":
-                out[col.name] = stamps.dt.year.astype("Float64")
+                out[name] = stamps.dt.year.astype("Float64")
             elif gen.reference not in raw.columns:
                 continue  # coerce reports the missing reference column
             else:
                 ref = _dates(_clean(raw[gen.reference], missing), gen.reference, lines, [])
                 if gen.rule == "offset_from":
-                    out[col.name] = (stamps - ref).dt.days.astype("Float64")
+                    out[name] = (stamps - ref).dt.days.astype("Float64")
                 else:  # age_at: whole years at the index date, 90 for 90 and older
                     before = (ref.dt.month * 100 + ref.dt.day) < (stamps.dt.month * 100
                                                                   + stamps.dt.day)
                     years = ref.dt.year - stamps.dt.year - before.astype("Int64")
-                    out[col.name] = years.clip(upper=AGE_CAP).astype("Float64")
+                    out[name] = years.clip(upper=AGE_CAP).astype("Float64")
     if problems:
         from pipelines.ingest import DataError
 

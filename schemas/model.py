@@ -20,6 +20,7 @@ from schemas.roles import (
     Generalization,
     Identifier,
     Survival,
+    released_name,
 )
 
 Kind = Literal["integer", "float", "categorical", "boolean", "date", "datetime"]
@@ -128,7 +129,10 @@ class Column:
     """One declared column.
 
     Numeric bounds (``minimum``/``maximum``) are floats for integer and float columns and
-    ``datetime.date`` / ``datetime.datetime`` for temporal ones.
+    ``datetime.date`` / ``datetime.datetime`` for temporal ones. ``name`` is the name every
+    step after ingest uses and the release carries; ``input_name`` the input file's column
+    (they differ where a Safe Harbor rule or ``output_name`` renames it, see
+    ``schemas.roles.released_name``).
     """
 
     name: str
@@ -145,6 +149,13 @@ class Column:
     description: str = ""
     generalize: Generalization | None = None  # a Safe Harbor rule; the fields above are its
     # OUTPUT form (what is trained on and released), the rule keeps the declared input form
+    input_name: str = ""  # the input file's column it is read from; "" (default): ``name``
+    unit: str = ""  # what a value counts in (mmHg, days...), for the release's metadata
+    decimals: int | None = None  # a float column's values are released rounded to these
+
+    def __post_init__(self) -> None:
+        if not self.input_name:  # a column read under the name it is released under
+            object.__setattr__(self, "input_name", self.name)
 
     @property
     def is_numeric(self) -> bool:
@@ -163,11 +174,17 @@ class Column:
         return dict(self.aliases)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        out: dict[str, Any] = {"name": self.input_name, "kind": self.kind}
+        if self.name != released_name(self.input_name, self.generalize):
+            out["output_name"] = self.name
         if self.role != "feature":
             out["role"] = self.role
         if self.description:
             out["description"] = self.description
+        if self.unit:
+            out["unit"] = self.unit
+        if self.decimals is not None:
+            out["decimals"] = self.decimals
         if self.nullable:
             out["nullable"] = True
         gen = self.generalize
@@ -221,7 +238,7 @@ class Schema:
     @property
     def input_names(self) -> list[str]:
         """Every declared input column, identifiers included, in declared order."""
-        return list(self.order) or self.names
+        return list(self.order) or [c.input_name for c in self.columns]
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -255,7 +272,8 @@ class Schema:
             out["budget"] = {"epsilon": self.budget[0], "delta": self.budget[1]}
         if self.survival is not None:
             out["survival"] = self.survival.to_dict()
-        declared = {c.name: c for c in (*self.identifiers, *self.columns)}
+        declared = {**{i.name: i for i in self.identifiers},
+                    **{c.input_name: c for c in self.columns}}
         out["columns"] = [declared[n].to_dict() for n in self.input_names]
         return out
 

@@ -35,12 +35,12 @@ from schemas.model import (
     range_problem,
     show,
 )
+from schemas.output import KEYS, check_names, parse_output, released_survival
 from schemas.roles import (
     BIRTH,
     SPARSE_ZIP3,
     ZIP3_VOCABULARY,
     Identifier,
-    Survival,
     output_form,
     parse_generalization,
     parse_identifier,
@@ -96,7 +96,7 @@ def _parse_column(raw: Any, index: int, problems: list[str], lim: Limits) -> Col
     if raw.get("generalize") == "zip3" and "categories" not in raw:
         raw = {**raw, "categories": list(ZIP3_VOCABULARY)}
     known = {"name", "kind", "nullable", "min", "max", "categories", "catch_all", "aliases",
-             "transform", "bins", "role", "description", "generalize"}
+             "transform", "bins", "role", "description", "generalize", *KEYS}
     for key in sorted(set(map(str, raw)) - known):  # str: a key may be a number or null
         problems.append(f"{label}: unknown key {show(key)} (known: {', '.join(sorted(known))})")
     kind = raw.get("kind")
@@ -185,12 +185,13 @@ def _parse_column(raw: Any, index: int, problems: list[str], lim: Limits) -> Col
                             f"the sparse {', '.join(SPARSE_ZIP3)}; found {show(bad[:5])}")
         if "000" not in categories:
             categories += ("000",)
+    shown = parse_output(raw, name, kind, generalize, (minimum, maximum), label, problems)
     if len(problems) > before:
         return None
-    return Column(name=name, kind=kind, nullable=nullable, minimum=minimum, maximum=maximum,
+    return Column(kind=kind, nullable=nullable, minimum=minimum, maximum=maximum,
                   categories=categories, catch_all=catch_all, aliases=aliases,
                   transform=transform, bins=bins, role=role,
-                  description=str(raw.get("description", "")), generalize=generalize)
+                  description=str(raw.get("description", "")), generalize=generalize, **shown)
 
 
 def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
@@ -220,9 +221,10 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
     parsed = [_parse_column(c, i, problems, lim) for i, c in enumerate(cols_raw)]
     identifiers = [c for c in parsed if isinstance(c, Identifier)]
     columns = _resolve_generalizations([c for c in parsed if isinstance(c, Column)], problems)
+    check_names(columns, identifiers, problems)
     for c in columns if identifiers else ():  # a person's record: Safe Harbor applies
         if c.kind in TEMPORAL_KINDS:
-            problems.append(f"column {show(c.name)}: a {c.kind} in a table with direct identifiers "
+            problems.append(f"column {show(c.input_name)}: a {c.kind} in a table with direct identifiers "
                             "(a person's record): Safe Harbor allows no date element finer "
                             "than the year: declare role: quasi_identifier with generalize: "
                             "year or {offset_from: <index date column>}")
@@ -244,8 +246,8 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
     budget = _parse_budget(raw.get("budget"), problems)
     draft = _parse_draft(raw.get("draft"), "draft" in raw, problems)
     survival = parse_survival(raw.get("survival"), problems)
-    if survival is not None:
-        _check_survival(survival, columns, problems)
+    if survival is not None:  # in released names, which the checks and the steps use
+        survival = released_survival(survival, columns, problems)
     if problems:
         raise SchemaError(f"{where}: " + _listed(problems))
     return Schema(
@@ -253,7 +255,8 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
         description=str(raw.get("description", "")), source=str(raw.get("source", "")),
         license=str(raw.get("license", "")), missing_values=tuple(str(m) for m in missing),
         csv=CsvFormat(**csv_raw), budget=budget, path=path, identifiers=tuple(identifiers),
-        survival=survival, order=tuple(c.name for c in parsed if c is not None), draft=draft,
+        survival=survival, draft=draft,
+        order=tuple(getattr(c, "input_name", c.name) for c in parsed if c is not None),
     )
 
 
@@ -297,7 +300,7 @@ def _parse_csv(raw: Any, problems: list[str]) -> dict[str, Any]:
 
 def _resolve_generalizations(columns: list[Column], problems: list[str]) -> list[Column]:
     """Each generalised column in its output form (see schemas.roles); references checked."""
-    declared = {c.name: c for c in columns}  # input forms, before any is generalised
+    declared = {c.input_name: c for c in columns}  # input forms, before any is generalised
     out = []
     for c in columns:
         gen = c.generalize
@@ -306,15 +309,16 @@ def _resolve_generalizations(columns: list[Column], problems: list[str]) -> list
             continue
         ref = declared.get(gen.reference) if gen.reference else None
         if gen.rule in ("year", "offset_from") and (
-                BIRTH.search(c.name) or (gen.reference and BIRTH.search(gen.reference))):
-            problems.append(f"column {show(c.name)}: generalize {gen.rule} "
-                            f"{'on' if BIRTH.search(c.name) else 'from'} a birth date keeps a "
+                BIRTH.search(c.input_name) or (gen.reference and BIRTH.search(gen.reference))):
+            problems.append(f"column {show(c.input_name)}: generalize {gen.rule} "
+                            f"{'on' if BIRTH.search(c.input_name) else 'from'} a birth date "
+                            "keeps a "
                             "year or an age in days, which Safe Harbor forbids when it may show "
                             "an age over 89: use generalize: {age_at: <date column>} on the "
                             "birth date (ages over 89 become 90), or drop it (role: identifier)")
             continue
         if gen.reference and (ref is None or ref.kind not in TEMPORAL_KINDS):
-            problems.append(f"column {show(c.name)}: generalize {gen.rule} refers to "
+            problems.append(f"column {show(c.input_name)}: generalize {gen.rule} refers to "
                             f"{show(gen.reference)}, which is not a declared date or datetime "
                             "column (identifiers are dropped and cannot be referred to)")
             continue
@@ -324,38 +328,15 @@ def _resolve_generalizations(columns: list[Column], problems: list[str]) -> list
             # (37.5) stays a float: as an integer column every fractional age was rejected.
             kind = "float"
         if low is not None and low > high:
-            problems.append(f"column {show(c.name)}: its generalised bounds are empty "
+            problems.append(f"column {show(c.input_name)}: its generalised bounds are empty "
                             f"({low:g} > {high:g}): check min/max against {show(gen.reference)}")
             continue
         why = range_problem(low, kind) or range_problem(high, kind) if low is not None else None
         if why is not None:  # an offset_from's own min/max
-            problems.append(f"column {show(c.name)}: generalize {gen.rule}: a bound {why}")
+            problems.append(f"column {show(c.input_name)}: generalize {gen.rule}: a bound {why}")
             continue
         out.append(replace(c, kind=kind, minimum=low, maximum=high))
     return out
-
-
-def _check_survival(surv: Survival, columns: list[Column], problems: list[str]) -> None:
-    """The survival declaration refers to released columns of the right kinds."""
-    by_name = {c.name: c for c in columns}
-    time, event = by_name.get(surv.time), by_name.get(surv.event)
-    if time is None or not time.is_numeric:
-        problems.append(f"survival: time {show(surv.time)} must be a declared numeric column")
-    elif not time.minimum <= surv.follow_up <= time.maximum:
-        problems.append(f"survival: follow_up {surv.follow_up:g} must lie within "
-                        f"{show(surv.time)} bounds {time.minimum:g}..{time.maximum:g}")
-    if event is None or event.kind not in ("boolean", "categorical"):
-        problems.append(f"survival: event {show(surv.event)} must be a declared boolean or "
-                        "categorical column")
-    elif event.kind == "categorical" and surv.event_value not in event.categories:
-        problems.append(f"survival: event_value {show(surv.event_value)} must be one of "
-                        f"{show(surv.event)} categories {show(list(event.categories))}")
-    elif event.kind == "boolean" and surv.event_value is not None:
-        problems.append("survival: event_value only applies to a categorical event column")
-    for name in surv.only_with_event:
-        if name not in by_name or not by_name[name].nullable:
-            problems.append(f"survival: only_with_event column {show(name)} must be a declared "
-                            "nullable column")
 
 
 def _parse_budget(raw: Any, problems: list[str]) -> tuple[float, float] | None:

@@ -24,6 +24,10 @@ release carries, so training, validation and publishing share one set of columns
 ``generalize: zip3``               ZIP code -> its first three digits; the 17 sparse prefixes
                                    below become ``000``; categories = the 3-digit vocabulary
 =================================  ==========================================================
+
+The release names a column by what it then holds (``released_name``): ``admission_year``,
+``age_at_admission``, ``days_from_admission_to_discharge``, unless the schema gives an
+``output_name``; the input file keeps its names, and errors about the input name them.
 """
 
 from __future__ import annotations
@@ -184,6 +188,50 @@ def parse_generalization(raw: Any, kind: str, minimum: Any, maximum: Any, label:
         problems.append(f"{label}: generalize age90 needs min <= {AGE_CAP}")
         return None
     return Generalization(rule, reference, kind, minimum, maximum, explicit)
+
+
+# a date word at the end (or start) of a column's name, dropped from the name a rule derives:
+# admission_date -> admission, date_admitted -> admitted, AdmissionDate -> Admission
+DATE_WORD = re.compile(r"(?i:[_.\- ](date|datetime|dt|time|timestamp|ts|at|on|day))$"
+                       r"|(?<=[a-z0-9])(Date|DateTime|Datetime|Time|Timestamp|At|On|Day)$"
+                       r"|^(?i:(date|dt)[_.\- ])")
+
+
+def stem(name: str) -> str:
+    """A date column's name without its date word (``admission_date`` -> ``admission``);
+    the name itself where nothing would be left."""
+    return DATE_WORD.sub("", name) or name
+
+
+def released_name(name: str, gen: Generalization | None) -> str:
+    """The name a column is released under when its schema gives no ``output_name``: a rule
+    that changes what the column measures names the new measure (``admission_date`` with
+    ``year`` -> ``admission_year``; ``date_of_birth`` with ``{age_at: admission_date}`` ->
+    ``age_at_admission``; ``discharge_date`` with ``{offset_from: admission_date}`` ->
+    ``days_from_admission_to_discharge``); ``age90`` and ``zip3`` only coarsen the same
+    measure, and every other column keeps its input name."""
+    if gen is None or gen.rule in ("age90", "zip3"):
+        return name
+    if gen.rule == "year":
+        return f"{stem(name)}_year"
+    if gen.rule == "age_at":
+        return f"age_at_{stem(gen.reference)}"
+    return f"days_from_{stem(gen.reference)}_to_{stem(name)}"
+
+
+def describe_rule(gen: Generalization, name: str) -> str:
+    """A generalisation in words, naming the input column ``name`` it was applied to."""
+    words = {
+        "year": f"the calendar year of the input's '{name}'",
+        "age_at": f"whole years from the input's '{name}' (a birth date) to its "
+                  f"'{gen.reference}', {AGE_CAP} for {AGE_CAP} or older",
+        "offset_from": f"whole days from the same record's '{gen.reference}' to its '{name}'",
+        "age90": f"the input's '{name}', with ages over {AGE_CAP - 1} given as {AGE_CAP} "
+                 f"({AGE_CAP} or older)",
+        "zip3": f"the first three digits of the input's ZIP code '{name}', 000 for the "
+                f"{len(SPARSE_ZIP3)} sparse prefixes HHS lists",
+    }[gen.rule]
+    return f"HIPAA Safe Harbor generalisation: {words}"
 
 
 def output_form(gen: Generalization, ref: Any | None) -> tuple[str, Any, Any]:
