@@ -11,11 +11,13 @@ deleted it (see docs/schema-draft.md):
   bounds: ``synth run --clip``, or widen them); categories held by fewer rows are left out,
   counted but not named, and a ``catch_all`` takes them under ``--map-unknown``. What it
   reads from every row: each column's kind, whether any value is missing, whether any age is
-  over 89, which values are shaped like identifiers.
+  over 89, which values are shaped like identifiers. A float column's ``decimals:`` is the
+  most decimals that at least RARE values are written with (at most ``MOST_DECIMALS``).
 - ``draft_dp_schema`` reads them under (epsilon, delta)-DP, charged to the data set's budget
   in the ledger under its name, and writes ``draft: {dp: true, epsilon: .., delta: ..}``:
   kinds, bounds, categories and nullability all come from noisy counts (``synth.describe``).
-  ``synth run`` accepts it; it still wants a review for sense.
+  It proposes no ``decimals:`` (a value's precision would be one more private read, left to
+  the reviewer, as its header says). ``synth run`` accepts it; it still wants a review.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ BIRTH_NAMES = re.compile(r"birth|dob", re.IGNORECASE)
 AGE_NAMES = re.compile(r"(.*[_.\- ])?age([_.\- ].*)?", re.IGNORECASE)
 BOOLEAN_TOKENS = {"true", "false", "yes", "no", "t", "f", "y", "n", "0", "1"}
 CATCH_ALL = "other"
+MOST_DECIMALS = 6  # the plain draft proposes at most this many decimals for a float column
+NUMBER = re.compile(r"[+-]?\d*(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
 
 
 @dataclass
@@ -235,6 +239,8 @@ def _plain(name: str, values: pd.Series) -> _Drafted:
         col["min"], col["max"] = (int(declared[0]), int(declared[1])) if whole else declared
         if declared[0] >= 0 and high > 1000 * max(float(numbers.median()), 1):
             col["transform"] = "log"
+        if not whole and (places := decimals(present)):
+            col["decimals"] = places
         drafted.col = col
         return drafted
     stamps = pd.to_datetime(present, errors="coerce", format="ISO8601")
@@ -275,6 +281,20 @@ def _plain(name: str, values: pd.Series) -> _Drafted:
             f"{'it' if rare == 1 else 'them'} to the catch_all '{col['catch_all']}'")
     drafted.col = col
     return drafted
+
+
+def decimals(values: pd.Series) -> int | None:
+    """The most decimals that at least RARE of the numbers ``values`` are written with (as
+    text: ``5.70`` has two, ``1e-05`` five), at most MOST_DECIMALS; None where fewer than
+    RARE have any. Like a bound, it rests on RARE values: one record written with more
+    decimals than the rest does not show."""
+    found = values.astype(str).str.strip().str.fullmatch(NUMBER.pattern)
+    if len(values) < RARE or not found.all():
+        return None
+    parts = values.astype(str).str.strip().str.extract(NUMBER.pattern)
+    places = parts[0].fillna("").str.len() - pd.to_numeric(parts[1]).fillna(0)
+    most = int(np.sort(places.clip(lower=0).to_numpy())[-RARE])
+    return min(most, MOST_DECIMALS) or None
 
 
 def _catch_all(categories: list[str]) -> str:
@@ -352,7 +372,9 @@ def draft_dp_schema(path: str | Path, epsilon: float, delta: float = DEFAULT_DEL
         "# kinds, bounds, categories and nullability come from noisy counts, and a value held",
         "# by few rows never appears. Review it for sense: bounds are round numbers (values",
         "# beyond them need --clip), categories held by few rows are left out (--map-unknown",
-        "# maps them to the catch_all). Delete the `draft:` line once reviewed.",
+        "# maps them to the catch_all). Delete the `draft:` line once reviewed. No float",
+        "# column has `decimals:` (a value's precision would be one more private read):",
+        "# declare it from the data's documentation.",
     ]
     marker = {"dp": True, "epsilon": float(f"{spent_epsilon:.6g}"),
               "delta": float(f"{spent_delta:.6g}")}
