@@ -80,7 +80,7 @@ def check_names(columns: list[Column], identifiers: list[Identifier],
     for c in columns:
         if c.name in taken:
             problems.append(f"column {show(c.input_name)}: its release name {show(c.name)} is "
-                            f"already {taken[c.name]}'s: give it another output_name")
+                            f"also the name of {taken[c.name]}: give it another output_name")
         else:
             taken[c.name] = f"column {show(c.input_name)}"
 
