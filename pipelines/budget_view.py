@@ -22,8 +22,8 @@ def shown_state(entry: dict) -> str:
 
 def entry_lines(entries: list[dict]) -> list[str]:
     """The table of entries, one line each, under a header line."""
-    lines = [f"{'id':>4}  {'created':25}  {'data set':16}  {'state':11}  "
-             f"{'epsilon':>8}  {'delta':>8}  synthesizer     release"]
+    lines = [(f"{'id':>4}  {'created':25}  {'data set':16}  {'state':11}  "
+              f"{'epsilon':>8}  {'delta':>8}  synthesizer     release")]
     for e in entries:
         lines.append(f"{e['id']:>4}  {e['created']:25}  {e['data_set'][:16]:16}  "
                      f"{shown_state(e):11}  {e['epsilon']:>8.4g}  {e['delta']:>8.2g}  "
@@ -35,8 +35,8 @@ def data_set_lines(entries: list[dict]) -> list[str]:
     """Per data set, in order of first appearance: what its counted runs spent, how many
     were committed releases and how many quarantined, the total its schema declared at its
     newest reservation and what is left of it."""
-    lines = ["spent per data set (every state but cancelled counts, quarantined runs "
-             "included: their budget was spent):"]
+    lines = [("spent per data set (every state but cancelled counts, quarantined runs "
+              "included: their budget was spent):")]
     for data_set in dict.fromkeys(e["data_set"] for e in entries):
         mine = [e for e in entries if e["data_set"] == data_set]
         rows = [e for e in mine if e["state"] in COUNTED]

@@ -30,6 +30,7 @@ EPILOG = """examples:
   synth schema draft data.csv > schemas/mydata.yaml      # then review it by hand
   synth schema draft data.csv --epsilon 0.5 > schemas/mydata.yaml  # DP, charged to 'data'
   synth schema check schemas/mydata.yaml
+  synth schema from-sdv metadata.json > schemas/mydata.yaml  # SDV's metadata: fill in bounds
   synth run --input data.csv --schema schemas/mydata.yaml --epsilon 1 --out releases/mydata
   synth budget                                            # what each data set has spent
   synth verify releases/mydata                            # the files match the manifest
@@ -37,13 +38,25 @@ EPILOG = """examples:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one bounded ``error:`` line (exit 2), as every other."""
+    """argparse, but a usage error is one bounded ``error:`` line (exit 2), as every other,
+    that names what was probably meant (``pipelines.usage``: a mistyped option or
+    subcommand); a command given no subcommand prints its help instead (exit 2: nothing ran)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._words = [str(w) for w in (sys.argv[1:] if args is None else args)]
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
+        from pipelines.usage import explain, missing_subcommand, unknown_options
         from schemas.limits import bounded
 
-        self.exit(EXIT_BAD_INPUT, f"error: {bounded(f'{self.prog}: {message}')} (see "
-                                  f"{self.prog} --help)\n")
+        words = getattr(self, "_words", [])
+        if missing_subcommand(self, message) and not unknown_options([self], words):
+            self.print_help()
+            self.exit(EXIT_BAD_INPUT)
+        about, message = explain(self, message, words)
+        self.exit(EXIT_BAD_INPUT, f"error: {bounded(f'{about.prog}: {message}')} (see "
+                                  f"{about.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "Expectations and publish Parquet plus a privacy report, atomically.")
     add_run_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    schema = sub.add_parser("schema", help="draft or check a schema").add_subparsers(
+    schema = sub.add_parser("schema", help="draft, check or convert a schema (SDV metadata)"
+                            ).add_subparsers(
         dest="schema_command", required=True)
     draft = schema.add_parser(
         "draft", help="print a draft schema read from a private file (review it before "
@@ -83,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "charged to (default: as `synth run`)")
     check = schema.add_parser("check", help="parse a schema and report any contradiction")
     check.add_argument("schema_file", metavar="SCHEMA")
+    from_sdv = schema.add_parser(
+        "from-sdv", help="print a draft schema from SDV's single-table metadata JSON",
+        description="Prints a draft schema for the table an SDV metadata JSON file describes "
+        "(SDV's single-table format, or its multi-table format holding one table or naming one "
+        "with --table). SDV's metadata has no bounds or category lists: the draft marks each "
+        "with FILL IN and carries `draft: {dp: false}`, which `synth run` refuses until the "
+        "values are declared from public knowledge and the line deleted. See docs/sdv.md.")
+    from_sdv.add_argument("metadata", metavar="METADATA", help="SDV metadata JSON file")
+    from_sdv.add_argument("--table", help="the table of multi-table metadata")
+    from_sdv.add_argument("--name", help="the data set's name (default: the table's name, "
+                          "else the file name up to its first dot)")
+    to_sdv = schema.add_parser("to-sdv", help="print SDV single-table metadata JSON for a "
+                               "schema", description="Prints SDV's single-table metadata "
+                               "(sdtypes, no bounds or categories) for the input table a "
+                               "schema declares. See docs/sdv.md.")
+    to_sdv.add_argument("schema_file", metavar="SCHEMA")
     budget = sub.add_parser("budget", help="show the privacy budget ledger: what each data "
                             "set's releases have spent",
                             description="Every run reserves its (epsilon, delta) in the ledger "
@@ -262,6 +292,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT if problems else 0
     if args.schema_command == "draft":
         return _draft(args)
+    if args.schema_command in ("from-sdv", "to-sdv"):
+        return _sdv(args)
 
     from schemas import is_image_schema, load_image_schema, load_schema
 
@@ -281,6 +313,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{args.schema_file}: a DP draft (epsilon={schema.draft.epsilon:g}, delta="
               f"{schema.draft.delta:g}, charged to '{schema.name}'): `synth run` accepts it; "
               "review it for sense, then delete its `draft:` line")
+    return 0
+
+
+def _sdv(args: argparse.Namespace) -> int:
+    """``synth schema from-sdv`` and ``to-sdv`` (``pipelines.sdv_metadata``)."""
+    import json
+
+    from pipelines.sdv_metadata import schema_from_sdv, schema_to_sdv
+    from schemas import SchemaError, is_image_schema, load_schema
+
+    if args.schema_command == "from-sdv":
+        sys.stdout.write(schema_from_sdv(args.metadata, name=args.name, table=args.table))
+        print("the draft above needs every FILL IN declared from public knowledge, then its "
+              "`draft:` line deleted (`synth schema check` lists what is missing; `synth "
+              "run` refuses it until then)", file=sys.stderr)
+        return 0
+    if is_image_schema(args.schema_file):
+        raise SchemaError(f"{args.schema_file}: an image schema has no SDV single-table form")
+    print(json.dumps(schema_to_sdv(load_schema(args.schema_file)), indent=2))
     return 0
 
 

@@ -224,3 +224,38 @@ def test_rerunning_a_published_run_spends_and_publishes_nothing(adult_sample, tm
     assert run([*argv, "--seed", "1", "--overwrite"], capsys)[0] == 0
     assert (tmp_path / "adult.internal" / "run_key").read_text() != key
     assert len(Ledger(db).history()) == 2
+
+
+# Usage: what was probably meant, and help where a command was not given
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["run", "--input", "a.csv", "--schema", "s.yaml", "--out", "o", "--epsilom", "1"],
+     "synth run: unrecognized argument --epsilom (did you mean --epsilon?)"),
+    (["run", "--input", "a.csv", "--schema", "s.yaml", "--out", "o", "--epsilon", "1",
+      "--quite"], "unrecognized argument --quite (did you mean --quiet"),
+    (["run", "--input", "a.csv", "--schema", "s.yaml", "--out", "o", "--epsilon", "1",
+      "--synthesizer", "dp-ctgn"], "invalid choice: 'dp-ctgn'"),
+    (["rnu"], ("invalid choice: 'rnu' (choose from 'run', 'schema', 'budget', 'verify') "
+               "(did you mean run?)")),
+    (["schema", "chekc", "s.yaml"], "(did you mean check?)"),
+    (["budget", "--ledgr", "x.db"], ("synth budget: unrecognized argument --ledgr (did you "
+                                     "mean --ledger?)")),
+    (["--verison"], "unrecognized argument --verison (did you mean --version?)"),
+])
+def test_a_mistyped_option_or_command_says_what_was_meant(argv, expect, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == EXIT_BAD_INPUT and expect in err and err.count("\n") == 1
+    assert err.startswith("error: ")
+
+
+@pytest.mark.parametrize("argv, expect", [([], "{run,schema,budget,verify}"),
+                                          (["schema"], "{draft,check,from-sdv,to-sdv}")])
+def test_a_command_without_its_subcommand_prints_its_help(argv, expect, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exited.value.code == EXIT_BAD_INPUT  # nothing ran: a script notices
+    assert expect in out and "usage: synth" in out and err == ""

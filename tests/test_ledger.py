@@ -580,7 +580,8 @@ def test_an_absurd_amount_spent_is_not_committed(tmp_path):
 
 def test_an_entry_records_the_declared_total_and_can_be_marked_quarantined(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
-    first, second = reserve(ledger, 1.0), reserve(ledger, 1.0, limit=None)
+    first = reserve(ledger, 1.0)
+    reserve(ledger, 1.0, limit=None)
     assert not ledger.quarantine(first)  # only an entry that counts (it spent) is marked
     ledger.start(first)
     ledger.commit(first, 1.0, 1e-9)
