@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.remedies import remedies
 from schemas import Schema
 from synth.encoding import TableEncoder
 from synth.metrics import association_matrix
@@ -54,6 +55,10 @@ class ReportInputs:
         real: the real rows compared with (internal report only), or None.
         checks: release checks (leakage, audit) as a dict of sections, internal only.
         images: PNG images to show, by caption (for example a contact sheet).
+        quarantined: the gate's failed-check lines (``Verdict.failed``: public) of a release
+            that was quarantined instead of published; empty for a published one. The
+            report then says QUARANTINED in its title and heading and names remedies
+            (``pipelines.remedies``).
     """
 
     schema: Schema
@@ -65,13 +70,16 @@ class ReportInputs:
     real: pd.DataFrame | None = None
     checks: dict[str, Any] = field(default_factory=dict)
     images: dict[str, bytes] = field(default_factory=dict)
+    quarantined: tuple[str, ...] = ()
 
 
 def render(inputs: ReportInputs, internal: bool) -> str:
     """The report as an HTML document (a string); ``internal`` adds the real-data sections."""
     s = inputs.schema
-    title = f"{s.name}: DP synthetic release" + (" (internal report)" if internal else "")
-    parts = [f"<h1>{_e(title)}</h1>", _privacy(inputs.privacy), _validation(inputs, internal)]
+    title = (f"{s.name}: DP synthetic release" + (" QUARANTINED" if inputs.quarantined else "")
+             + (" (internal report)" if internal else ""))
+    parts = [f"<h1>{_e(title)}</h1>", _quarantine(inputs), _privacy(inputs.privacy),
+             _validation(inputs, internal)]
     columns = getattr(s, "columns", ())  # an image schema has none: its images show below
     if len(inputs.synthetic) and columns:
         parts.append(_marginals(inputs, internal))
@@ -113,6 +121,22 @@ def _privacy(p: dict[str, Any]) -> str:
             ["release gate", p.get("release_gate", "none")],
             ["code version", p.get("code_version", "")], ["created", p.get("created", "")]]
     return "<h2>Privacy statement</h2>" + _table(None, rows)
+
+
+def _quarantine(inputs: ReportInputs) -> str:
+    """What failed and what to try next (public lines only); nothing for a published release."""
+    if not inputs.quarantined:
+        return ""
+    p = inputs.privacy
+    failed = inputs.quarantined
+    steps = remedies(failed, p.get("epsilon"), p.get("synthesizer"))
+    return ("<h2 class='bad'>QUARANTINED: not published</h2><p class='note'>This release "
+            f"failed {len(failed)} of the release gate's checks, so it was put in the "
+            "quarantine folder instead of the release location. Its budget was spent (the "
+            "ledger counts it; <code>synth budget</code> lists it as quarantined): a rerun "
+            "spends again.</p>" + "".join(f"<p class='bad'>{_e(line)}</p>" for line in failed)
+            + "<h3>What to try</h3><ul>" + "".join(f"<li>{_e(s)}</li>" for s in steps)
+            + "</ul>")
 
 
 def _verdict(ok: bool) -> str:
