@@ -23,6 +23,7 @@ from pipelines.ingest import DataError
 from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.lock import HeldHere, OutLock
 from pipelines.paths import release_dir
+from pipelines.preflight import warnings as preflight_warnings
 from pipelines.publish import DATA_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
 from schemas import Schema, SchemaError, load_schema, refuse_unreviewed_draft
@@ -64,6 +65,8 @@ def prepare(config: RunConfig) -> Plan:
     lock (``pipelines.lock``: one run at a time per ``out``) and reserves the run's
     (epsilon, delta) in the budget ledger. Every check that needs no private data comes
     first, so that what can be refused is refused before anything is written or reserved.
+    Before the reservation, ``pipelines.preflight`` warns (on the ``synth.progress`` logger)
+    when the schema and settings predict noise-dominated one-way marginals.
     Nothing private is read, beyond hashing the input file to know which data set it is. The
     caller calls ``plan.done()`` when the run has published or failed.
 
@@ -87,6 +90,8 @@ def prepare(config: RunConfig) -> Plan:
     except OSError as exc:
         raise DataError(f"{source}: cannot read input: {exc.strerror or exc}") from None
     key = run_key(config, data_set, schema)
+    for line in preflight_warnings(schema, config):  # public facts only: warn, never refuse
+        logging.getLogger("synth.progress").warning("%s", line)
     ledger, entry, checkpoint, lock = claim(config, key, out, schema.name, str(source),
                                             config.synthesizer, budget, schema.budget)
     return Plan(config=config, schema=schema, budget=budget, out=out, ledger=ledger,
