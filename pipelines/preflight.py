@@ -65,12 +65,12 @@ def warnings(schema: Schema, config: RunConfig) -> list[str]:
     named = ", ".join(f"'{name}' ({k} cells)" for _, name, k in over[:SHOWN]) + (
         f" and {len(over) - SHOWN} more" if len(over) > SHOWN else "")
     rows = over[0][0]
-    return [f"pre-flight: at epsilon={config.epsilon:g} each one-way count of this schema's "
-            f"{len(sizes)} columns carries noise of std >= {sigma:.3g}: with fewer than about "
-            f"{_round_up(rows):,} input rows the one-way marginal of {named} is mostly noise "
-            f"(beyond measured_tv_max={tv_max:g}): the release will carry little of its "
-            "signal, and may be quarantined; a higher --epsilon, fewer columns or fewer "
-            "categories or bins help (the input's size is private: nothing is refused)"]
+    return [(f"pre-flight: at epsilon={config.epsilon:g} each one-way count of this schema's "
+             f"{len(sizes)} columns carries noise of std >= {sigma:.3g}: with fewer than about "
+             f"{_round_up(rows):,} input rows the one-way marginal of {named} is mostly noise "
+             f"(beyond measured_tv_max={tv_max:g}): the release will carry little of its "
+             "signal, and may be quarantined; a higher --epsilon, fewer columns or fewer "
+             "categories or bins help (the input's size is private: nothing is refused)")]
 
 
 def _round_up(rows: float) -> int:
