@@ -47,7 +47,7 @@ def _claim(report: dict, where: Path, status: str, budget: str) -> str:
             ("accountant", report["accountant"]), ("synthesizer", report["synthesizer"]),
             ("rows released", f"{report['rows_released']:,}"), ("budget", budget),
             ("release gate", report.get("validation", "-"))]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| fact | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def release_artifacts(report: dict, where: Path, published: bool, failed: tuple[str, ...],

@@ -22,6 +22,7 @@ other than loopback is refused without it.
 
 import argparse
 import ipaddress
+from datetime import UTC, datetime, timedelta
 import os
 import signal
 import subprocess
@@ -32,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
 from pipelines.config import RunConfig
 from pipelines.paths import ROOT_ENV, UnsafePath, output_root, release_dir
@@ -48,13 +49,19 @@ class DeploymentFileError(ValueError):
     """A deployment file that cannot be read or does not validate; the message names it."""
 
 
+ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)  # interval schedules count from here by default
+
+
 class Schedule(BaseModel):
-    """When the deployment runs: a cron expression or an interval in seconds."""
+    """When the deployment runs: a cron expression, or an interval in seconds counted from
+    a fixed ``anchor`` (so a restarted service keeps the same run times)."""
 
     model_config = {"extra": "forbid"}
 
     cron: str | None = Field(None, description="Cron expression, e.g. '0 3 * * 1'")
     interval: float | None = Field(None, gt=0, description="Seconds between runs")
+    anchor: datetime = Field(ANCHOR, description="When interval runs are counted from "
+                             "(ISO 8601; default 2026-01-01T00:00:00Z)")
     timezone: str = Field("UTC", description="Time zone of the cron expression")
 
     @model_validator(mode="after")
@@ -75,6 +82,11 @@ class DeploymentSpec(BaseModel):
     schedule: Schedule | None = None
     config: RunConfig
     kind: Literal["release"] = "release"  # the one flow there is today
+    _path: Path | None = PrivateAttr(None)  # the file it was read from
+
+    @property
+    def path(self) -> str:
+        return str(self._path) if self._path else f"deployment {self.name}"
 
 
 def resolve_paths(config: dict, root: Path = ROOT) -> dict:
@@ -104,7 +116,9 @@ def load_spec(path: Path, root: Path = ROOT) -> DeploymentSpec:
     if isinstance(raw.get("config"), dict):
         raw = {**raw, "config": resolve_paths(raw["config"], root)}
     try:
-        return DeploymentSpec.model_validate(raw)
+        spec = DeploymentSpec.model_validate(raw)
+        spec._path = Path(path)
+        return spec
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())
@@ -132,23 +146,25 @@ def load_specs(folder: Path = DEPLOYMENTS, root: Path = ROOT) -> list[Deployment
 
 def to_deployments(specs: list[DeploymentSpec]) -> list:
     """A RunnerDeployment of the release flow per spec (imports the flow: torch and all)."""
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
     from prefect.deployments.runner import EntrypointType
 
+    from flows.parameters import parameters
     from flows.release import release
 
     deployments = []
     for spec in specs:
         schedule = {}
         if spec.schedule and spec.schedule.cron:
-            from prefect.client.schemas.schedules import CronSchedule
-
             schedule["schedule"] = CronSchedule(cron=spec.schedule.cron,
                                                 timezone=spec.schedule.timezone)
-        elif spec.schedule:
-            schedule["interval"] = spec.schedule.interval
+        elif spec.schedule:  # anchored: a restart does not shift the run times
+            schedule["schedule"] = IntervalSchedule(
+                interval=timedelta(seconds=spec.schedule.interval),
+                anchor_date=spec.schedule.anchor, timezone=spec.schedule.timezone)
         deployments.append(release.to_deployment(
             name=spec.name, description=spec.description or None, tags=spec.tags,
-            parameters={"config": spec.config.model_dump(mode="json", exclude_unset=True)},
+            parameters=parameters(spec.config),
             # the served subprocess imports flows.release by module (installed package),
             # not by file path
             entrypoint_type=EntrypointType.MODULE_PATH, **schedule))
@@ -239,6 +255,30 @@ def serve_deployments(specs: list[DeploymentSpec], limit: int = 1) -> None:
     serve(*to_deployments(specs), limit=limit, pause_on_shutdown=False)
 
 
+def serve_reports(root: Path, host: str, port: int):
+    """The report server (``flows.reports``) for the runs this process serves, which find
+    its address in ``SYNTH_REPORTS_URL`` (None, and no links, when ``port`` is 0)."""
+    if not port:
+        return None
+    from flows.artifacts import REPORTS_ENV
+    from flows.reports import start
+
+    auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
+    if not is_loopback(host) and not auth:
+        raise RuntimeError(f"refusing to serve release reports on {host} without "
+                           "authentication: set PREFECT_SERVER_API_AUTH_STRING")
+    try:
+        server = start(root, host, port, auth)
+    except OSError as exc:
+        raise RuntimeError(f"cannot serve release reports on {host}:{port}: "
+                           f"{exc.strerror or exc} (choose --reports-port)") from None
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host \
+        else host
+    os.environ[REPORTS_ENV] = f"http://{shown}:{port}"
+    print(f"release reports: {os.environ[REPORTS_ENV]}/<release>/report.html", file=sys.stderr)
+    return server
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
@@ -259,6 +299,9 @@ def main(argv=None) -> int:
                         help="Flow runs executed at the same time (default 1)")
     parser.add_argument("--startup-timeout", type=float, default=180,
                         help="Seconds to wait for the server to answer (default 180)")
+    parser.add_argument("--reports-port", type=int, default=None,
+                        help="Port of the release-report server the UI's artifacts link to "
+                             "(default: --port + 1; 0: none)")
     parser.add_argument("--output-root", type=Path, default=None,
                         help=f"Folder every run's release must go into, whatever a form "
                              f"asks (default: ${ROOT_ENV}, else {ROOT / 'releases'})")
@@ -269,8 +312,11 @@ def main(argv=None) -> int:
     try:
         specs = load_specs(args.deployments)
         for spec in specs:
-            release_dir(spec.config.out)
-    except (DeploymentFileError, UnsafePath) as exc:
+            try:
+                release_dir(spec.config.out)
+            except UnsafePath as exc:
+                raise DeploymentFileError(f"{spec.path}: config.out: {exc}") from None
+    except DeploymentFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -279,8 +325,10 @@ def main(argv=None) -> int:
     # because a shell starts background commands (`make serve &`) with it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
-    server = None
+    server = reports = None
     try:
+        reports = serve_reports(root.resolve(), args.host, args.port + 1 if args.reports_port is None
+                                else args.reports_port)
         if args.api_url is None:
             server = start_server(args.host, args.port)
             shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
@@ -302,6 +350,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if reports is not None:
+            reports.shutdown()
         if server is not None:
             stop_server(server)
     return 0

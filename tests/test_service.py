@@ -38,6 +38,10 @@ class Service:
     home: Path
     log: Path
     root: Path  # the output root every served run's release must go into
+    reports: str  # the release-report server's address
+
+
+SMALL = "adult-small"  # a deployment of this module's own: Adult's first 2,000 records
 
 
 def free_port() -> int:
@@ -51,10 +55,25 @@ def stop(process: subprocess.Popen) -> None:
     stop_server(process, grace=10)
 
 
+def small_deployment(folder: Path, sample: Path, out: Path) -> None:
+    """The shipped deployment files, plus one that releases a small sample quickly."""
+    folder.mkdir()
+    for path in (ROOT / "flows" / "deployments").glob("*.yaml"):
+        shutil.copy(path, folder / path.name)
+    (folder / f"{SMALL}.yaml").write_text(json.dumps({
+        "name": SMALL, "tags": ["test"], "schedule": {"interval": 3600},
+        "config": {"input": str(sample), "schema_file": "schemas/adult.yaml", "out": str(out),
+                   "epsilon": 2.0, "rows": 800, "noise_seed": 5, "overwrite": True,
+                   # 1,800 training rows and 800 synthetic ones: the default bounds are
+                   # too tight
+                   "fidelity": {"ks_max": 0.3, "tv_max": 0.3, "association_max": 0.2,
+                                "pmse_max": 0.25, "tstr_min": 0.5}}}))
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, adult_sample):
     home = tmp_path_factory.mktemp("prefect-service")
-    port = free_port()
+    port, reports = free_port(), free_port()
     api = f"http://127.0.0.1:{port}/api"
     # no scheduled runs appear by themselves during the test; the schedules are still
     # stored and read back
@@ -71,9 +90,12 @@ def service(tmp_path_factory):
         client_env = {**env, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH}
         client_env.pop("PREFECT_SERVER_API_AUTH_STRING")
         root = ROOT / "releases"  # the default; the deployments' own releases go there
+        deployments = home / "deployments"
+        small_deployment(deployments, adult_sample, root / f"test-service-{os.getpid()}")
         with open(log, "wb") as sink:
             runner = subprocess.Popen([sys.executable, "-m", "flows.serve", "--api-url", api,
-                                       "--output-root", str(root)],
+                                       "--output-root", str(root), "--deployments",
+                                       str(deployments), "--reports-port", str(reports)],
                                       cwd=ROOT, env=client_env, stdout=sink,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         from prefect.settings import (
@@ -85,7 +107,8 @@ def service(tmp_path_factory):
 
         with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: AUTH,
                                          PREFECT_HOME: str(home)}):
-            yield Service(api=api, home=home, log=log, root=root)
+            yield Service(api=api, home=home, log=log, root=root,
+                          reports=f"http://127.0.0.1:{reports}")
     finally:
         if runner is not None:
             # SIGINT is what Ctrl-C sends `make serve`; SIGTERM/SIGKILL after that
@@ -106,7 +129,7 @@ def served_deployments(service: Service, timeout: float = 150) -> dict:
     """The deployments once ``flows.serve`` has registered all of them."""
     from prefect.client.orchestration import get_client
 
-    wanted = {s.name for s in load_specs()}
+    wanted = {s.name for s in load_specs()} | {SMALL}
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         with get_client(sync_client=True) as client:
@@ -166,15 +189,21 @@ def test_every_config_file_is_a_served_deployment_with_schedule_tags_and_form(se
             assert schedule.schedule.cron == spec.schedule.cron
         else:
             assert schedule.schedule.interval.total_seconds() == spec.schedule.interval
-        assert deployment.parameters["config"]["input"] == spec.config.input
+            # anchored: a restarted service keeps the run times
+            assert schedule.schedule.anchor_date == spec.schedule.anchor
+        assert deployment.parameters["input"] == spec.config.input
         # the run form: RunConfig's fields with descriptions, ranges and choices
-        form = deployment.parameter_openapi_schema["definitions"]["RunConfig"]["properties"]
+        form = deployment.parameter_openapi_schema["properties"]
         assert form["epsilon"]["minimum"] == 1e-6 and form["epsilon"]["description"]
         assert "dp-marginals" in form["synthesizer"]["enum"]
         assert deployment.enforce_parameter_schema
 
 
-def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_sample, request):
+@pytest.fixture(scope="module")
+def served_run(service):
+    """One run of the small deployment triggered through the API with one parameter
+    changed (epsilon: the deployment's values stand for the rest); its flow run, logs and
+    artifacts as the API returns them."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -186,33 +215,67 @@ def test_a_run_triggered_through_the_api_publishes_a_release(service, adult_samp
 
     served_deployments(service)
     out = service.root / f"test-service-{os.getpid()}"
-    request.addfinalizer(lambda: [shutil.rmtree(out.with_name(out.name + suffix),
-                                                ignore_errors=True)
-                                  for suffix in ("", ".internal", ".quarantine")])
-    config = {"input": str(adult_sample), "schema_file": str(ROOT / "schemas" / "adult.yaml"),
-              "out": str(out), "epsilon": 1.0, "rows": 800, "noise_seed": 5,  # reproducible
-              # 1,800 training rows and 800 synthetic ones: the default bounds are too tight
-              "fidelity": {"ks_max": 0.3, "tv_max": 0.3, "association_max": 0.2,
-                           "pmse_max": 0.25, "tstr_min": 0.5}}
-    run = run_deployment(f"{FLOW}/adult-demo", parameters={"config": config}, timeout=300,
+    run = run_deployment(f"{FLOW}/{SMALL}", parameters={"epsilon": 1.0}, timeout=300,
                          poll_interval=2)
-    assert run.state is not None and run.state.is_completed(), (
-        f"{run.state}; serve log:\n{service.log.read_text()[-3000:]}")
+    try:
+        assert run.state is not None and run.state.is_completed(), (
+            f"{run.state}; serve log:\n{service.log.read_text()[-3000:]}")
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            # the runner ships logs in batches, after the run's state: wait for them
+            deadline, logs = time.monotonic() + 60, []
+            while not any(f"published {out}" in e.message for e in logs) \
+                    and time.monotonic() < deadline:
+                time.sleep(0 if not logs else 1)
+                logs = client.read_logs(log_filter=LogFilter(
+                    flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        yield run, out, [e.message for e in logs], {a.key: a for a in artifacts}
+    finally:
+        for suffix in ("", ".internal", ".quarantine"):
+            shutil.rmtree(out.with_name(out.name + suffix), ignore_errors=True)
 
+
+def link_of(artifact) -> str:
+    """The address of a link artifact (the API stores it as markdown: [text](address))."""
+    return artifact.data.rsplit("](", 1)[-1].removesuffix(")")
+
+
+def test_a_run_given_only_epsilon_publishes_with_the_deployments_other_settings(
+        served_run):
+    run, out, _, _ = served_run
+    assert run.parameters["epsilon"] == 1.0 and run.parameters["rows"] == 800
     frame = pd.read_parquet(out / "data.parquet")
-    assert len(frame) == 800 and (out / "privacy_report.json").exists()
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
-        # the runner ships logs in batches, after the run's state: wait for them
-        deadline, published = time.monotonic() + 60, False
-        while not published and time.monotonic() < deadline:
-            logs = client.read_logs(log_filter=LogFilter(
-                flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-            published = any(f"published {out}" in entry.message for entry in logs)
-            time.sleep(0 if published else 1)
-    assert {"release", "release-checks", "release-report"} <= {a.key for a in artifacts}
-    assert published, "the run's 'published' log line never reached the API"
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert len(frame) == 800 and report["epsilon"] <= 1.0 + 1e-9
+
+
+def test_a_served_runs_logs_and_artifacts_say_what_happened(served_run):
+    """Through Prefect's API: a log line per phase (the public progress channel) and a
+    release artifact stating the claim, where it is and the data set's budget."""
+    run, out, logs, artifacts = served_run
+    text = "\n".join(logs)
+    for phase in ("prepare:", "ingest:", "train:", "sample:", "check: schema suite",
+                  "check: release against the DP-measured marginals", "check: canary audit",
+                  "publish: published"):
+        assert phase in text, (phase, text[-3000:])
+    assert "% of the privacy budget measured" in text  # training's steady progress lines
+    assert f"published {out}" in text
+    assert {"release", "release-checks", "release-report"} <= set(artifacts)
+    summary = artifacts["release"].data
+    report = json.loads((out / "privacy_report.json").read_text())
+    for fact in ("Published", f"{report['epsilon']:.4f}", f"{report['delta']:.3g}",
+                 report["accountant"], "dp-marginals", "800", str(out),
+                 "data set 'adult' has spent epsilon"):
+        assert fact in summary, (fact, summary)
+    link = link_of(artifacts["release-report"])
+    assert link.startswith("http://") and link.endswith("/report.html")
+    served = httpx.get(link, timeout=10)
+    assert served.status_code == 200 and served.text == (out / "report.html").read_text()
+    # the report server answers for public report files of releases only
+    base = link.removesuffix("/report.html")
+    for private in ("/data.parquet", ".internal/report.html", "/../../etc/passwd"):
+        assert httpx.get(base + private, timeout=10).status_code == 404, private
 
 
 def test_a_form_cannot_send_a_release_outside_the_output_root(service, adult_sample,
@@ -228,7 +291,7 @@ def test_a_form_cannot_send_a_release_outside_the_output_root(service, adult_sam
     config = {"input": str(adult_sample), "schema_file": str(ROOT / "schemas" / "adult.yaml"),
               "out": str(victim), "overwrite": True, "epsilon": 1.0,
               "ledger": str(tmp_path / "ledger.db")}
-    run = run_deployment(f"{FLOW}/adult-demo", parameters={"config": config}, timeout=300,
+    run = run_deployment(f"{FLOW}/adult-demo", parameters=config, timeout=300,
                          poll_interval=2)
     assert run.state is not None and run.state.is_failed()
     assert "outside the output root" in run.state.message
@@ -259,13 +322,11 @@ def test_the_server_refuses_a_config_outside_the_form(service):
 
     deployment = served_deployments(service)["adult-demo"]
     for field, value in (("epsilon", -1), ("synthesizer", "nope"), ("delta", 1.5)):
-        bad = {**deployment.parameters["config"], field: value}
         with (get_client(sync_client=True) as client,
               pytest.raises(PrefectHTTPStatusError) as err):
-            client.create_flow_run_from_deployment(deployment.id,
-                                                   parameters={"config": bad})
+            client.create_flow_run_from_deployment(deployment.id, parameters={field: value})
         assert err.value.response.status_code == 409
-        assert f"config.{field}" in err.value.response.text
+        assert field in err.value.response.text
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -347,3 +408,56 @@ def test_the_run_form_renders_in_the_ui(service, tmp_path):
     assert "adult-demo" in text and "Unauthenticated" not in text
     image = Image.open(io.BytesIO(png)).convert("RGB")
     assert image.size[0] >= 1000 and len(image.getcolors(1 << 20) or []) > 50
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_the_release_report_opens_from_the_runs_artifact_in_the_ui(service, served_run,
+                                                                    tmp_path):
+    """The run's report artifact in Prefect's UI, in headless Chromium: the page shows the
+    link to the release-safe report, and following it opens the report (served over HTTP,
+    not a file:// link)."""
+    import base64
+
+    run, out, _, artifacts = served_run
+    artifact = artifacts["release-report"]
+    origin = service.api.removesuffix("/api")
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=origin + "/")
+        time.sleep(1)
+        browser.evaluate(f"localStorage.setItem('prefect-password', "
+                         f"btoa({json.dumps(AUTH)}))")
+        # the run page and the release artifact, as an operator sees them (screenshots)
+        for name, url, wanted in (
+                ("run-page", f"{origin}/runs/flow-run/{run.id}", "publish: published"),
+                ("release-artifact", f"{origin}/artifacts/artifact/{artifacts['release'].id}",
+                 "data set 'adult' has spent")):
+            browser.call("Page.navigate", url=url)
+            text, deadline = "", time.monotonic() + 60
+            while wanted not in text and time.monotonic() < deadline:
+                time.sleep(1)
+                text = browser.evaluate("document.body ? document.body.innerText : ''") or ""
+            (tmp_path / f"{name}.png").write_bytes(base64.b64decode(
+                browser.call("Page.captureScreenshot", format="png")["data"]))
+            assert wanted in text, (name, text[:2000])
+        browser.call("Page.navigate", url=f"{origin}/artifacts/artifact/{artifact.id}")
+        link = link_of(artifact)
+        find = (f"[...document.querySelectorAll('a')].map(a => a.href)"
+                f".find(h => h === {json.dumps(link)}) || ''")
+        href, deadline = "", time.monotonic() + 60
+        while not href and time.monotonic() < deadline:
+            time.sleep(1)
+            href = browser.evaluate(find) or ""
+        assert href == link, browser.evaluate("document.body.innerText")[:2000]
+        browser.call("Page.navigate", url=href)
+        text, deadline = "", time.monotonic() + 30
+        while "epsilon" not in text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            text = browser.evaluate("document.body ? document.body.innerText : ''") or ""
+        title = browser.evaluate("document.title")
+        png = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+    finally:
+        browser.close()
+    (tmp_path / "release-report.png").write_bytes(png)
+    assert "epsilon" in text and "adult" in title.lower(), (title, text[:1000])
