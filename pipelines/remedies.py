@@ -94,4 +94,7 @@ def remedies(failed: Sequence[str], epsilon: float | None = None,
         out.append("The schema suite failed: the synthesizer produced values the schema does "
                    "not allow. Check the schema's declarations the lines name (bounds, "
                    "categories, nullable); if they are right, report it as a bug.")
+    if failed and not out:  # a check without a remedy of its own (an image check, say)
+        out.append("A higher --epsilon, a larger input or another --synthesizer: each gives "
+                   "the model more signal to fit what the failed checks above compare.")
     return out

@@ -61,6 +61,7 @@ def test_remedies_name_the_threshold_that_applies_and_a_value_that_passes():
     audit = ("canary audit: empirical epsilon lower bound 3.000 exceeds the claimed 1.000: the "
              "mechanism adds less noise than it accounts for")
     assert "run again" in " ".join(remedies((audit,)))
+    assert "--epsilon" in " ".join(remedies(("label balance: off by 0.3",)))
 
 
 def test_a_quarantined_report_says_so_in_its_title_and_heading_with_remedies():
