@@ -13,6 +13,7 @@ metadata and the arrays are allocated once; for CSV the batches' codes are joine
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -217,9 +218,8 @@ def _merge(problems: list[Problem], schema: Schema, null_rows: dict[str, int], r
     for p in problems:
         key = (p.column, p.message, p.remedy)
         seen = merged.get(key)
-        merged[key] = p if seen is None else Problem(
-            seen.column, seen.first_row, seen.first_line, seen.count + p.count, seen.message,
-            seen.remedy, seen.value)
+        merged[key] = (p if seen is None else
+                       dataclasses.replace(seen, count=seen.count + p.count))
     for col in schema.columns:  # no value in any batch: a problem of the whole column
         if null_rows[col.name] == rows:
             merged = {k: p for k, p in merged.items() if p.column != col.name}
