@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,12 +27,9 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from pipelines import run
 from pipelines.config import RunConfig
-from pipelines.image_run import ImageReleaseResult, run_image_release
 from pipelines.ingest import DataError, check_file, coerce, generalize
 from pipelines.ledger import Ledger
-from pipelines.plan import REPORT_FILE, VALIDATION_FILE, Plan
 from pipelines.publish import DATA_FILE, PublishError, verify_release
 from pipelines.safe_harbor import drop_identifiers
 from schemas import (
@@ -46,6 +44,15 @@ from schemas import load_schema as _load_schema
 from schemas.limits import limits
 from synth.base import NotFittedError, Synthesizer
 from synth.privacy import DEFAULT_DELTA, PrivacyBudget
+
+# As in `synth` and the flows (pipelines/cli.py, flows/__init__.py), before torch is
+# imported: idle OpenMP threads sleep rather than spin, and no torch.load runs pickle code.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+
+from pipelines import run  # imports torch
+from pipelines.image_run import ImageReleaseResult, run_image_release
+from pipelines.plan import REPORT_FILE, VALIDATION_FILE, Plan
 
 __all__ = ["OpenedRelease", "fit", "load_schema", "open_release", "release", "sample"]
 
