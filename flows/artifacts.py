@@ -54,7 +54,8 @@ def release_artifacts(report: dict, where: Path, published: bool, failed: tuple[
                       ledger, data_set: str, total: tuple[float, float] | None,
                       gate: list[dict], kind: str = "release") -> None:
     """The ``release`` summary (markdown), the gate's checks (table, key ``release-checks``)
-    and, when served, the link to the release-safe HTML report (``release-report``)."""
+    and the release-safe HTML report (``release-report``): a link when served, else its
+    path on the runner's host."""
     status = "Published" if published else "QUARANTINED"
     url = report_url(where)
     html = (f"[the release-safe report]({url})" if url else
@@ -73,6 +74,9 @@ def release_artifacts(report: dict, where: Path, published: bool, failed: tuple[
         create_link_artifact(key="release-report", link=url, link_text="release report",
                              description="The release-safe HTML report (no real-data "
                                          "statistics)")
+    else:  # not served: where the file is (a file:// link would not open from the UI)
+        create_markdown_artifact(key="release-report", description="The release-safe HTML "
+                                 "report", markdown=f"Report: {html}\n")
 
 
 def gate_rows(verdict) -> list[dict]:

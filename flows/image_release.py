@@ -11,9 +11,9 @@ import json
 import logging
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import release_artifacts
 from pipelines import image_run as steps
 from pipelines.config import RunConfig
 from pipelines.ingest import DataError
@@ -56,7 +56,18 @@ def check(plan: steps.ImagePlan, model, synthetic):
 
 @task(name="publish-images", **PRIVATE)
 def publish(plan: steps.ImagePlan, synthetic, checked) -> dict:
-    release = steps.release(plan, synthetic, checked)
+    try:
+        release = steps.release(plan, synthetic, checked)
+    finally:  # published or quarantined: the UI shows which, and why (public facts only)
+        outcome = checked.outcome
+        where = plan.out if outcome.success else steps.quarantine_dir(plan.out)
+        if (where / steps.REPORT_FILE).is_file():
+            release_artifacts(
+                checked.report, where, outcome.success,
+                tuple(f"{n}: {d}" for n, ok, d in outcome.checks if not ok), plan.ledger,
+                plan.schema.name, plan.schema.budget,
+                [{"suite": "image checks", "check": n, "detail": d, "success": ok}
+                 for n, ok, d in outcome.checks])
     return {"release": str(release.path), "privacy_report": checked.report}
 
 
@@ -82,12 +93,4 @@ def release_images(config: RunConfig) -> dict:
         result = publish(plan, synthetic, checked)
     finally:
         plan.done()
-    r = result["privacy_report"]
-    create_markdown_artifact(
-        key="image-release", description="Published synthetic image release",
-        markdown=f"**Release** `{result['release']}` (contact sheet: "
-                 f"`{result['release']}/contact_sheet.png`)\n\n"
-                 f"epsilon = {r['epsilon']:.4f}, delta = {r['delta']:g} ({r['accountant']}), "
-                 f"{r['rows_released']:,} images, checks: {r['validation']}")
-    get_run_logger().info("published %s", result["release"])
     return result

@@ -9,7 +9,11 @@ the UI renders as a validated form (descriptions, ranges, choices). The deployme
 *served* (``prefect.serve``): this process registers them and runs each flow run as its own
 subprocess, in the repository root, one at a time. That needs no work pool, no worker and no
 code storage, since the code is this checkout; a process work pool plus ``prefect worker``
-is the step up when runs must execute on other hosts.
+is the step up when runs must execute on other hosts: ``--prefect-yaml`` prints the
+deployments as a ``prefect.yaml`` for ``prefect deploy`` (flows/prefect_yaml.py).
+
+Each run's artifacts link its release-safe report, served over HTTP from the output root by
+this process (``flows.reports``, on ``--port`` + 1 unless ``--reports-port`` says otherwise).
 
 Runs take their parameters from a form, so every release must land inside the output root
 (``--output-root``, default ``releases/``; see ``pipelines.paths``), whatever ``out`` says.
@@ -299,6 +303,9 @@ def main(argv=None) -> int:
                         help="Flow runs executed at the same time (default 1)")
     parser.add_argument("--startup-timeout", type=float, default=180,
                         help="Seconds to wait for the server to answer (default 180)")
+    parser.add_argument("--prefect-yaml", action="store_true",
+                        help="Print the deployments as a prefect.yaml for `prefect deploy` "
+                             "with a process work pool, and exit (see flows/prefect_yaml.py)")
     parser.add_argument("--reports-port", type=int, default=None,
                         help="Port of the release-report server the UI's artifacts link to "
                              "(default: --port + 1; 0: none)")
@@ -319,6 +326,11 @@ def main(argv=None) -> int:
     except DeploymentFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.prefect_yaml:
+        from flows.prefect_yaml import prefect_yaml
+
+        sys.stdout.write(prefect_yaml(specs, ROOT, root))
+        return 0
 
     os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))  # SQLite: .prefect/prefect.db
     # Ctrl-C and SIGTERM stop the runner, then the server (`finally`). SIGINT is restored

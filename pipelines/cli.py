@@ -10,8 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -135,28 +134,11 @@ def _version() -> str:
     return f"synth {code_version()}"
 
 
-@contextmanager
-def _progress(enabled: bool) -> Iterator:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def _progress(enabled: bool):
+    """A progress bar on a terminal (``pipelines.progress.terminal``)."""
+    from pipelines.progress import terminal
 
-    with Progress(TextColumn("DP training"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("train", total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    return terminal(enabled)
 
 
 def _run(args: argparse.Namespace) -> int:

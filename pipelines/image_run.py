@@ -47,6 +47,7 @@ from pipelines.plan import (
     quarantine_dir,
     run_key,
 )
+from pipelines.progress import Steps, budget_line, phase
 from pipelines.publish import (
     DATA_FILE,
     Release,
@@ -177,6 +178,13 @@ def already_published(config: RunConfig) -> Path | None:
 
 def load(plan: ImagePlan) -> ImageSet:
     """Reads and checks the private images (the only read of private data)."""
+    cfg = plan.config
+    phase("prepare", "%s reserved epsilon=%g, delta=%g for %s, %s images to %s; %s",
+          "resumed: the killed run's entry" if plan.resumed else "budget checked and",
+          cfg.epsilon, cfg.delta, plan.synthesizer, f"{cfg.rows:,}", plan.out,
+          budget_line(plan.ledger, plan.schema.name, plan.schema.budget))
+    phase("ingest", "reading the images of %s and checking them against the schema",
+          cfg.input)
     try:
         return ingest_images(plan.config.input, plan.schema)
     except BaseException:
@@ -188,20 +196,25 @@ def fit(plan: ImagePlan, data: ImageSet, progress: Callable[[int, int], None] | 
     """Trains under the plan's budget; the ledger entry counts in full from the first DP step
     and records what the accountant reports at the end; a resumed run's entry has counted
     since the killed run's first step."""
+    phase("train", "%s under epsilon=%g, delta=%g%s", plan.synthesizer, plan.budget.epsilon,
+          plan.budget.delta, " (resuming from the last checkpoint)" if plan.resumed else "")
     if not plan.resumed:
         plan.ledger.start(plan.entry)
     model = make_image_synthesizer(plan.synthesizer, **plan.params).fit(
-        data.images, data.labels, len(plan.schema.labels), plan.budget, progress=progress,
-        checkpoint=plan.checkpoint)
+        data.images, data.labels, len(plan.schema.labels), plan.budget,
+        progress=Steps("train", also=progress), checkpoint=plan.checkpoint)
     if model.privacy_.epsilon > plan.budget.epsilon * (1 + 1e-9):
         raise RuntimeError(f"spent epsilon {model.privacy_.epsilon} exceeds the budget "
                            f"{plan.budget.epsilon}")
     plan.ledger.commit(plan.entry, model.privacy_.epsilon, model.privacy_.delta)
+    phase("train", "done: spent epsilon=%.4f, delta=%.3g (%s accountant)",
+          model.privacy_.epsilon, model.privacy_.delta, model.privacy_.accountant)
     return model
 
 
 def generate(plan: ImagePlan, model) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` synthetic images and labels: post-processing, public from here on."""
+    phase("sample", "%s synthetic images", f"{plan.config.rows:,}")
     return model.sample(plan.config.rows, seed=plan.config.seed)
 
 
@@ -241,6 +254,8 @@ def check(plan: ImagePlan, model, synthetic: tuple[np.ndarray, np.ndarray]) -> C
     outcome = ImageCheck(outcome.checks + ((
         "canary audit", audited.passed, f"empirical epsilon lower bound (99%) "
         f"{audited.epsilon_lower:.3f}, claimed {audited.epsilon_claimed:.3f}"),))
+    for name, ok, detail in outcome.checks:
+        phase("check", "%s: %s (%s)", name, "passed" if ok else "FAILED", detail)
     report["validation"] = outcome.verdict
     report["release_gate"] = ("published only if the structural checks of the synthetic "
                               "images and the canary audit passed; neither reads real data")
@@ -261,7 +276,8 @@ def release(plan: ImagePlan, synthetic: tuple[np.ndarray, np.ndarray],
     html = render(ReportInputs(
         schema=plan.schema, privacy=report, synthetic=pd.DataFrame(),
         structural=(len(checked.outcome.checks) - len(failed), len(checked.outcome.checks),
-                    failed), images={"Synthetic images, a row per label": sheet}),
+                    failed), images={"Synthetic images, a row per label": sheet},
+        quarantined=failed),
         internal=False)
     files = {REPORT_FILE: json.dumps(report, indent=2).encode(),
              VALIDATION_FILE: json.dumps(checked.outcome.to_dict(), indent=2).encode(),
@@ -276,7 +292,13 @@ def release(plan: ImagePlan, synthetic: tuple[np.ndarray, np.ndarray],
     published = publish_table(table, target, extra_files=files,
                               overwrite=plan.config.overwrite or not checked.outcome.success)
     checkpoints.discard(internal_dir(plan.out))
+    if checked.outcome.success:
+        phase("publish", "published %s", published.path)
+    else:
+        phase("publish", "QUARANTINED in %s: %s", target, "; ".join(failed),
+              level=logging.WARNING)
     if not checked.outcome.success:
+        plan.ledger.quarantine(plan.entry)  # still counted: the budget was spent
         log.error("checks failed; the images are quarantined in %s", target)
         raise ImageCheckFailed(checked.outcome, quarantine=target)
     return published

@@ -333,7 +333,8 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
         schema=plan.schema, privacy=report, synthetic=synthetic,
         structural=(verdict.structural.evaluated - len(verdict.structural.failed),
                     verdict.structural.evaluated, verdict.structural.failed),
-        gate=measured_rows(verdict.measured) if verdict.measured else None)
+        gate=measured_rows(verdict.measured) if verdict.measured else None,
+        quarantined=() if verdict.success else verdict.failed)
     inputs = dataclasses.replace(
         public, fidelity=observed(verdict.fidelity) if verdict.fidelity else None, real=real,
         checks={**({"identifier check (values of the input's identifier columns found in "
@@ -364,6 +365,7 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
         phase("publish", "QUARANTINED in %s: %s", target, "; ".join(verdict.failed),
               level=logging.WARNING)
     if not verdict.success:
+        plan.ledger.quarantine(plan.entry)  # still counted: the budget was spent
         log.error("checks failed: the release is quarantined in %s, the internal report is in "
                   "%s", target, internal_dir(plan.out))
         raise ValidationFailed(ValidationOutcome(

@@ -71,7 +71,11 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
     checks = artifacts["release-checks"].data
     assert "measured marginals" in str(checks) and "canary audit" in str(checks)
     assert "fidelity" not in str(checks) and "leakage" not in str(checks)  # internal only
-    assert artifacts["release-report"].data.endswith("adult.internal/report.html)")
+    # not served: the release-safe report's path (served runs get an HTTP link, never a
+    # file:// one; the internal report is not linked from Prefect)
+    report = artifacts["release-report"].data
+    assert f"{out / 'report.html'}" in report and "file://" not in report
+    assert ".internal" not in report
 
 
 def test_image_flow_publishes_an_image_release(prefect_home, tmp_path):

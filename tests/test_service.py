@@ -461,3 +461,32 @@ def test_the_release_report_opens_from_the_runs_artifact_in_the_ui(service, serv
         browser.close()
     (tmp_path / "release-report.png").write_bytes(png)
     assert "epsilon" in text and "adult" in title.lower(), (title, text[:1000])
+
+
+def test_prefect_deploy_takes_the_generated_prefect_yaml(service, tmp_path):
+    """The documented alternative to serving: `prefect deploy` with a process work pool,
+    from the prefect.yaml that `python -m flows.serve --prefect-yaml` prints."""
+    from prefect.client.orchestration import get_client
+
+    from flows.prefect_yaml import prefect_yaml
+
+    spec = load_spec(service.home / "deployments" / f"{SMALL}.yaml")
+    spec = spec.model_copy(update={"name": "pooled-small"})
+    (tmp_path / "prefect.yaml").write_text(prefect_yaml([spec], ROOT, service.root,
+                                                        pool="synth-test"))
+    env = {**os.environ, "PREFECT_API_URL": service.api, "PREFECT_API_AUTH_STRING": AUTH,
+           "PREFECT_HOME": str(service.home)}
+    prefect = [sys.executable, "-m", "prefect"]
+    for command in (["work-pool", "create", "synth-test", "--type", "process"],
+                    ["--no-prompt", "deploy", "--all", "--prefect-file",
+                     str(tmp_path / "prefect.yaml")]):
+        done = subprocess.run(prefect + command, cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(f"{FLOW}/pooled-small")
+    assert deployment.work_pool_name == "synth-test"
+    assert deployment.parameters["epsilon"] == 2.0 and deployment.parameters["rows"] == 800
+    assert deployment.job_variables["env"]["SYNTH_OUTPUT_ROOT"] == str(service.root.resolve())
+    [schedule] = deployment.schedules
+    assert schedule.schedule.anchor_date == spec.schedule.anchor
