@@ -26,7 +26,6 @@ other than loopback is refused without it.
 
 import argparse
 import ipaddress
-from datetime import UTC, datetime, timedelta
 import os
 import signal
 import subprocess
@@ -34,6 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -339,8 +339,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     server = reports = None
     try:
-        reports = serve_reports(root.resolve(), args.host, args.port + 1 if args.reports_port is None
-                                else args.reports_port)
+        port = args.port + 1 if args.reports_port is None else args.reports_port
+        reports = serve_reports(root.resolve(), args.host, port)
         if args.api_url is None:
             server = start_server(args.host, args.port)
             shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host

@@ -21,7 +21,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -152,10 +151,8 @@ def sample(model: Synthesizer, rows: int, seed: int = 0) -> pd.DataFrame:
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise DataError(f"sample() draws a whole number of rows, at least 1, not {rows!r}")
     limits().check("rows", rows, "rows")
-    # run.generate reads plan.schema and plan.config's rows, seed and noise_seed only
-    draw = SimpleNamespace(schema=encoder.schema, config=SimpleNamespace(
-        rows=rows, seed=seed, noise_seed=model.get_params().get("noise_seed")))
-    return run.generate(draw, model)  # type: ignore[arg-type]
+    return run.synthesize(model, encoder.schema, rows, seed,
+                          model.get_params().get("noise_seed"))
 
 
 def release(input: str | Path, schema: str | Path | Schema | ImageSchema, out: str | Path,

@@ -28,7 +28,6 @@ from pipelines.holdout import split as split_records
 from pipelines.html_report import ReportInputs, render
 from pipelines.ingest import Ingested, IngestReport, ingest, read_identifiers
 from pipelines.leakage import LeakageReport, check_leakage, identifier_leaks
-from pipelines.progress import Steps, budget_line, phase
 from pipelines.plan import (
     FIDELITY_FILE,
     HTML_FILE,
@@ -42,6 +41,7 @@ from pipelines.plan import (
     prepare,
     quarantine_dir,
 )
+from pipelines.progress import Steps, budget_line, phase
 from pipelines.publish import Release, publish, publish_folder
 from pipelines.report import now, privacy_report, release_metadata
 from pipelines.surrogates import add_surrogates, surrogate_seed
@@ -50,6 +50,7 @@ from pipelines.validate import ValidationFailed, ValidationOutcome, validate_syn
 from pipelines.validate.fidelity import observed, validate_fidelity
 from pipelines.validate.measured import rows as measured_rows
 from pipelines.validate.measured import validate_measured
+from schemas import Schema
 from synth.audit import AuditResult, audit
 from synth.base import Synthesizer, make_synthesizer
 from synth.encoding import DEFAULT_MAX_BINS, CodedTable, TableEncoder
@@ -158,17 +159,25 @@ def fit(plan: Plan, data: pd.DataFrame | CodedTable,
     return model
 
 
-def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:
-    """Samples the release's rows; with a ``survival:`` declaration they are post-processed
-    to obey it (time within follow-up, no event after it; see synth.survival.constrain).
-    Identifier columns the schema asks to carry get fake surrogate values in front, generated
-    from the schema and a secret seed alone (pipelines.surrogates)."""
+def synthesize(model: Synthesizer, schema: Schema, rows: int, seed: int,
+               noise_seed: int | None) -> pd.DataFrame:
+    """``rows`` synthetic rows as a release shows them: with a ``survival:`` declaration
+    post-processed to obey it (time within follow-up, no event after it; see
+    synth.survival.constrain), the columns finished (pipelines.columns), and the surrogate
+    identifiers the schema asks for in front, generated from the schema and a secret seed
+    alone (pipelines.surrogates)."""
     from synth import survival
 
-    phase("sample", "%s synthetic rows", f"{plan.config.rows:,}")
-    synthetic = sample(model, plan.config.rows, seed=plan.config.seed)
-    synthetic = finish_columns(survival.constrain(synthetic, plan.schema), plan.schema)
-    return add_surrogates(synthetic, plan.schema, surrogate_seed(plan.config.noise_seed))
+    synthetic = sample(model, rows, seed=seed)
+    synthetic = finish_columns(survival.constrain(synthetic, schema), schema)
+    return add_surrogates(synthetic, schema, surrogate_seed(noise_seed))
+
+
+def generate(plan: Plan, model: Synthesizer) -> pd.DataFrame:
+    """Samples the release's rows (``synthesize`` with the plan's settings)."""
+    cfg = plan.config
+    phase("sample", "%s synthetic rows", f"{cfg.rows:,}")
+    return synthesize(model, plan.schema, cfg.rows, cfg.seed, cfg.noise_seed)
 
 
 @dataclass(frozen=True)

@@ -490,3 +490,16 @@ def test_prefect_deploy_takes_the_generated_prefect_yaml(service, tmp_path):
     assert deployment.job_variables["env"]["SYNTH_OUTPUT_ROOT"] == str(service.root.resolve())
     [schedule] = deployment.schedules
     assert schedule.schedule.anchor_date == spec.schedule.anchor
+
+
+def test_a_deployment_file_sending_out_outside_the_output_root_is_named(tmp_path, capsys):
+    from flows.serve import main
+
+    folder = tmp_path / "deployments"
+    folder.mkdir()
+    bad = folder / "escape.yaml"
+    bad.write_text("name: escape\nconfig: {input: data/adult/adult.data.gz, schema_file: "
+                   f"schemas/adult.yaml, out: {tmp_path / 'elsewhere'}, epsilon: 1}}\n")
+    assert main(["--deployments", str(folder), "--output-root", str(tmp_path / "root")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {bad}: config.out: ") and error.count("\n") == 1
