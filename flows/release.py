@@ -144,7 +144,7 @@ def run(config: RunConfig) -> dict:
     return result
 
 
-def _release(**settings) -> dict:
+def release(**settings) -> dict:
     try:
         config = config_of(settings)
     except ValidationError as exc:  # one line, as `synth run` says it
@@ -154,12 +154,12 @@ def _release(**settings) -> dict:
     return run(config)
 
 
-_release.__signature__ = signature()
-_release.__doc__ = docstring(
+release.__signature__ = signature()  # type: ignore[attr-defined]
+release.__doc__ = docstring(
     "Ingest -> DP training -> sample -> validate -> publish, for one private table or "
     "image set: the run form in Prefect's UI. A deployment's run may give any subset of "
     "the parameters; the deployment's values stand for the rest.")
-release = flow(name="synth-release", persist_result=False)(_release)
+release = flow(name="synth-release", persist_result=False)(release)  # type: ignore[assignment]
 
 
 def main(argv=None) -> int:
