@@ -377,6 +377,8 @@ def test_neighbouring_flow_runs_leave_the_same_trace_in_prefect(prefect_home, tm
         runs[name] = prefect_channels(state.state_details.flow_run_id)
         runs[name]["release bytes"] = {p.name: digest(p) for p in sorted(out.iterdir())}
         tape.rewind()
+        for db in tmp_path.glob("l.db*"):  # each world's run is the first its ledger holds
+            db.unlink()
     assert not (diff := compare(runs)), "\n".join(diff)
     assert any("release" in a for a in runs["D"]["Prefect artifacts"])
 

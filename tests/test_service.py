@@ -492,8 +492,12 @@ def test_prefect_deploy_takes_the_generated_prefect_yaml(service, tmp_path):
     assert schedule.schedule.anchor_date == spec.schedule.anchor
 
 
-def test_a_deployment_file_sending_out_outside_the_output_root_is_named(tmp_path, capsys):
+def test_a_deployment_file_sending_out_outside_the_output_root_is_named(tmp_path, capsys,
+                                                                       monkeypatch):
     from flows.serve import main
+    from pipelines.paths import ROOT_ENV
+
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path / "root"))  # main sets it: restored after
 
     folder = tmp_path / "deployments"
     folder.mkdir()
