@@ -12,13 +12,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from schemas.limits import LimitError, limits
+from synth import registry
 from synth.privacy import DEFAULT_DELTA, MAX_EPSILON, MIN_DELTA, MIN_EPSILON
 
 DEFAULT_ROWS = 10_000
-DEFAULT_SYNTHESIZER = "dp-marginals"
-# dp-conv-gan, dp-conv-vae and dp-merf apply to image schemas (pipelines/image_run.py)
-Synthesizers = Literal["dp-marginals", "dp-ctgan", "dp-vae", "dp-independent",
-                      "dp-conv-gan", "dp-conv-vae", "dp-merf"]
+DEFAULT_SYNTHESIZER = registry.DEFAULT["table"]
+# every synthesizer of synth.registry; the image ones apply to image schemas
+# (pipelines/image_run.py)
+Synthesizers = Literal[registry.NAMES]  # type: ignore[valid-type]
 TUNABLE = ("epochs", "batch_size", "max_grad_norm", "lr", "accountant")
 
 
@@ -70,10 +71,8 @@ class RunConfig(BaseModel):
     rows: int = Field(DEFAULT_ROWS, ge=1, description="Synthetic rows to publish (a fixed "
                       "number: the real row count is private and never used as a default; "
                       "at most $SYNTH_MAX_ROWS, default 100,000,000)")
-    synthesizer: Synthesizers = Field(DEFAULT_SYNTHESIZER, description="Synthesizer "
-                                      "(dp-marginals: adaptive noisy marginals, the most "
-                                      "faithful; dp-ctgan, dp-vae: DP-SGD trained networks; "
-                                      "dp-independent: a baseline)")
+    synthesizer: Synthesizers = Field(DEFAULT_SYNTHESIZER, description="Synthesizer ("
+                                      + registry.describe() + ")")
     epochs: int | None = Field(None, ge=1, le=10_000, description="DP-SGD epochs (dp-vae, "
                                "dp-ctgan; empty: the synthesizer's default)")
     batch_size: int | None = Field(None, ge=1, le=10**8, description="Expected batch size of Poisson "

@@ -58,13 +58,14 @@ from pipelines.publish import (
 from pipelines.report import now, privacy_report, release_metadata
 from schemas import SchemaError
 from schemas.image import ImageSchema, load_image_schema
+from synth import registry
 from synth.audit import audit
 from synth.images import image_synthesizer_names, make_image_synthesizer
 from synth.privacy import PrivacyBudget
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_SYNTHESIZER = "dp-conv-gan"
+DEFAULT_IMAGE_SYNTHESIZER = registry.DEFAULT["image"]
 REPORT_FILE = "privacy_report.json"
 VALIDATION_FILE = "validation.json"
 

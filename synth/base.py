@@ -1,4 +1,4 @@
-"""The synthesizer contract and the registry of synthesizers by name.
+"""The tabular synthesizer contract, and its factory by name (the names: ``synth.registry``).
 
 Synthesizers follow scikit-learn's estimator contract: ``__init__`` only stores parameters,
 ``fit`` returns ``self`` and sets attributes ending in ``_`` (among them ``privacy_``, the
@@ -41,22 +41,15 @@ class Synthesizer(Protocol):
     def get_params(self) -> dict[str, Any]: ...
 
 
-def _registry() -> dict[str, type]:
-    from synth.gan import DPCTGAN
-    from synth.marginals import DPIndependent, DPMarginals
-    from synth.vae import DPVAE
-
-    return {"dp-marginals": DPMarginals, "dp-independent": DPIndependent, "dp-vae": DPVAE,
-            "dp-ctgan": DPCTGAN}
-
-
 def synthesizer_names() -> list[str]:
-    return sorted(_registry())
+    """The tabular synthesizers' names (``synth.registry``)."""
+    from synth import registry
+
+    return registry.names("table")
 
 
 def make_synthesizer(name: str, **params: Any) -> Synthesizer:
-    """A new, unfitted synthesizer by registry name."""
-    registry = _registry()
-    if name not in registry:
-        raise ValueError(f"unknown synthesizer {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name](**params)
+    """A new, unfitted tabular synthesizer by registry name (``synth.registry``)."""
+    from synth import registry
+
+    return registry.make(name, "table", **params)

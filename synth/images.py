@@ -1,4 +1,4 @@
-"""The registry of DP image synthesizers by name.
+"""The DP image synthesizers' contract, and their factory by name (``synth.registry``).
 
 Their contract (not the tabular one of ``synth.base``): ``fit(images, labels, n_classes,
 budget, progress=None)`` with uint8 images (N, H, W, C) and int labels (N,) in
@@ -10,21 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth.image_gan import DPConvGAN
-from synth.image_merf import DPMERF
-from synth.image_vae import DPConvVAE
+from synth import registry
 
-IMAGE_SYNTHESIZERS: dict[str, type] = {"dp-conv-gan": DPConvGAN, "dp-conv-vae": DPConvVAE,
-                                       "dp-merf": DPMERF}
+# the image synthesizers by name, as synth.registry lists them
+IMAGE_SYNTHESIZERS: dict[str, type] = {n: registry.entry(n).load()
+                                       for n in registry.names("image")}
 
 
 def image_synthesizer_names() -> list[str]:
-    return sorted(IMAGE_SYNTHESIZERS)
+    return registry.names("image")
 
 
-def make_image_synthesizer(name: str, **params: Any) -> DPConvGAN | DPConvVAE | DPMERF:
+def make_image_synthesizer(name: str, **params: Any) -> Any:
     """A new, unfitted image synthesizer by registry name."""
-    if name not in IMAGE_SYNTHESIZERS:
-        raise ValueError(f"unknown image synthesizer {name!r}; known: "
-                         f"{', '.join(image_synthesizer_names())}")
-    return IMAGE_SYNTHESIZERS[name](**params)
+    return registry.make(name, "image", **params)
