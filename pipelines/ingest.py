@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import safe_harbor
+from pipelines.errors import DataError, Problem, cut, quote, raise_problems
 from schemas import Column, Schema, pandas_dtype
 from schemas.limits import LimitError, Limits, bounded, limits, variable
 
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
-MAX_LISTED = 3  # problems spelled out in the one-line error; the rest are counted
-QUOTED = 60  # characters of a value quoted in an error line; a longer one is cut
 EXACT = 2**53  # whole numbers beyond this are not held exactly by the float64 they pass through
 PARQUET = (".parquet", ".pq")
 # the compressions pandas would infer from a CSV's suffix, read here as a stream of bytes
@@ -66,53 +65,6 @@ READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, O
                UnicodeError, ImportError, NotImplementedError, zipfile.BadZipFile,
                lzma.LZMAError, zlib.error, pa.ArrowException,
                pd.errors.ParserError, pd.errors.EmptyDataError)
-
-
-class DataError(ValueError):
-    """Input data that cannot be read or does not fit its schema.
-
-    ``str(error)`` quotes the offending values, for the operator's terminal; ``public`` is
-    the same message with every value from the data replaced by ``<redacted>``, for places
-    that store messages (an orchestrator's logs and state history).
-
-    Both are one line of at most ``limits().error_chars`` characters (``bounded``): a value,
-    a header or a parser's words quoted from a hostile file cannot flood a terminal or a log.
-    """
-
-    def __init__(self, message: str, public: str | None = None):
-        message = bounded(str(message))
-        super().__init__(message)
-        self.public = bounded(str(public)) if public is not None else message
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One kind of violation in one column: where it first occurs and how often."""
-
-    column: str
-    first_row: int  # 1-based record number
-    first_line: int | None  # CSV line number, when known
-    count: int
-    message: str  # e.g. "value {value} is above the schema's maximum 90"
-    remedy: str
-    value: str | None = None  # the offending value, quoted from the data
-    public: str | None = None  # the message without anything read from the rows, if it has
-    label: str | None = None  # the input's name of the column, where it is released renamed
-
-    def describe(self, redact: bool = False, remedy: bool = True) -> str:
-        """The problem in one phrase; ``redact`` leaves out everything read from the rows
-        (the value, where it is, how often): only the column and the rule it breaks.
-        ``remedy=False`` leaves out the remedy, where a line has no room for it."""
-        value = "<redacted>" if redact else self.value
-        message = (self.public if redact and self.public else self.message).format(value=value)
-        fix, name = f": {self.remedy}" if remedy else "", self.label or self.column
-        if self.first_row == 0 or redact:  # a problem of the whole column, or no rows named
-            return f"column '{name}' {message}{fix}"
-        at = f"row {self.first_row:,}"
-        if self.first_line is not None:
-            at += f" (line {self.first_line:,})"
-        more = f" ({self.count:,} rows in all)" if self.count > 1 else ""
-        return f"column '{name}' {message} in {at}{more}{fix}"
 
 
 @dataclass(frozen=True)
@@ -478,7 +430,7 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
 def log_dropped(source: str, dropped: tuple[str, ...]) -> None:
     """Logs the input's columns that the schema does not declare, in one bounded line."""
     if dropped:
-        shown = ", ".join(_cut(d) for d in dropped[:20])
+        shown = ", ".join(cut(d) for d in dropped[:20])
         more = f" and {len(dropped) - 20:,} more" if len(dropped) > 20 else ""
         log.warning("%s", bounded(f"{source}: ignoring columns not in the schema: "
                                   f"{shown}{more}"))
@@ -515,7 +467,7 @@ def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
                 f"{schema.where} {'are' if len(missing) > 1 else 'is'} missing")
         # the header found may be a record (a CSV without its header line): the operator's
         # terminal only
-        found = ", ".join(_cut(n) for n in names[:20])
+        found = ", ".join(cut(n) for n in names[:20])
         raise DataError(f"{said} (found: {found[:200]}{'...' if len(found) > 200 else ''})"
                         f"{_delimiter_hint(names, schema)}",
                         public=f"{said} (the columns found are shown on the operator's "
@@ -524,12 +476,12 @@ def check_columns(names, schema: Schema, source: str) -> tuple[str, ...]:
     twice = [n for n in counts if counts[n] > 1]
     if twice:
         # a name the schema declares is no value from the file; another may be (a record)
-        said = (f"column '{_cut(twice[0])}' appears {counts[twice[0]]} times in the header"
+        said = (f"column '{cut(twice[0])}' appears {counts[twice[0]]} times in the header"
                 if twice[0] in schema.input_names else
                 "a column not in the schema appears more than once in the header")
         more = f" (and {len(twice) - 1} more name(s) repeated)" if len(twice) > 1 else ""
         fix = ": which copy to read cannot be told; rename or drop the copies"
-        raise DataError(f"{source}: column '{_cut(twice[0])}' appears {counts[twice[0]]} times "
+        raise DataError(f"{source}: column '{cut(twice[0])}' appears {counts[twice[0]]} times "
                         f"in the header{more}{fix}", public=f"{source}: {said}{more}{fix}")
     return tuple(c for c in names if c not in {d.input_name for d in schema.columns})
 
@@ -541,54 +493,6 @@ def _delimiter_hint(names: list[str], schema: Schema) -> str:
     found = [d for d in (";", "\t", "|", ",") if d != schema.csv.delimiter and d in names[0]]
     return (f": is it delimited by {found[0]!r}? The schema's csv delimiter is "
             f"{schema.csv.delimiter!r}") if found else ""
-
-
-def raise_problems(source: str, problems: list[Problem]) -> None:
-    """Raises the one-line DataError that lists ``problems`` (the first few spelled out)."""
-    chars = _error_chars()
-    raise DataError(_listing(source, problems, False, chars),
-                    public=_listing(source, problems, True, chars))
-
-
-def _listing(source: str, problems: list[Problem], redact: bool, chars: int) -> str:
-    """``problems`` in one line of at most ``chars`` where it can be: up to ``MAX_LISTED``
-    spelled out with their remedies; where that is too long, the later ones without
-    theirs, then none with its remedy, then as few as fit (one at least); the rest counted.
-    Naming more problems comes before naming remedies: a rerun gives each its remedy."""
-    full = [p.describe(redact) for p in problems[:MAX_LISTED]]
-    short = [p.describe(redact, remedy=False) for p in problems[:MAX_LISTED]]
-
-    def line(items: list[str]) -> str:
-        rest = len(problems) - len(items)
-        more = f"; and {rest} more problem{'s' if rest > 1 else ''}" if rest > 0 else ""
-        return f"{source}: " + "; ".join(items) + more
-
-    options = [full, full[:1] + short[1:], short]
-    for n in range(len(short) - 1, 0, -1):
-        options += [full[:1] + short[1:n], short[:n]]
-    for items in options:
-        if len(line(items)) <= chars:
-            return line(items)
-    return line(short[:1])  # bounded by DataError
-
-
-def _error_chars() -> int:
-    """The characters an error line may have (``limits().error_chars``)."""
-    try:
-        return limits().error_chars
-    except LimitError:
-        return Limits.error_chars
-
-
-def _cut(text: str) -> str:
-    """``text`` cut to ``QUOTED`` characters (an ellipsis marks the cut), for an error line."""
-    return text if len(text) <= QUOTED else text[:QUOTED] + "..."
-
-
-def _quote(value: object) -> str:
-    """A value read from the data, quoted for the operator's terminal: at most ``QUOTED``
-    characters of it, control characters escaped."""
-    return repr(_cut(str(value)))
 
 
 def no_values(col: Column, rows: int) -> Problem:
@@ -681,7 +585,7 @@ class _Context:
                           f"fix the data, add it to the categories in {self.schema.where}, "
                           f"or declare a catch_all category there")
                 self.problem(col, unknown, "value {value} is not a declared category", remedy,
-                             _quote(first))
+                             quote(first))
         return labels
 
     def _boolean(self, col: Column, values: pd.Series, is_null: np.ndarray) -> pd.Series:
@@ -693,7 +597,7 @@ class _Context:
         bad = ~is_null & ~truth & ~falsity
         if bad.any():
             self.problem(col, bad, "value {value} is not a boolean",
-                         "use true/false, yes/no or 1/0", _quote(values[np.flatnonzero(bad)[0]]))
+                         "use true/false, yes/no or 1/0", quote(values[np.flatnonzero(bad)[0]]))
         out = pd.Series(pd.NA, index=values.index, dtype="boolean")
         out[truth] = True
         out[falsity] = False
@@ -706,12 +610,12 @@ class _Context:
         bad = ~is_null & numbers.isna().to_numpy()
         if bad.any():
             self.problem(col, bad, "value {value} is not a number", "fix the data",
-                         _quote(values[np.flatnonzero(bad)[0]]))
+                         quote(values[np.flatnonzero(bad)[0]]))
         infinite = np.isinf(numbers.to_numpy())
         if infinite.any():  # never within bounds, and no measurement to clip: refused
             self.problem(col, infinite, "holds an infinite value {value}",
                          "fix the data (--clip does not clip an infinity)",
-                         _quote(values[np.flatnonzero(infinite)[0]]),
+                         quote(values[np.flatnonzero(infinite)[0]]),
                          public="holds an infinite value")
             numbers = numbers.mask(infinite)
         if col.kind == "integer":
@@ -730,7 +634,7 @@ class _Context:
         bad = ~is_null & stamps.isna().to_numpy()
         if bad.any():
             self.problem(col, bad, "value {value} is not an ISO " + col.kind,
-                         "write dates as YYYY-MM-DD", _quote(values[np.flatnonzero(bad)[0]]))
+                         "write dates as YYYY-MM-DD", quote(values[np.flatnonzero(bad)[0]]))
         if col.kind == "date":
             stamps = stamps.dt.normalize()
         return stamps

@@ -16,6 +16,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from pipelines.errors import DataError
 from schemas import Schema
 from schemas.roles import AGE_CAP, SPARSE_ZIP3
 
@@ -91,8 +92,6 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
                     years = ref.dt.year - stamps.dt.year - before.astype("Int64")
                     out[name] = years.clip(upper=AGE_CAP).astype("Float64")
     if problems:
-        from pipelines.ingest import DataError
-
         raise DataError(f"{source}: " + "; ".join(p for p, _ in problems),
                         public=f"{source}: " + "; ".join(p for _, p in problems))
     return out
