@@ -28,6 +28,7 @@ def arm(point: str, out: Path) -> None:
 
     from pipelines import publish, run, train
     from pipelines.ledger import Ledger
+    from pipelines.publish import atomic  # where files are written and swapped in
 
     def after(module, name: str):  # the real call completes, then the process dies
         real = getattr(module, name)
@@ -55,7 +56,7 @@ def arm(point: str, out: Path) -> None:
 
         after(RunCheckpoint, "save")
     elif point == "checkpoint-write":  # half of the first checkpoint written, not renamed
-        real_checkpoint_file = publish._write_file
+        real_checkpoint_file = atomic.write_file
 
         def write_checkpoint(path, blob):
             if not Path(path).name.startswith(".checkpoint.pt.staging-"):
@@ -63,7 +64,7 @@ def arm(point: str, out: Path) -> None:
             with open(path, "wb") as f:
                 f.write(blob[: len(blob) // 2])
             die()
-        publish._write_file = write_checkpoint
+        atomic.write_file = write_checkpoint
     elif point == "before-commit":  # training finished, the accountant's spend not recorded
         def commit(self, *args, **kwargs):
             die()
@@ -82,7 +83,7 @@ def arm(point: str, out: Path) -> None:
         pq.write_table = half_write
     elif point in ("extra-file", "manifest"):  # half of validation.json (or of the
         # manifest, the last file staged) written, data.parquet complete
-        real_file = publish._write_file
+        real_file = atomic.write_file
         half = "validation.json" if point == "extra-file" else publish.MANIFEST_FILE
 
         def write_file(path, blob):
@@ -92,7 +93,7 @@ def arm(point: str, out: Path) -> None:
             with open(path, "wb") as f:
                 f.write(blob[: len(blob) // 2])
             die()
-        publish._write_file = write_file
+        atomic.write_file = write_file
     elif point in ("swap-in", "mid-swap"):  # the release's staging dir complete, not renamed
         real_rename = os.rename
 
@@ -101,23 +102,23 @@ def arm(point: str, out: Path) -> None:
                 die()  # the old release is already renamed aside
             return real_rename(src, dst, *args, **kwargs)
         if point == "mid-swap":  # with --overwrite: the old release is being replaced
-            real_exchange = publish._exchange
+            real_exchange = atomic._exchange
 
             def exchange(staging, out_dir):  # swapped atomically, the old not yet deleted
                 swapped = real_exchange(staging, out_dir)
                 if swapped and Path(out_dir) == out.absolute():
                     die()
                 return swapped
-            publish._exchange = exchange
-            publish.os.rename = rename  # where it cannot swap: between the two renames
+            atomic._exchange = exchange
+            atomic.os.rename = rename  # where it cannot swap: between the two renames
         else:
-            real_swap = publish._swap_in
+            real_swap = atomic._swap_in
 
             def swap_in(staging, out_dir, overwrite):
                 if Path(out_dir) == out.absolute():
                     die()
                 return real_swap(staging, out_dir, overwrite)
-            publish._swap_in = swap_in
+            atomic._swap_in = swap_in
     elif point == "between-internal-and-release":
         after(run, "publish_folder")
     elif point == "after-release-rename":  # the release is in place (the run key was written

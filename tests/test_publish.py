@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import publish as publish_module
 from pipelines.publish import (
     PublishError,
     Release,
+    atomic,
     publish,
     read_release_metadata,
     to_arrow,
@@ -209,7 +209,7 @@ def test_unusable_extra_files_are_rejected(tmp_path, small, extra):
 
 def test_failure_writing_an_extra_file_cleans_up(tmp_path, small, monkeypatch):
     calls = []
-    real = publish_module._write_file
+    real = atomic.write_file
 
     def flaky(path, blob):
         calls.append(path.name)
@@ -217,7 +217,7 @@ def test_failure_writing_an_extra_file_cleans_up(tmp_path, small, monkeypatch):
             raise OSError("I/O error")
         real(path, blob)
 
-    monkeypatch.setattr(publish_module, "_write_file", flaky)
+    monkeypatch.setattr(atomic, "write_file", flaky)
     with pytest.raises(OSError, match="I/O error"):
         publish(small, SMALL, META, tmp_path / "p" / "rel",
                 extra_files={"a.json": b"{}", "b.json": b"{}"})
@@ -229,6 +229,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import pandas as pd
     from pipelines import publish as p
+    from pipelines.publish import atomic
     from schemas import load_schema, SCHEMA_DIR, pandas_dtype
 
     out, marker, overwrite = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
@@ -243,7 +244,7 @@ CHILD = textwrap.dedent("""
         marker.write_text("ready")
         time.sleep(60)
 
-    p._write_file = hang
+    atomic.write_file = hang
     p.publish(frame, schema, {"run_id": "crash"}, out, overwrite=overwrite,
               extra_files={"privacy_report.json": b"{\\"epsilon\\": 1.0}"})
 """)
