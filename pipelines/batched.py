@@ -23,25 +23,23 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines.ingest import (
+from pipelines.errors import DataError, Problem, raise_problems
+from pipelines.ingest import generalize
+from pipelines.ingest.coercion import Coercion, IngestReport, no_values
+from pipelines.ingest.files import (
     READ_ERRORS,
-    DataError,
-    IngestReport,
-    Problem,
-    _Context,
-    check_columns,
     check_file,
+    is_parquet,
+    open_csv,
+    unreadable,
+)
+from pipelines.ingest.readers import (
+    check_columns,
     check_header,
     csv_options,
-    generalize,
-    is_parquet,
     log_dropped,
-    no_values,
-    open_csv,
     open_parquet,
-    raise_problems,
     tidy_csv,
-    unreadable,
 )
 from schemas import Schema
 from synth.encoding import DEFAULT_MAX_BINS, TableEncoder
@@ -103,7 +101,7 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
         if parquet and rows + len(raw) > total:
             raise _miscounted(path)
         raw = _generalize(raw, schema, source, lines, rows)
-        ctx = _Context(source, schema, lines, clip, map_unknown, [], offset=rows, batch=True)
+        ctx = Coercion(source, schema, lines, clip, map_unknown, [], offset=rows, batch=True)
         frame = ctx.frame(raw)
         problems += ctx.problems
         for name in ctx.all_null:

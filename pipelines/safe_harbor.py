@@ -31,15 +31,6 @@ def drop_identifiers(raw: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return raw.drop(columns=names) if names else raw
 
 
-def read_parquet(path, schema: Schema) -> pd.DataFrame:
-    """A Parquet file's columns but the schema's identifiers: those are not even read."""
-    import pyarrow.parquet as pq
-
-    drop = {i.name for i in schema.identifiers}
-    names = [n for n in pq.ParquetFile(path).schema_arrow.names if n not in drop]
-    return pd.read_parquet(path, columns=names)
-
-
 def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
                lines: np.ndarray | None = None) -> pd.DataFrame:
     """Applies every ``generalize:`` rule of the schema to the raw frame.

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import ingest as ingest_module
 from pipelines.ingest import DataError, Ingested, ingest
+from pipelines.ingest import files as ingest_files
 from schemas import SCHEMA_DIR, CsvFormat, load_schema, pandas_dtype, schema_from_dict
 from tests.conftest import DATASETS, DEMO_ADULT, shared
 
@@ -770,7 +770,7 @@ def test_column_limit_and_malformed_limit_variable(tmp_path, monkeypatch):
 
 
 def test_compression_bomb_is_refused_as_it_decompresses(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_module, "DECODED_FLOOR", 2**20)
+    monkeypatch.setattr(ingest_files, "DECODED_FLOOR", 2**20)
     path = tmp_path / "bomb.csv.gz"
     path.write_bytes(gzip.compress((HEAD + "30,red," + "0" * 8 * 2**20 + "\n").encode()))
     with pytest.raises(DataError) as caught:
