@@ -190,7 +190,9 @@ def test_a_recoding_survives_coarsening_measured_once_at_full_resolution(adult, 
     assert [m["marginal"] for m in full] == [[i, j]]
     assert full[0]["rho"] == pytest.approx(1 / (2 * full[0]["sigma"] ** 2), rel=1e-6)
     assert model.epsilon_spent_ <= 1.0 + 1e-9
-    monkeypatch.setattr(DPMarginals, "_recodings", lambda self, measurements: [])
+    from synth.marginals import one_way
+
+    monkeypatch.setattr(one_way, "recodings", lambda *args: [])
     runs_only = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))
     assert on_the_recoding(model) > max(0.5, 2 * on_the_recoding(runs_only))
     precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))
@@ -315,7 +317,7 @@ def test_matched_rows_follow_the_models_three_way_marginals_closer(monkeypatch, 
     """Matching swaps codes inside components: every column keeps its codes, the 3-way
     histograms come much closer to the model's, and the same seed gives the same rows; a
     small ``MATCH_LIMIT`` splits the components into groups that still match."""
-    import synth.marginals as marginals
+    import synth.marginals.mixture as marginals
 
     if limit:
         monkeypatch.setattr(marginals, "MATCH_LIMIT", limit)  # 4 groups of components

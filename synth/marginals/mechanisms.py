@@ -1,0 +1,123 @@
+"""The only reads of the private data: OpenDP measurements, their zCDP costs summed.
+
+Two primitives: the discrete Gaussian mechanism on integer counts (L2 sensitivity 1 under
+add/remove of one record) and report-noisy-max with Gumbel noise for selection (sensitivity:
+the largest score weight). Everything else in dp-marginals is post-processing of what they
+return.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synth.encoding import CodedTable
+
+Clique = tuple[int, ...]
+
+
+@dataclass
+class Measurement:
+    clique: Clique
+    counts: torch.Tensor  # noisy counts, flattened over the clique's cells
+    sigma: float
+    full: bool = False  # every code counted on its own (merged codes not grouped)
+
+
+def record_count(measurements: list[Measurement]) -> float:
+    """Inverse-variance weighted estimate of the record count from every measurement."""
+    num = den = 0.0
+    for m in measurements:
+        var = m.sigma**2 * len(m.counts)  # one variance per cell
+        num += float(m.counts.sum()) / var
+        den += 1 / var
+    return max(1.0, num / den)
+
+
+def _opendp():
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp
+
+
+class _Mechanisms:
+    """The two private primitives, through OpenDP, with their zCDP costs summed."""
+
+    def __init__(self, codes: np.ndarray, sizes: list[int], seed: int | None,
+                 frame: pd.DataFrame | CodedTable | None = None):
+        self.codes, self.sizes, self.frame = codes, sizes, frame  # frame: for fine histograms
+        self.rho_spent = 0.0
+        self.log: list[dict] = []
+        self._cache: dict[Clique, np.ndarray] = {}
+        self.merged: dict[int, np.ndarray] = {}  # column -> group of each code, for 2+-way
+        # a fixed seed (tests only) replaces OpenDP's secure sampling by numpy's
+        self.rng = None if seed is None else np.random.default_rng(seed)
+
+    def exact(self, clique: Clique, full: bool = False) -> np.ndarray:
+        """Private exact counts of a marginal (never leave this class un-noised); in a 2+-way
+        marginal a column with merged codes counts by its groups unless ``full``."""
+        if (clique, full) not in self._cache:
+            dims = [self.sizes[c] for c in clique]
+            codes = self.codes[:, list(clique)].T.copy()  # (clique, rows)
+            for j, c in enumerate(clique):
+                if len(clique) > 1 and c in self.merged and not full:
+                    codes[j], dims[j] = self.merged[c][codes[j]], int(self.merged[c].max()) + 1
+            flat = np.ravel_multi_index(codes, dims)
+            self._cache[clique, full] = np.bincount(flat, minlength=math.prod(dims)).astype(
+                "int64")
+        return self._cache[clique, full]
+
+    def measure(self, clique: Clique, sigma: float, full: bool = False) -> np.ndarray:
+        """Counts of ``clique`` (see ``exact``) plus discrete Gaussian noise of scale sigma."""
+        return self._noisy(self.exact(clique, full), sigma,
+                           {"marginal": list(clique), **({"full": True} if full else {})})
+
+    def measurement(self, clique: Clique, sigma: float, full: bool = False) -> Measurement:
+        """``measure`` as a ``Measurement``."""
+        return Measurement(clique, torch.as_tensor(self.measure(clique, sigma, full)), sigma,
+                           full)
+
+    def measure_fine(self, column: int, grid, sigma: float) -> np.ndarray:
+        """A column's histogram over its fine states (non-missing values; one record moves
+        one count by one), plus discrete Gaussian noise of scale sigma."""
+        frame = self.frame  # a CodedTable holds the fine states already
+        values = (frame.fine if isinstance(frame, CodedTable) else frame)[
+            grid.block.column.name]
+        counts = np.bincount(grid.encode(values), minlength=grid.size).astype("int64")
+        return self._noisy(counts, sigma, {"fine_histogram": column, "states": grid.size})
+
+    def _noisy(self, counts: np.ndarray, sigma: float, what: dict) -> np.ndarray:
+        dp = _opendp()
+        meas = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)),
+                                  dp.l2_distance(T=int), scale=sigma)
+        rho = float(meas.map(1))
+        if self.rng is None:
+            noisy = np.asarray(meas(counts.tolist()), dtype="float64")
+        else:
+            noisy = counts + np.round(self.rng.normal(0, sigma, counts.shape))
+        self.rho_spent += rho
+        self.log.append({"mechanism": "discrete Gaussian (OpenDP)", **what, "sigma": sigma,
+                         "rho": rho})
+        return noisy
+
+    def select(self, scores: np.ndarray, sensitivity: float, epsilon: float) -> int:
+        """Index of a high score by report-noisy-max (Gumbel), epsilon-DP and eps^2/8-zCDP."""
+        dp = _opendp()
+        scale = 2 * sensitivity / epsilon
+        meas = dp.m.make_noisy_max(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+                                   dp.linf_distance(T=float), dp.zero_concentrated_divergence(),
+                                   scale=scale)
+        rho = float(meas.map(float(sensitivity)))
+        if self.rng is None:
+            index = int(meas([float(s) for s in scores]))
+        else:
+            index = int(np.argmax(scores + self.rng.gumbel(0, scale, len(scores))))
+        self.rho_spent += rho
+        self.log.append({"mechanism": "report noisy max, Gumbel (OpenDP)",
+                         "candidates": len(scores), "epsilon": epsilon, "rho": rho})
+        return index

@@ -1,0 +1,205 @@
+"""The estimator: a uniform mixture of product distributions over the encoded columns.
+
+One softmax per column per component; fitted by Adam to noisy marginal measurements by
+weighted least squares. Its marginals are closed-form, and its sampler draws rows whose
+histograms follow the model's closely (stratified, then matched). It runs on the GPU when
+there is one. Everything here is post-processing of the measurements.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from synth.marginals.mechanisms import Clique, Measurement
+from synth.sampling import chunks
+
+MATCH_PASSES = 8  # passes of swaps that bring a sample's marginals to the model's
+MATCH_CELLS = 2**23  # the most marginal cells a sample is matched on
+MATCH_LIMIT = 2**25  # the most cell indices (rows x marginals) held at once while matching
+MATCH_WORK = 2**29  # the most cell lookups matching a chunk takes
+
+
+class _MixtureModel:
+    """A uniform mixture of product distributions over the encoded columns; with
+    ``members``, that many mixtures fitted side by side (logits (members, components,
+    states), each member's marginals its own) until ``join`` makes them one."""
+
+    def __init__(self, sizes: list[int], components: int, generator: torch.Generator,
+                 device: torch.device, merged: dict[int, torch.Tensor] | None = None,
+                 members: int | None = None):
+        self.sizes = sizes
+        self.merged = merged or {}  # column -> (codes, groups) one-hot map, for 2+-way
+        shape = (components, sum(sizes)) if members is None else (members, components,
+                                                                  sum(sizes))
+        self.logits = (0.01 * torch.randn(shape, generator=generator, device=device)
+                       ).requires_grad_()
+
+    def probs(self) -> list[torch.Tensor]:
+        return [F.softmax(b, dim=-1) for b in self.logits.split(self.sizes, dim=-1)]
+
+    def join(self) -> None:
+        """One mixture of all the members' components: their average."""
+        self.logits = self.logits.detach().flatten(0, -2)
+
+    def marginal(self, probs: list[torch.Tensor], clique: Clique,
+                 grouped: bool = True) -> torch.Tensor:
+        """The clique's distribution, flattened (row-major over the clique's columns), one
+        per member; in a 2+-way clique a column with merged codes counts them as one group
+        when ``grouped``."""
+        if len(clique) > 1 and self.merged and grouped:
+            probs = {c: probs[c] @ self.merged[c] if c in self.merged else probs[c]
+                     for c in clique}
+        joint = probs[clique[0]]
+        for c in clique[1:-1]:
+            joint = (joint[..., :, None] * probs[c][..., None, :]).flatten(-2)
+        if len(clique) == 1:
+            return joint.mean(-2)
+        # last column first: the backward pass then runs on contiguous tensors (3 times as
+        # fast with members as joint^T @ last)
+        out = probs[clique[-1]].transpose(-1, -2) @ joint  # (..., last, joint)
+        return out.transpose(-1, -2).flatten(-2) / joint.shape[-2]
+
+    def fit(self, measurements: list[Measurement], total: float, iterations: int,
+            lr: float) -> None:
+        """Weighted least squares to every measurement (weight 1/sigma^2), each member on
+        its own (the loss is their sum; Adam's steps are per element)."""
+        device = self.logits.device
+        targets = [(m.clique, not m.full, m.counts.to(device) / total, (total / m.sigma) ** 2)
+                   for m in measurements]
+        norm = sum(w for *_, w in targets)
+        opt = torch.optim.Adam([self.logits], lr=lr)
+        for _ in range(iterations):
+            opt.zero_grad(set_to_none=True)
+            probs = self.probs()
+            loss = sum(w * (self.marginal(probs, c, grouped) - y).pow(2).sum()
+                       for c, grouped, y, w in targets)
+            (loss / norm).backward()
+            opt.step()
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, match: int = 0) -> np.ndarray:
+        """n rows of codes, stratified, then matched: drawn together so that their
+        histograms follow the model's closely.
+
+        In each chunk every component gets its share of the rows (the remainder to
+        components picked at random); within a component each column's codes come from
+        systematic sampling of its distribution (one uniform offset, evenly spaced points
+        through the inverse CDF) and are paired across columns by independent random
+        permutations. So far every row is distributed exactly as the mixture (as it would be
+        drawing a component and then every column independently per row), but the rows'
+        histograms vary less around the model's. With ``match`` (a marginal size, such as 3)
+        the rows are then matched to the model's ``match``-way marginals (see ``_match``). The
+        rows are shuffled last. Why: docs/decisions/marginals.md."""
+        cdfs = [c / c[:, -1:] for c in (p.double().cumsum(1) for p in self.probs())]
+        k, device = len(self.logits), self.logits.device
+        out = []
+        for m in chunks(n):
+            counts = torch.full((k,), m // k, device=device)
+            counts[torch.randperm(k, generator=generator, device=device)[: m % k]] += 1
+            component = torch.repeat_interleave(torch.arange(k, device=device), counts)
+            # point j of component c sits at (u_c + j) / counts_c, grid (components, slots)
+            slot = torch.arange(int(counts.max()), device=device, dtype=torch.float64)
+            used = slot[None, :] < counts[:, None]
+            codes = []
+            for cdf in cdfs:
+                u = torch.rand(k, 1, generator=generator, device=device, dtype=torch.float64)
+                points = (u + slot) / counts.clamp(min=1)[:, None]
+                grid = torch.searchsorted(cdf, points, right=True).clamp_(max=cdf.shape[1] - 1)
+                # component-major, then a random order inside each component
+                key = component + torch.rand(m, generator=generator, device=device,
+                                             dtype=torch.float64)
+                codes.append(grid[used][torch.argsort(key)])
+            rows = torch.stack(codes, dim=1).cpu().numpy()
+            if match > 1 and k > 1:
+                seed = int(torch.randint(2**62, (1,), generator=generator, device=device))
+                rows = self._match(rows, component.cpu().numpy(), match,
+                                   np.random.default_rng(seed))
+            out.append(rows[torch.randperm(m, generator=generator, device=device).cpu().numpy()])
+        return np.concatenate(out)
+
+    def _match(self, rows: np.ndarray, component: np.ndarray, size: int,
+               rng: np.random.Generator) -> np.ndarray:
+        """Brings the rows' marginals of ``size`` columns to the model's, in L1 (the rows'
+        count against rows times the model's probability, cell by cell).
+
+        In passes over the columns in random order, the rows of each component are paired
+        at random and a pair swaps the column's codes when that lowers the L1 summed over
+        every marginal holding the column (judged in batches of 100 pairs against the counts
+        before the batch). Swaps keep each component's codes per column, so the 1-way
+        histograms do not change; the lower marginals follow the higher. Bounded: at most
+        ``MATCH_PASSES`` passes, ``MATCH_WORK`` cell lookups, ``MATCH_CELLS`` marginal cells
+        and ``MATCH_LIMIT`` cell indices held (the components split into groups matched one
+        after another); fewer columns per marginal where those would not fit (many wide
+        columns fall back to the 2-way marginals). Post-processing of the model; what it
+        gains and costs: docs/decisions/marginals.md."""
+        m, d = rows.shape
+        for k in range(min(size, d), 1, -1):  # columns per marginal
+            cliques = list(itertools.combinations(range(d), k))
+            cells = [math.prod(self.sizes[c] for c in q) for q in cliques]
+            passes = min(MATCH_PASSES, MATCH_WORK // (m * len(cliques) * k))
+            if sum(cells) <= MATCH_CELLS and passes:
+                break
+        else:
+            return rows
+        stride = np.zeros((d, len(cliques)), dtype=np.int32)  # a column's stride per clique
+        for i, q in enumerate(cliques):
+            dims = [self.sizes[c] for c in q]
+            stride[list(q), i] = [math.prod(dims[j + 1:]) for j in range(k)]
+        offset = np.cumsum([0] + cells[:-1]).astype(np.int32)  # a clique's first cell
+        probs = self.probs()
+        excess = np.zeros(sum(cells), dtype=np.float32)  # rows' count - model's, so far
+        for group in np.array_split(np.arange(len(self.logits)),
+                                    -(-m * len(cliques) // MATCH_LIMIT)):
+            at = slice(*np.searchsorted(component, [group[0], group[-1] + 1]))  # sorted
+            mixture = [p[group[0]:group[-1] + 1] for p in probs]
+            target = np.concatenate([self.marginal(mixture, q, grouped=False).cpu().numpy()
+                                     for q in cliques])
+            rows[at] = self._swaps(rows[at], component[at], stride, offset, target, excess,
+                                   passes, rng)
+        return rows
+
+    @staticmethod
+    def _swaps(rows, component, stride, offset, target, excess, passes, rng) -> np.ndarray:
+        """``_match``'s swaps on the rows of some components; ``excess`` (the rows' counts
+        so far minus the model's) takes these rows' counts against ``target`` (their
+        components' marginals) and follows the swaps."""
+        m, d = rows.shape
+        cell = offset + rows.astype(np.int32) @ stride  # (rows, cliques): each row's cell
+        excess += np.bincount(cell.ravel(), minlength=len(target)) - m * target
+
+        def change(at, step):
+            e = excess[at]
+            return np.abs(e + step) - np.abs(e)
+
+        for _ in range(passes):
+            for j in rng.permutation(d):
+                holding = np.nonzero(stride[j])[0]
+                order = np.argsort(component + rng.random(m))  # random pairs per component
+                a, b = order[0:m - 1:2], order[1::2]
+                keep = (component[a] == component[b]) & (rows[a, j] != rows[b, j])
+                a, b = a[keep], b[keep]
+                for s in range(0, len(a), 100):
+                    A, B = a[s:s + 100], b[s:s + 100]
+                    shift = (rows[B, j] - rows[A, j]).astype(np.int32)[:, None] \
+                        * stride[j, holding]
+                    old_a, old_b = cell[A][:, holding], cell[B][:, holding]
+                    new_a, new_b = old_a + shift, old_b - shift
+                    moved = old_a != new_b  # else the pair agrees on the clique's other columns
+                    gain = np.where(moved, change(old_a, -1) + change(old_b, -1)
+                                    + change(new_a, 1) + change(new_b, 1), 0).sum(1)
+                    better = gain < -1e-9
+                    if not better.any():
+                        continue
+                    A, B, moved = A[better], B[better], moved[better]
+                    for at, step in ((old_a, -1), (old_b, -1), (new_a, 1), (new_b, 1)):
+                        np.add.at(excess, at[better][moved], step)
+                    cell[A[:, None], holding] = new_a[better]
+                    cell[B[:, None], holding] = new_b[better]
+                    rows[A, j], rows[B, j] = rows[B, j], rows[A, j].copy()
+        return rows
+
