@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv, then publish a DP synthetic release of the bundled Adult data
-#   make test   set up .venv, then run the test suite
+#   make test   set up .venv, then lint and run the test suite (make check: the fast lane)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +10,7 @@ export SYNTH_HOME ?= $(CURDIR)/.synth
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo demo-images demo-medical serve test venv clean browser postgres
+.PHONY: demo demo-images demo-medical serve test check lint venv clean browser postgres
 
 venv: $(STAMP)
 
@@ -45,11 +45,21 @@ SERVE_PORT ?= 4200
 serve: $(STAMP)
 	$(PY) -m flows.serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file in one of them;
-# each worker's torch uses one thread.
+# The suite runs in TEST_WORKERS processes (pytest-xdist); each worker's torch uses one
+# thread. `make test` (CI) lints, then runs every test; `make check` is the fast lane of the
+# edit-test loop: lint, then the tests not marked slow, stopping at the first failure.
 TEST_WORKERS ?= 2
 test: $(STAMP) browser postgres
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+check: $(STAMP) lint
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" -x
+
+# ruff (lint), mypy (types of the library) and import-linter (layers, no cycles)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check schemas synth pipelines flows tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The report test looks at an HTML report in headless Chromium (Debian's package); install it
 # where this machine lets us (root and apt-get), else that one test is skipped.

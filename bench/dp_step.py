@@ -120,7 +120,7 @@ def bench_batch(kind: str, batch: int, d_in: int, device: torch.device, warmup: 
         else:
             (pmodel, popt, _), crit = made, nn.BCEWithLogitsLoss()
 
-        def opacus_step():
+        def opacus_step(pmodel=pmodel, popt=popt, crit=crit):
             popt.zero_grad(set_to_none=True)
             crit(pmodel(x), y).backward()
             popt.step()

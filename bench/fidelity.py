@@ -263,7 +263,7 @@ def environment() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "versions": {p: version(p) for p in ("torch", "scikit-learn", "sdmetrics", "sdv",
                                                   "pandas")},
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
 def small_params(name: str) -> dict:

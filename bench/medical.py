@@ -79,7 +79,8 @@ def survival_scores(train: pd.DataFrame, test: pd.DataFrame, reference: pd.DataF
     label = survival.horizon_label(*arrays(train), HORIZON)
     known = label >= 0
     out = {"km_gap": survival.max_gap(real, synthetic, until),
-           "km_gap_all": survival.max_gap(real, synthetic), "km_until": until, "tstr_auroc": float("nan"), "c_index": float("nan")}
+           "km_gap_all": survival.max_gap(real, synthetic), "km_until": until,
+           "tstr_auroc": float("nan"), "c_index": float("nan")}
     if len(np.unique(label[known])) < 2:
         return out
     model = HistGradientBoostingClassifier(random_state=0)

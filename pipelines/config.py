@@ -75,7 +75,8 @@ class RunConfig(BaseModel):
                                       + registry.describe() + ")")
     epochs: int | None = Field(None, ge=1, le=10_000, description="DP-SGD epochs (dp-vae, "
                                "dp-ctgan; empty: the synthesizer's default)")
-    batch_size: int | None = Field(None, ge=1, le=10**8, description="Expected batch size of Poisson "
+    batch_size: int | None = Field(None, ge=1, le=10**8, description="Expected batch size of "
+                                   "Poisson "
                                    "sampling (dp-vae, dp-ctgan)")
     max_grad_norm: float | None = Field(None, gt=0, le=1e6, description="Per-sample gradient "
                                         "clipping bound (dp-vae, dp-ctgan)")
@@ -84,7 +85,8 @@ class RunConfig(BaseModel):
                                                       "accountant of DP-SGD (dp-vae, dp-ctgan; "
                                                       "default prv)")
     seed: int = Field(0, ge=0, lt=2**63, description="Seed for weight initialisation and sampling")
-    noise_seed: int | None = Field(None, ge=0, lt=2**63, description="Seed of the private randomness (DP "
+    noise_seed: int | None = Field(None, ge=0, lt=2**63, description="Seed of the private "
+                                   "randomness (DP "
                                    "noise, Poisson sampling). Leave empty: a fresh seed from "
                                    "the operating system is drawn per run. A fixed one makes "
                                    "the run reproducible for tests and must never be published")
@@ -103,7 +105,8 @@ class RunConfig(BaseModel):
                                   "checkpoints (dp-vae, dp-ctgan and the image models; 0: "
                                   "none). A killed run, started again with the same "
                                   "settings, resumes from its last checkpoint")
-    batch_above_rows: int = Field(2_000_000, ge=0, le=2**62, description="Parquet inputs of more rows "
+    batch_above_rows: int = Field(2_000_000, ge=0, le=2**62, description="Parquet inputs of "
+                                  "more rows "
                                   "are read in batches and encoded as they are read (memory: "
                                   "one batch plus compact codes); the checks then use a "
                                   "random sample of 200,000 real rows")
@@ -172,7 +175,7 @@ class RunConfig(BaseModel):
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command-line form of RunConfig (used by ``synth run`` and ``python -m flows.release``)."""
+    """The command-line form of RunConfig (``synth run`` and ``python -m flows.release``)."""
     fields = RunConfig.model_fields
     parser.add_argument("--input", required=True, metavar="FILE", help=fields["input"].description)
     parser.add_argument("--schema", dest="schema_file", required=True, metavar="YAML",

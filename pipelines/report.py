@@ -119,4 +119,4 @@ def release_metadata(report: dict[str, Any], validation: str) -> dict[str, str]:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -224,7 +224,8 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
     check_names(columns, identifiers, problems)
     for c in columns if identifiers else ():  # a person's record: Safe Harbor applies
         if c.kind in TEMPORAL_KINDS:
-            problems.append(f"column {show(c.input_name)}: a {c.kind} in a table with direct identifiers "
+            problems.append(f"column {show(c.input_name)}: a {c.kind} in a table with direct "
+                            "identifiers "
                             "(a person's record): Safe Harbor allows no date element finer "
                             "than the year: declare role: quasi_identifier with generalize: "
                             "year or {offset_from: <index date column>}")

@@ -246,7 +246,8 @@ def output_form(gen: Generalization, ref: Any | None) -> tuple[str, Any, Any]:
     if gen.rule == "offset_from":
         if gen.explicit is not None:
             return "integer", float(gen.explicit[0]), float(gen.explicit[1])
-        return "integer", float(_days(lo) - _days(ref.maximum)), float(_days(hi) - _days(ref.minimum))
+        return ("integer", float(_days(lo) - _days(ref.maximum)),
+                float(_days(hi) - _days(ref.minimum)))
     low = max(0, ref.minimum.year - hi.year - 1)  # age_at: whole years, capped at 90
     return "integer", float(min(low, AGE_CAP)), float(min(ref.maximum.year - lo.year, AGE_CAP))
 

@@ -107,7 +107,7 @@ class DPVAE(Params):
 
     def fit(self, data: pd.DataFrame, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None,
-            checkpoint: Checkpoint | None = None) -> "DPVAE":
+            checkpoint: Checkpoint | None = None) -> DPVAE:
         """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``;
         saves to, and resumes from, ``checkpoint`` (``synth.checkpoint``)."""
         device = resolve_device(self.device)

@@ -16,6 +16,31 @@ DEMO_ADULT = ROOT / "data" / "adult" / "adult.data.gz"  # ships with the repo
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s parallel workers: a core each
     torch.set_num_threads(1)
 
+# Files whose tests run a Prefect server, kill processes, or fit for more than a few seconds:
+# `make check` (the fast lane, `-m "not slow"`) leaves them to `make test`.
+SLOW_FILES = {
+    "test_api.py", "test_bench_smoke.py", "test_checkpoint.py", "test_columns.py",
+    "test_dpsgd.py", "test_fanout.py", "test_faults.py", "test_fidelity.py", "test_flow.py",
+    "test_fuzz_flow.py", "test_gan.py", "test_ghost.py", "test_holdout.py",
+    "test_image_merf.py", "test_image_models.py", "test_images.py", "test_ingest_batched.py",
+    "test_large.py", "test_leakage.py", "test_marginals.py", "test_medical.py",
+    "test_neighbours.py", "test_postgres.py", "test_service.py", "test_synthesizers.py",
+    "test_write_safety.py", "test_audit.py", "test_mechanism.py",
+}
+# Files of many independent cases, spread over the workers test by test (each worker sets
+# up the module's fixtures once); every other file runs whole in one worker, in order, as
+# its module-scoped fixtures (servers, fitted models) expect (`--dist loadgroup`).
+SPREAD_FILES = {"test_fuzz_flow.py", "test_fuzz.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        if name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+        if name not in SPREAD_FILES:
+            item.add_marker(pytest.mark.xdist_group(name))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def ledger_home(tmp_path_factory) -> Path:

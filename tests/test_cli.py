@@ -105,7 +105,8 @@ GOOD = "age,colour,score\n" + "30,red,0.5\n" * 20
                                   "120 in row 21 (line 22)"),
     (GOOD + "30,blue,0.5\n", [], "column 'colour' value 'blue' is not a declared category "
                                   "in row 21 (line 22)"),
-    ("age,colour,score\n" + "30,red,\n" * 5, [], "column 'score' has no value in any of its 5 rows"),
+    ("age,colour,score\n" + "30,red,\n" * 5, [],
+     "column 'score' has no value in any of its 5 rows"),
     (GOOD + ",red,0.5\n", [], "column 'age' is missing a value in row 21"),
     (GOOD, ["--epsilon", "0"], "epsilon: must be a number from 1e-06 to 1000"),
     (GOOD, ["--epsilon", "-1"], "epsilon: must be a number from 1e-06 to 1000"),

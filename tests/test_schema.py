@@ -516,8 +516,9 @@ HOSTILE = {
                                   "anchor &d refused"),
     "a merge key": lambda tmp, mp: (_text(
         tmp, _column("kind: integer, min: 0, max: 9, <<: {max: 99}")), "merge key"),
-    "duplicate top-level key": lambda tmp, mp: (_text(tmp, TOY_TEXT + "name: other\n"),
-                                                f"line {END}: duplicate key 'name' (first at line 1)"),
+    "duplicate top-level key": lambda tmp, mp: (
+        _text(tmp, TOY_TEXT + "name: other\n"),
+        f"line {END}: duplicate key 'name' (first at line 1)"),
     "duplicate key in a column": lambda tmp, mp: (_text(
         tmp, "name: x\ncolumns:\n  - name: age\n    kind: integer\n    min: 0\n    max: 90\n"
              "    max: 1000000000\n"), "line 7: duplicate key 'max' (first at line 6)"),

@@ -78,7 +78,7 @@ def _bound(column: Column, value: Any) -> Any:
     if not isinstance(value, dt.datetime):
         return dt.datetime.combine(value, dt.time())
     if value.tzinfo is not None:
-        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
