@@ -9,43 +9,29 @@ One row per image, readable by pandas, DuckDB, Spark and Hugging Face-style load
     label   dictionary<int32, string>  the label name, dictionary = the schema's labels in order
 
 The release directory is written by ``pipelines.publish.publish_table`` (atomic, fsynced),
-with ``contact_sheet.png`` (a grid of images per label) beside ``data.parquet``.
+with ``contact_sheet.png`` (a grid of images per label) beside ``data.parquet``. The table's
+columns and PNG encoding are ``pipelines.image_format``; its checks, before publishing, are
+``pipelines.validate.images``.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from pipelines.image_format import COLUMNS, decode_png, encode_png
 from pipelines.publish import footer_metadata
+from pipelines.validate.images import ImageCheck, ImageCheckFailed, check_image_table
 from schemas.image import ImageSchema
 
+# the format and the checks are re-exported, for the modules that import them from here
+__all__ = ["COLUMNS", "CONTACT_SHEET", "ImageCheck", "ImageCheckFailed", "check_image_table",
+           "contact_sheet", "decode_png", "encode_png", "image_table"]
+
 CONTACT_SHEET = "contact_sheet.png"
-COLUMNS = ("image", "width", "height", "mode", "label")
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of one uint8 (H, W, C) image, C = 1 (mode L) or 3 (RGB)."""
-    from PIL import Image
-
-    pixels = image[..., 0] if image.shape[-1] == 1 else image
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
-
-
-def decode_png(blob: bytes) -> np.ndarray:
-    """The uint8 (H, W, C) pixels of PNG bytes (the inverse of ``encode_png``)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(blob)) as im:
-        array = np.asarray(im)
-    return array[..., None] if array.ndim == 2 else array
 
 
 def _dictionary(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
@@ -112,59 +98,3 @@ def contact_sheet(images: np.ndarray, labels: np.ndarray, schema: ImageSchema,
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class ImageCheck:
-    """Structural checks of a synthetic image table (synthetic rows only: public).
-
-    Attributes:
-        checks: (name, passed, detail) per check, in order.
-    """
-
-    checks: tuple[tuple[str, bool, str], ...]
-
-    @property
-    def success(self) -> bool:
-        return all(ok for _, ok, _ in self.checks)
-
-    @property
-    def verdict(self) -> str:
-        passed = sum(ok for _, ok, _ in self.checks)
-        return f"passed {passed} of {len(self.checks)} checks"
-
-    def to_dict(self) -> dict:
-        return {"success": self.success, "verdict": self.verdict,
-                "checks": [{"check": n, "success": ok, "detail": d} for n, ok, d in self.checks]}
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> ImageCheck:
-        """The outcome ``to_dict`` wrote (a release's validation.json)."""
-        return cls(tuple((c["check"], bool(c["success"]), c["detail"])
-                         for c in saved["checks"]))
-
-
-class ImageCheckFailed(Exception):
-    """The synthetic images failed a check; nothing was published at the release location
-    (``quarantine``: where they were put instead, or None)."""
-
-    def __init__(self, outcome: ImageCheck, quarantine: Path | None = None):
-        failed = [f"{n} ({d})" for n, ok, d in outcome.checks if not ok]
-        where = f"; the images are quarantined in {quarantine}" if quarantine else ""
-        super().__init__(f"synthetic images failed {len(failed)} check(s): {'; '.join(failed)}"
-                         + where)
-        self.outcome = outcome
-        self.quarantine = quarantine
-
-
-def check_image_table(table: pa.Table, schema: ImageSchema, rows: int) -> ImageCheck:
-    """The release table's columns, then the Great Expectations suite of
-    ``pipelines.validate.images``: row count, label in the declared set, width, height and
-    mode, and every PNG decoding to the declared shape."""
-    from pipelines.validate.images import validate_images
-
-    columns = ("columns", tuple(table.column_names) == COLUMNS,
-               f"columns {table.column_names}, expected {list(COLUMNS)}")
-    if not columns[1]:
-        return ImageCheck((columns,))
-    return ImageCheck((columns, *validate_images(table, schema, rows)))

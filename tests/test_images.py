@@ -425,7 +425,7 @@ def decodes(monkeypatch):
     """Records each decode of pixels: a PNG/JPEG body, an NPZ array, an IDX body."""
     from PIL import ImageFile
 
-    from pipelines import images
+    from pipelines.images import idx
 
     calls = []
 
@@ -435,7 +435,7 @@ def decodes(monkeypatch):
 
     spy(ImageFile.ImageFile, "load")
     spy(np.lib.format, "read_array")
-    spy(images._IdxFile, "body")
+    spy(idx.IdxFile, "body")
     return calls
 
 
