@@ -16,7 +16,7 @@ this checkout (the pull step sets the working directory).
 
 from pathlib import Path
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed; followed as Any
 
 from flows.parameters import parameters
 from pipelines.paths import ROOT_ENV

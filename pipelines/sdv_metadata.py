@@ -30,7 +30,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed; followed as Any
 
 from schemas import DEFAULT_MISSING, Schema, SchemaError
 from schemas.limits import LimitError, bounded, limits

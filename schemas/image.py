@@ -24,7 +24,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from schemas.limits import LimitError, bounded, limits
 from schemas.model import (
@@ -175,8 +175,9 @@ def image_schema_from_dict(raw: Any, path: str | None = None) -> ImageSchema:
     budget = _budget(raw.get("budget"), problems)
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))
+    assert isinstance(name, str)  # else 'name' is missing was a problem
     return ImageSchema(name=name, version=str(raw.get("version", "1")), height=height,
-                       width=width, channels=channels,
+                       width=width, channels=cast(int, channels),  # in CHANNELS, checked above
                        value_range=(float(value_range[0]), float(value_range[1])),
                        labels=tuple(labels), description=str(raw.get("description", "")),
                        source=str(raw.get("source", "")), license=str(raw.get("license", "")),

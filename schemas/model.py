@@ -272,7 +272,7 @@ class Schema:
             out["budget"] = {"epsilon": self.budget[0], "delta": self.budget[1]}
         if self.survival is not None:
             out["survival"] = self.survival.to_dict()
-        declared = {**{i.name: i for i in self.identifiers},
+        declared: dict[str, Identifier | Column] = {**{i.name: i for i in self.identifiers},
                     **{c.input_name: c for c in self.columns}}
         out["columns"] = [declared[n].to_dict() for n in self.input_names]
         return out

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed; followed as Any
 
 from schemas.limits import LimitError, Limits, bounded, limits
 from schemas.model import (
@@ -55,6 +55,7 @@ def _parse_bound(raw: Any, kind: str, what: str, problems: list[str]) -> Any:
     """A declared bound as the model holds it (a float, a date, a naive UTC datetime), or
     None with a problem: not a value of the kind, or one a run could not use (see
     ``schemas.model.range_problem``)."""
+    value: Any
     try:
         if kind == "date":
             value = raw if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime) else (
@@ -82,7 +83,8 @@ def _parse_bound(raw: Any, kind: str, what: str, problems: list[str]) -> Any:
     return value
 
 
-def _parse_column(raw: Any, index: int, problems: list[str], lim: Limits) -> Column | None:
+def _parse_column(raw: Any, index: int, problems: list[str], lim: Limits
+                  ) -> Column | Identifier | None:
     if not isinstance(raw, dict):
         problems.append(f"columns[{index}] must be a mapping with at least 'name' and 'kind'")
         return None
@@ -229,8 +231,8 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
                             "(a person's record): Safe Harbor allows no date element finer "
                             "than the year: declare role: quasi_identifier with generalize: "
                             "year or {offset_from: <index date column>}")
-    names = Counter(c.get("name") for c in cols_raw
-                    if isinstance(c, dict) and isinstance(c.get("name"), str))
+    names = Counter(cname for c in cols_raw
+                    if isinstance(c, dict) and isinstance(cname := c.get("name"), str))
     for dupe in sorted(n for n, count in names.items() if count > 1):
         problems.append(f"duplicate column name {show(dupe)}")
     known = {"name", "version", "description", "source", "license", "missing_values", "csv",
@@ -251,6 +253,7 @@ def schema_from_dict(raw: Any, path: str | None = None) -> Schema:
         survival = released_survival(survival, columns, problems)
     if problems:
         raise SchemaError(f"{where}: " + _listed(problems))
+    assert isinstance(name, str)  # else 'name' is missing was a problem
     return Schema(
         name=name, version=str(raw.get("version", "1")), columns=tuple(columns),
         description=str(raw.get("description", "")), source=str(raw.get("source", "")),

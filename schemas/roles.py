@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 RULES = ("year", "offset_from", "age_at", "age90", "zip3")
 BIRTH = re.compile(r"birth|dob|born", re.IGNORECASE)  # a birth date, by its column name
@@ -214,6 +214,7 @@ def released_name(name: str, gen: Generalization | None) -> str:
         return name
     if gen.rule == "year":
         return f"{stem(name)}_year"
+    assert gen.reference is not None  # parse_generalization: age_at/offset_from name one
     if gen.rule == "age_at":
         return f"age_at_{stem(gen.reference)}"
     return f"days_from_{stem(gen.reference)}_to_{stem(name)}"
@@ -234,7 +235,8 @@ def describe_rule(gen: Generalization, name: str) -> str:
     return f"HIPAA Safe Harbor generalisation: {words}"
 
 
-def output_form(gen: Generalization, ref: Any | None) -> tuple[str, Any, Any]:
+def output_form(gen: Generalization, ref: Any | None
+                ) -> tuple[Literal["integer", "float", "categorical"], Any, Any]:
     """(kind, min, max) of a generalised column; ``ref`` is the reference Column, if any."""
     lo, hi = gen.source_min, gen.source_max
     if gen.rule == "year":
@@ -246,8 +248,10 @@ def output_form(gen: Generalization, ref: Any | None) -> tuple[str, Any, Any]:
     if gen.rule == "offset_from":
         if gen.explicit is not None:
             return "integer", float(gen.explicit[0]), float(gen.explicit[1])
+        assert ref is not None  # the caller resolved the reference column
         return ("integer", float(_days(lo) - _days(ref.maximum)),
                 float(_days(hi) - _days(ref.minimum)))
+    assert ref is not None  # age_at: the caller resolved the reference column
     low = max(0, ref.minimum.year - hi.year - 1)  # age_at: whole years, capped at 90
     return "integer", float(min(low, AGE_CAP)), float(min(ref.maximum.year - lo.year, AGE_CAP))
 

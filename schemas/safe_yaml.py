@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import ScalarNode
-from yaml.resolver import Resolver
+import yaml  # type: ignore[import-untyped]  # no stubs installed; followed as Any
+from yaml.constructor import SafeConstructor  # type: ignore[import-untyped]
+from yaml.nodes import ScalarNode  # type: ignore[import-untyped]
+from yaml.resolver import Resolver  # type: ignore[import-untyped]
 
 from schemas.limits import LimitError, Limits, bounded, limits
 from schemas.model import SHOWN, SchemaError, show
