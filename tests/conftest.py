@@ -73,6 +73,16 @@ def adult_sample(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def adult(adult_sample):
+    """(schema, ingested rows) of the Adult sample: each test module gets its own copy."""
+    from pipelines.ingest import ingest
+    from schemas import load_schema
+
+    schema = load_schema(ROOT / "schemas" / "adult.yaml")
+    return schema, ingest(adult_sample, schema).frame
+
+
+@pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory):
     """A temporary Prefect server for a module's flow runs (Prefect's test harness), with
     its home, storage included, in a temporary folder."""

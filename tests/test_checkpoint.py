@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.ingest import ingest
-from schemas import load_schema
 from synth import dpsgd, gan, image_nets
 from synth.checkpoint import ResumeError
 from synth.gan import DPCTGAN
@@ -46,12 +44,6 @@ class Memory:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         self.blob = buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def adult(adult_sample):
-    schema = load_schema(ROOT / "schemas" / "adult.yaml")
-    return schema, ingest(adult_sample, schema).frame
 
 
 def _images(n=200, seed=0):

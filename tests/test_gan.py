@@ -10,8 +10,7 @@ import pytest
 import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 
-from pipelines.ingest import ingest
-from schemas import load_schema, pandas_dtype
+from schemas import pandas_dtype
 from synth.gan import DPCTGAN
 from synth.ghost import supported_layers
 from synth.privacy import (
@@ -21,16 +20,10 @@ from synth.privacy import (
     epsilon_of_history,
     gaussian_noise_multiplier,
 )
-from tests.conftest import ROOT, FrozenStep
+from tests.conftest import FrozenStep
 
 TINY = {"epochs": 1, "batch_size": 200, "hidden": 32, "latent_dim": 8,
         "discriminator_hidden": 32, "noise_seed": 5}
-
-
-@pytest.fixture(scope="module")
-def adult(adult_sample):
-    schema = load_schema(ROOT / "schemas" / "adult.yaml")
-    return schema, ingest(adult_sample, schema).frame
 
 
 @pytest.fixture(scope="module")

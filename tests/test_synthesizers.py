@@ -6,11 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from pipelines.ingest import ingest
-from schemas import load_schema, pandas_dtype
+from schemas import pandas_dtype
 from synth.base import NotFittedError, make_synthesizer, synthesizer_names
 from synth.privacy import PrivacyBudget
-from tests.conftest import ROOT
 
 # Small settings per synthesizer, so the contract runs fast; a name missing here runs its defaults.
 SMALL_PARAMS = {
@@ -23,12 +21,6 @@ SMALL_PARAMS = {
 
 def small(name: str) -> dict:
     return SMALL_PARAMS.get(name, {})
-
-
-@pytest.fixture(scope="module")
-def adult(adult_sample):
-    schema = load_schema(ROOT / "schemas" / "adult.yaml")
-    return schema, ingest(adult_sample, schema).frame
 
 
 @pytest.mark.parametrize("name", synthesizer_names())
