@@ -37,9 +37,9 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
 
     Every rule reads the raw input columns (an index date is read before it is itself
     generalised), so the order of columns does not matter, and writes its output form under
-    the input's column name (``coerce`` then gives it its released name). Values that are missing stay
-    missing; values that do not parse are reported; bounds are checked afterwards, by coerce,
-    on the output form.
+    the input's column name (``coerce`` then gives it its released name). Values that are
+    missing stay missing; values that do not parse are reported; bounds are checked
+    afterwards, by coerce, on the output form.
 
     Raises:
         DataError: naming the file, the column and the first row of every value that does
