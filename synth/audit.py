@@ -118,6 +118,8 @@ def _guess(scores: np.ndarray, included: np.ndarray, k: int) -> tuple[int, int]:
 def _dpsgd_scores(report: PrivacyReport, included: np.ndarray, random: PrivateRandom,
                   secure_noise: bool, engine: Engine) -> np.ndarray:
     """Runs DP-SGD with the report's settings on the included Dirac canaries; (m,) drift."""
+    assert report.noise_multiplier is not None and report.sampling_rate is not None \
+        and report.steps is not None and report.max_grad_norm is not None  # audit checked
     m, c = len(included), float(report.max_grad_norm)
     canary = nn.Linear(m, 1, bias=False)
     nn.init.zeros_(canary.weight)
@@ -133,7 +135,9 @@ def _dpsgd_scores(report: PrivacyReport, included: np.ndarray, random: PrivateRa
             # input 2C e_i: gradient norm 2C, so clipping must act to leave C e_i
             batch = torch.zeros(len(picked), m).index_put_(
                 (torch.arange(len(picked)), picked), torch.tensor(2 * c))  # (batch, m)
-            step((lambda b=batch: canary(b)[:, 0]) if len(batch) else None)
+            def loss(b: torch.Tensor = batch) -> torch.Tensor:
+                return canary(b)[:, 0]
+            step(loss if len(batch) else None)
     finally:
         step.close()
     return -canary.weight.detach()[0].double().numpy()  # start (0) minus end
@@ -150,7 +154,8 @@ def _marginal_scores(report: PrivacyReport, included: np.ndarray, seed: int | No
     dp-marginals' own OpenDP measurement; (m,) inverse-variance weighted noisy counts (the
     optimal statistic for a composition of Gaussian mechanisms)."""
     if mechanisms is None:  # the synthesizer's own measurement path
-        from synth.marginals import _Mechanisms as mechanisms
+        from synth.marginals import _Mechanisms
+        mechanisms = _Mechanisms
 
     m = len(included)
     codes = np.flatnonzero(included)[:, None]  # (n_in, 1): canary i adds one to cell i
@@ -201,7 +206,8 @@ def audit(report: PrivacyReport, n_canaries: int = 1000, k: int | None = None,
     rng = np.random.default_rng(seed)
     included = rng.random(n_canaries) < 0.5  # the fair coins
     if report.noise_multiplier is not None:
-        if None in (report.sampling_rate, report.steps, report.max_grad_norm):
+        if report.sampling_rate is None or report.steps is None or \
+                report.max_grad_norm is None:
             raise AuditError("the DP-SGD report lacks sampling_rate, steps or max_grad_norm")
         random = PrivateRandom(int(rng.integers(2**62)) if noise_seed is None else noise_seed)
         scores = _dpsgd_scores(report, included, random, secure_noise, engine)

@@ -92,7 +92,7 @@ class Resumable:
     def measure(self, name: str, run: Callable[[], Any]) -> Any:
         """A DP measurement taken once per run: ``run()`` on a fresh run; on a resumed one
         the value saved with the checkpoint (numpy arrays come back as tensors)."""
-        value = self.state["measured"][name] if self.resumed else _saveable(run())
+        value = self.state["measured"][name] if self.state is not None else _saveable(run())
         self.measured[name] = value
         return value
 
@@ -108,18 +108,19 @@ class Resumable:
             ResumeError: the state was saved under another plan.
         """
         self.plan = [float(x) for x in plan]
-        if not self.resumed:
+        state = self.state
+        if state is None:  # not resumed
             return 0, []
-        if [float(x) for x in self.state["plan"]] != self.plan:
+        if [float(x) for x in state["plan"]] != self.plan:
             raise ResumeError(f"the checkpoint was saved by a run with plan "
-                              f"{self.state['plan']}, this run's is {self.plan}")
+                              f"{state['plan']}, this run's is {self.plan}")
         for name, part in parts.items():
-            _restore(part, self.state["parts"][name])
-        step = int(self.state["step"])
+            _restore(part, state["parts"][name])
+        step = int(state["step"])
         random.reseed(step)
         if generator is not None:
             random.seed_generator(generator)
-        return step, [tuple(h) for h in self.state["history"]]
+        return step, [tuple(h) for h in state["history"]]
 
     def after(self, done: int, steps: int, parts: dict[str, Any], history: list) -> None:
         """Call after each step (``done`` steps so far): saves every ``every`` steps and

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,7 +40,6 @@ from torch import nn
 from synth.checkpoint import Resumable
 from synth.ghost import GhostClipper
 from synth.privacy import (
-    History,
     PrivacyBudget,
     PrivacyReport,
     calibrate_noise_after,
@@ -156,7 +155,8 @@ class DPSGDPlan:
 
 
 def plan(n_records: int, budget: PrivacyBudget, config: DPSGDConfig, random: PrivateRandom,
-         resume: Resumable | None = None, prior: History = ()) -> DPSGDPlan:
+         resume: Resumable | None = None,
+         prior: Sequence[tuple[float, float, int]] = ()) -> DPSGDPlan:
     """Measures the number of records (``noisy_count``; once per run: a resumed run reuses
     its checkpoint's count), sets the sampling rate and steps from the noisy count, and
     calibrates the DP-SGD noise so that ``prior``, the count and the steps compose within

@@ -107,7 +107,7 @@ class FineGrid:
         """Numbers (the column's numeric space) for coarse ``codes`` of values (not missing):
         a fine state drawn with probability proportional to ``weights`` among the bin's
         states (uniformly when they are all zero), then a point inside it."""
-        cell = np.zeros(len(codes), dtype="int64")
+        cell: np.ndarray = np.zeros(len(codes), dtype="int64")
         for b in np.unique(codes):
             rows = np.flatnonzero(codes == b)
             states = np.flatnonzero(self.coarse == b)
@@ -116,6 +116,7 @@ class FineGrid:
             cell[rows] = rng.choice(states, size=len(rows), p=p)
         if self.values is not None:
             return self.values[cell].astype("float64")
+        assert self.edges is not None  # a grid has values or edges (Codec.fine_grids)
         lo, hi = self.edges[cell], self.edges[cell + 1]
         return _inverse(self.block.column, lo + rng.random(len(cell)) * (hi - lo))
 
@@ -230,6 +231,7 @@ def _encode(block: Block, values: pd.Series) -> np.ndarray:
     elif col.kind == "boolean":
         codes = values.fillna(False).astype(bool).to_numpy().astype("int64")
     else:
+        assert block.edges is not None  # numeric and temporal blocks are binned (_block)
         x = _to_number(col, values.astype("float64") if col.is_numeric else values)
         x = np.where(missing, block.edges[0] + 0.5, x).astype("float64")
         y = x if block.integer_values else _forward(col, x)
@@ -249,6 +251,7 @@ def _decode(block: Block, codes: np.ndarray, rng: np.random.Generator,
     elif col.kind == "boolean":
         out = pd.Series(safe.astype(bool), dtype="boolean").mask(missing)
     else:
+        assert block.edges is not None  # numeric and temporal blocks are binned (_block)
         if block.integer_values:
             x = (block.edges[safe] + 0.5)
         elif fine is not None:

@@ -266,7 +266,7 @@ class DPCTGAN(Params):
                                                budget.delta, "prv")
         std = hist_sigma * math.sqrt(d)
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
-        codes = self.encoder_.encode(data).astype(np.int64, copy=False)  # (N, columns)
+        codes: np.ndarray = self.encoder_.encode(data).astype(np.int64, copy=False)  # (N, cols)
         resume = Resumable(checkpoint)
         self.noisy_counts_ = [np.asarray(c) for c in resume.measure("histograms", lambda: (
             noisy_counts(codes, self.encoder_.sizes, std, random, secure)))]

@@ -26,6 +26,7 @@ from schemas import Schema
 def event_indicator(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     """Boolean (rows,) array: the event happened (missing counts as censored)."""
     surv = schema.survival
+    assert surv is not None, "event_indicator needs a schema with survival"
     values = frame[surv.event]
     if surv.event_value is None:
         return values.fillna(False).astype(bool).to_numpy()
