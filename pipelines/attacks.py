@@ -84,7 +84,8 @@ class Encoded:
             values = np.concatenate([f[col.name].to_numpy() for f in frames])
             if col.is_numeric or col.is_temporal:
                 x = values.astype("float64")
-                lo, hi = np.nanmin(x, initial=np.inf), np.nanmax(x, initial=-np.inf)
+                lo: float = np.nanmin(x, initial=np.inf)
+                hi: float = np.nanmax(x, initial=-np.inf)
                 if col.is_numeric and col.minimum is not None and col.maximum is not None:
                     lo, hi = float(col.minimum), float(col.maximum)
                 if col.transform == "log":
@@ -102,7 +103,7 @@ class Encoded:
         step = max(1, CHUNK // max(len(ref), 1))
         for i in range(0, len(query), step):
             q = query[i:i + step]
-            d = np.zeros((len(q), len(ref)), "float32")  # (queries, refs)
+            d: np.ndarray = np.zeros((len(q), len(ref)), "float32")  # (queries, refs)
             for j in cols:
                 diff = q[:, j, None] - ref[None, :, j]
                 d += np.minimum(np.abs(diff), 1) if self.numeric[j] else (diff != 0)
@@ -111,7 +112,8 @@ class Encoded:
     def nearest(self, query: np.ndarray, ref: np.ndarray, cols: Sequence[int]
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Index and Gower distance (mean over ``cols``) of each query row's nearest ref row."""
-        index, dist = np.empty(len(query), "int64"), np.empty(len(query), "float32")
+        index: np.ndarray = np.empty(len(query), "int64")
+        dist: np.ndarray = np.empty(len(query), "float32")
         for i, d in self._blocks(query, ref, cols):
             index[i:i + len(d)] = d.argmin(1)
             dist[i:i + len(d)] = d.min(1) / len(cols)
@@ -121,7 +123,7 @@ class Encoded:
                half_b: Sequence[int]) -> np.ndarray:
         """(queries,) bool: some ref row is nearest on ``half_a`` and on ``half_b`` at once
         (ties count: categorical halves tie often, and argmin would pick by row order)."""
-        out = np.empty(len(query), bool)
+        out: np.ndarray = np.empty(len(query), bool)
         for (i, da), (_, db) in zip(self._blocks(query, ref, half_a),
                                     self._blocks(query, ref, half_b)):
             both = (da == da.min(1, keepdims=True)) & (db == db.min(1, keepdims=True))

@@ -31,7 +31,9 @@ def finish(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         if col.decimals is None or col.kind != "float" or col.name not in out.columns:
             continue
         values = pd.to_numeric(out[col.name], errors="coerce").astype("float64")
-        low, high = rounded_bounds(col.minimum, col.maximum, col.decimals)  # parse checked
+        bounds = rounded_bounds(col.minimum, col.maximum, col.decimals)
+        assert bounds is not None  # parse checked: a value with those decimals lies within
+        low, high = bounds
         out[col.name] = values.round(col.decimals).clip(lower=low, upper=high)
     return out
 
@@ -56,6 +58,7 @@ def field_metadata(col: Column) -> dict[str, str]:
 
 def surrogate_metadata(ident: Identifier) -> dict[str, str]:
     """The Arrow field metadata of a surrogate identifier column: fake values only."""
+    assert ident.surrogate is not None  # callers pass the identifiers with a surrogate
     what = (f"pattern {ident.surrogate[len('pattern:'):]}"
             if ident.surrogate.startswith("pattern:") else f"Faker provider {ident.surrogate}")
     described = ident.description or f"a fake stand-in for the input's '{ident.name}'"

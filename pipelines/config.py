@@ -33,25 +33,25 @@ class FidelityThresholds(BaseModel):
 
     model_config = {"extra": "forbid", "frozen": True}
 
-    enabled: bool = Field(True, description="Run the fidelity checks (off: the gate is the "
+    enabled: bool = Field(default=True, description="Run the fidelity checks (off: the gate is the "
                           "schema suite and the canary audit alone)")
-    ks_max: float = Field(0.10, ge=0, le=1, description="Largest Kolmogorov-Smirnov distance "
-                          "per numeric or date column")
-    measured_tv_max: float = Field(0.10, ge=0, le=1, description="Release gate: largest "
+    ks_max: float = Field(default=0.10, ge=0, le=1, description="Largest Kolmogorov-Smirnov "
+                          "distance per numeric or date column")
+    measured_tv_max: float = Field(default=0.10, ge=0, le=1, description="Release gate: largest "
                                    "total variation distance between a 1-way marginal the "
                                    "synthesizer measured under DP and the release's, beyond "
                                    "what the measurement's noise explains")
-    measured_joint_tv_max: float = Field(0.15, ge=0, le=1, description="Release gate: the "
+    measured_joint_tv_max: float = Field(default=0.15, ge=0, le=1, description="Release gate: the "
                                          "same for a measured marginal of several columns")
-    tv_max: float = Field(0.10, ge=0, le=1, description="Largest total variation distance per "
-                          "categorical or boolean column (advisory, against the real rows)")
-    association_max: float = Field(0.05, ge=0, le=1, description="Largest mean absolute "
+    tv_max: float = Field(default=0.10, ge=0, le=1, description="Largest total variation distance "
+                          "per categorical or boolean column (advisory, against the real rows)")
+    association_max: float = Field(default=0.05, ge=0, le=1, description="Largest mean absolute "
                                    "difference of the association matrices (Cramer's V)")
-    pmse_max: float = Field(0.10, ge=0, le=0.25, description="Largest propensity MSE of a "
+    pmse_max: float = Field(default=0.10, ge=0, le=0.25, description="Largest propensity MSE of a "
                             "real-vs-synthetic classifier (0 = indistinguishable, 0.25 = "
                             "separable)")
-    tstr_min: float = Field(0.70, ge=-1, le=1, description="Smallest score on real rows of a "
-                            "model of the schema's target trained on synthetic rows (AUROC; "
+    tstr_min: float = Field(default=0.70, ge=-1, le=1, description="Smallest score on real rows of "
+                            "a model of the schema's target trained on synthetic rows (AUROC; "
                             "R^2 for a numeric target)")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.remedies import remedies
-from schemas import Schema
+from schemas import ImageSchema, Schema
 from synth.encoding import TableEncoder
 from synth.metrics import association_matrix
 
@@ -61,7 +61,7 @@ class ReportInputs:
             (``pipelines.remedies``).
     """
 
-    schema: Schema
+    schema: Schema | ImageSchema
     privacy: dict[str, Any]
     synthetic: pd.DataFrame
     structural: tuple[int, int, tuple[str, ...]]
@@ -211,6 +211,7 @@ def _bars(name: str, labels: list[str], series: list[tuple[str, np.ndarray]], lo
 
 
 def _marginals(inputs: ReportInputs, internal: bool) -> str:
+    assert isinstance(inputs.schema, Schema)  # render draws columns of a tabular schema only
     binning = TableEncoder(inputs.schema, max_bins=BINS)
     synthetic = _histograms(inputs.synthetic, binning)
     real = _histograms(inputs.real, binning) if internal and inputs.real is not None else None
@@ -251,6 +252,7 @@ def _heatmap(title: str, matrix: np.ndarray, names: list[str], diverging: bool =
 
 
 def _associations(inputs: ReportInputs, internal: bool) -> str:
+    assert isinstance(inputs.schema, Schema)  # render draws columns of a tabular schema only
     binning = TableEncoder(inputs.schema, max_bins=BINS)
     names = inputs.schema.names
     synthetic = association_matrix(binning.encode(inputs.synthetic), binning.sizes)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -258,11 +259,12 @@ def check_leakage(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.Data
     inf = inference(tables, targets, names.index(secret))
     sub = pick(len(syn), dcr_rows)
     share, n_dcr, med_t, med_h = dcr_share(tables, sub)
-    report = dict(copies, n_train=len(train), n_holdout=len(holdout), n_synthetic=len(synthetic),
-                  identifier_values=sum(hits.values()), identifier_hits=tuple(hits.items()),
-                  singling_out=so, linkability=link, inference=inf, inference_secret=secret,
-                  dcr_share=share, dcr_ci=wilson(share, n_dcr), dcr_train_median=med_t,
-                  dcr_holdout_median=med_h)
+    report: dict[str, Any] = dict(
+        copies, n_train=len(train), n_holdout=len(holdout), n_synthetic=len(synthetic),
+        identifier_values=sum(hits.values()), identifier_hits=tuple(hits.items()),
+        singling_out=so, linkability=link, inference=inf, inference_secret=secret,
+        dcr_share=share, dcr_ci=wilson(share, n_dcr), dcr_train_median=med_t,
+        dcr_holdout_median=med_h)
     return LeakageReport(**report, warnings=_warnings(report, thresholds),
                          seconds=time.perf_counter() - start)
 

@@ -26,7 +26,7 @@ from pipelines.paths import release_dir
 from pipelines.preflight import warnings as preflight_warnings
 from pipelines.publish import DATA_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
-from schemas import Schema, SchemaError, load_schema, refuse_unreviewed_draft
+from schemas import ImageSchema, Schema, SchemaError, load_schema, refuse_unreviewed_draft
 from synth.privacy import PrivacyBudget
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def already_published(config: RunConfig) -> Path | None:
     return out if published_key(out) == key else None
 
 
-def run_key(config: RunConfig, data_set: str, schema: Schema) -> str:
+def run_key(config: RunConfig, data_set: str, schema: Schema | ImageSchema) -> str:
     """sha256 naming a run by what determines it: the input's bytes, the schema, every
     setting but where it goes, and the code version."""
     settings = config.model_dump(mode="json", exclude={"out", "overwrite", "ledger", "input",

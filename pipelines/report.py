@@ -9,7 +9,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from schemas import Schema
+from schemas import ImageSchema, Schema
 from synth.base import Synthesizer
 
 PACKAGE = "dp-synth"
@@ -29,7 +29,7 @@ def code_version() -> str:
     return f"{version}+g{commit}" if commit else version
 
 
-def privacy_report(schema: Schema, synthesizer: str, model: Synthesizer, rows: int,
+def privacy_report(schema: Schema | ImageSchema, synthesizer: str, model: Synthesizer, rows: int,
                    created: str) -> dict[str, Any]:
     """What the release claims, how it was computed, and what was treated as public."""
     p = model.privacy_

@@ -71,6 +71,7 @@ def generate(identifier: Identifier, rows: int, seed: int, locale: str = "en_US"
     fake = Faker(locale)
     fake.seed_instance(f"{seed}:{identifier.name}")
     how = identifier.surrogate
+    assert how is not None  # callers pass surrogate_columns (identifiers with a surrogate)
     if how.startswith("pattern:"):
         pattern = how[len("pattern:"):]
         draw = lambda: fake.bothify(pattern)
@@ -82,7 +83,7 @@ def generate(identifier: Identifier, rows: int, seed: int, locale: str = "en_US"
                                  "email, address, or {pattern: 'MRN-########'}")
         draw = lambda: str(provider())
     seen: set[str] = set()
-    values = []
+    values: list[str] = []
     for _ in range(rows):
         for _ in range(MAX_TRIES):
             value = draw()

@@ -201,8 +201,9 @@ def _describe(result: dict, frame: pd.DataFrame) -> str:
         expected, observed = kwargs["column_list"], list(frame.columns)
         missing = [c for c in expected if c not in observed]
         extra = [c for c in observed if c not in expected]
-        what = ", ".join(filter(None, [missing and f"missing {missing}",
-                                       extra and f"unexpected {extra}"])) or "order differs"
+        parts = (([f"missing {missing}"] if missing else [])
+                 + ([f"unexpected {extra}"] if extra else []))
+        what = ", ".join(parts) or "order differs"
         return f"{kind}: {what}"
     if column is not None and column not in frame.columns:
         return f"{kind}({column}): column is missing"
