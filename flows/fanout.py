@@ -231,10 +231,11 @@ def main(argv=None) -> int:
         # Absolute paths and one ledger, so that every Ray worker reads and books the same
         absolute = [(os.path.abspath(i), os.path.abspath(s)) for i, s in zip(inputs, schemas)]
         ledger = Ledger(args.ledger)  # a PostgreSQL URL stays as given (or in the environment)
+        sqlite = ledger.path  # None exactly when the ledger is a PostgreSQL URL
         base = config_from_args(argparse.Namespace(**{
             **vars(args), "input": absolute[0][0], "schema_file": absolute[0][1],
             "epsilon": args.epsilon[0], "seed": args.seed[0], "out": os.path.abspath(args.out),
-            "ledger": args.ledger if ledger.url else str(ledger.path.absolute())}))
+            "ledger": args.ledger if sqlite is None else str(sqlite.absolute())}))
         configs = expand_grid(base, absolute, args.epsilon, args.seed)
         try:
             rows = fan_out(configs, args.ray_address, args.cpus_per_run, args.gpus_per_run)

@@ -81,10 +81,10 @@ def release_images(config: RunConfig) -> dict:
         return {"release": str(done), "privacy_report": report}
     try:
         plan = prepare(config)
-    except steps.AlreadyPublished as done:  # an identical run published while this one waited
-        get_run_logger().info("%s", done)
-        report = json.loads((done.out / steps.REPORT_FILE).read_text(encoding="utf-8"))
-        return {"release": str(done.out), "privacy_report": report}
+    except steps.AlreadyPublished as raced:  # an identical run published while this one waited
+        get_run_logger().info("%s", raced)
+        report = json.loads((raced.out / steps.REPORT_FILE).read_text(encoding="utf-8"))
+        return {"release": str(raced.out), "privacy_report": report}
     try:  # the release location stays locked until the run published or failed
         data = ingest(plan)
         model = train(plan, data)

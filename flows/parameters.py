@@ -25,8 +25,9 @@ TOP = ("input", "schema_file", "out", "epsilon", "delta", "rows", "synthesizer",
 
 
 def _group(name: str, doc: str, names: tuple[str, ...]) -> type[BaseModel]:
-    model = create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc,
-                         **{n: (FIELDS[n].annotation, FIELDS[n]) for n in names})
+    # (type, FieldInfo) per field; every RunConfig field has an annotation
+    fields: dict[str, Any] = {n: (FIELDS[n].annotation, FIELDS[n]) for n in names}
+    model = create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
     return model
 
 

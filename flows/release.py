@@ -130,9 +130,9 @@ def run(config: RunConfig) -> dict:
         return {"release": str(done), "privacy_report": steps.previous(done).report}
     try:
         plan = prepare(config)
-    except AlreadyPublished as done:  # an identical run published while this one waited
-        get_run_logger().info("%s", done)
-        return {"release": str(done.out), "privacy_report": steps.previous(done.out).report}
+    except AlreadyPublished as raced:  # an identical run published while this one waited
+        get_run_logger().info("%s", raced)
+        return {"release": str(raced.out), "privacy_report": steps.previous(raced.out).report}
     try:  # the release location stays locked until the run published or failed
         data = ingest(plan)
         model = train(plan, data.train)

@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
@@ -164,9 +164,11 @@ def to_deployments(specs: list[DeploymentSpec]) -> list:
                                                 timezone=spec.schedule.timezone)
         elif spec.schedule:  # anchored: a restart does not shift the run times
             schedule["schedule"] = IntervalSchedule(
-                interval=timedelta(seconds=spec.schedule.interval),
+                # _one_kind: no cron, so an interval (a cron of "" would slip through)
+                interval=timedelta(seconds=cast(float, spec.schedule.interval)),
                 anchor_date=spec.schedule.anchor, timezone=spec.schedule.timezone)
-        deployments.append(release.to_deployment(
+        # flows.release rebinds release to its Prefect flow after giving it a signature
+        deployments.append(release.to_deployment(  # type: ignore[attr-defined]
             name=spec.name, description=spec.description or None, tags=spec.tags,
             parameters=parameters(spec.config),
             # the served subprocess imports flows.release by module (installed package),
