@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,8 +87,9 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
     dtypes = [code_dtype(size) for size in encoder.sizes]
     file = _open_parquet(path, schema) if is_parquet(path) else None
     parquet = file is not None
-    total = file.metadata.num_rows if parquet else None
-    out = _allocate(path, total, dtypes) if parquet else [[] for _ in dtypes]
+    total = file.metadata.num_rows if file is not None else None  # None: not Parquet
+    # per column: an array of the footer's rows (Parquet), else a list of each batch's codes
+    out: list[Any] = [[] for _ in dtypes] if total is None else _allocate(path, total, dtypes)
     problems: list[Problem] = []
     clipped: dict[str, int] = {}
     mapped: dict[str, int] = {}
@@ -98,7 +100,7 @@ def ingest_encoded(path: str | Path, schema: Schema, *, clip: bool = False,
         if rows == 0:
             dropped = check_columns(raw.columns, schema, source)
             log_dropped(source, dropped)
-        if parquet and rows + len(raw) > total:
+        if total is not None and rows + len(raw) > total:
             raise _miscounted(path)
         raw = _generalize(raw, schema, source, lines, rows)
         ctx = Coercion(source, schema, lines, clip, map_unknown, [], offset=rows, batch=True)

@@ -55,6 +55,7 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
     problems: list[tuple[str, str]] = []  # (with the value, redacted)
     for col in rules:
         gen = col.generalize
+        assert gen is not None  # rules holds only the columns with a rule
         name = col.input_name  # the input's column: its values are replaced in place
         values = _clean(raw[name], missing)
         if gen.rule == "zip3":
@@ -74,6 +75,7 @@ def generalize(raw: pd.DataFrame, schema: Schema, *, source: str,
             elif gen.reference not in raw.columns:
                 continue  # coerce reports the missing reference column
             else:
+                assert gen.reference is not None  # parse_generalization: these rules name one
                 ref = _dates(_clean(raw[gen.reference], missing), gen.reference, lines, [])
                 if gen.rule == "offset_from":
                     out[name] = (stamps - ref).dt.days.astype("Float64")

@@ -210,7 +210,7 @@ def _dp_decide(name: str, shapes: dict[str, float], values: np.ndarray, kept: di
     groups = {"number": shapes["whole"] + shapes["fraction"],
               "time": shapes["date"] + shapes["datetime"],
               "label": sum(shapes[k] for k in ("boolean", *SHAPES, "text"))}
-    group = max(groups, key=groups.get)
+    group = max(groups, key=groups.__getitem__)
     if group == "number":
         whole = shapes["fraction"] <= PRESENT * sigma
         col["kind"] = "integer" if whole else "float"

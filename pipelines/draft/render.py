@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed; followed as Any
 
 from pipelines.draft.drafted import Drafted
 from schemas import DEFAULT_MISSING

@@ -6,10 +6,11 @@ stored bytes than the images may decode to.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 from pipelines.images.problems import refuse, too_big
 from schemas.limits import Limits
@@ -49,7 +50,7 @@ def check_file(path: Path) -> None:
         not_regular(path, st)
 
 
-def open_regular(path: Path, follow: bool = False) -> tuple[BinaryIO, int]:
+def open_regular(path: Path, follow: bool = False) -> tuple[io.BufferedReader, int]:
     """Opens an input file for reading, and its size. Refuses a symbolic link (unless
     ``follow``: the input path itself may be one) and anything but a regular file; the open
     does not block, so a FIFO swapped in after the walk cannot hang the read."""

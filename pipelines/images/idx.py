@@ -10,12 +10,13 @@ never decompressed past the bytes its header declares.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import re
 import struct
 from pathlib import Path
-from typing import BinaryIO, NoReturn, Self
+from typing import NoReturn, Self
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class IdxFile:
         self.path = path
         self.gz = path.name.endswith(".gz")
         self._raw, self.stored = open_regular(path, follow)
-        self._stream: BinaryIO = self._raw
+        self._stream: io.BufferedIOBase = self._raw
         try:
             if self.gz:
                 self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
@@ -128,8 +129,9 @@ class IdxFile:
     def body(self) -> np.ndarray:
         """The body as an array of the declared shape (writable, for torch); never
         decompresses more than one byte past what the header declares."""
-        buffer = np.empty(self.nbytes + 1, np.uint8)
-        view, got = memoryview(buffer), 0
+        buffer: np.ndarray = np.empty(self.nbytes + 1, np.uint8)
+        # numpy declares ndarray.__buffer__ for Python 3.12+ only (mypy targets 3.11)
+        view, got = memoryview(buffer), 0  # type: ignore[arg-type]
         try:
             while got < len(buffer):
                 n = self._stream.readinto(view[got:])

@@ -87,7 +87,7 @@ def read_npz(path: Path, schema: ImageSchema, lim: Limits):
                         f"numpy.savez: save it with numpy.savez(path, {NPZ_IMAGES}=..., "
                         f"{NPZ_LABELS}=...)")
             with zipfile.ZipFile(fh) as zf:
-                members = {}
+                members: dict[str, zipfile.ZipInfo] = {}
                 for info in zf.infolist():
                     members.setdefault(info.filename.removesuffix(".npy"), info)
                 missing = [k for k in (NPZ_IMAGES, NPZ_LABELS) if k not in members]
@@ -113,7 +113,7 @@ def read_npz(path: Path, schema: ImageSchema, lim: Limits):
     problems = Problems(schema, path)
     if labels.dtype.kind in "US":
         index = {label: i for i, label in enumerate(schema.labels)}
-        names = labels.astype(str)
+        names: np.ndarray = labels.astype(str)
         for i in (i for i, v in enumerate(names) if v not in index):
             problems.add("label", f"{path.name}: label '{names[i][:60]}' of image {i:,} is not "
                          "one of the labels", "fix the labels or add it to the schema",

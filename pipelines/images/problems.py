@@ -13,7 +13,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pipelines.errors import DataError
 from schemas.image import ImageSchema
@@ -44,7 +44,8 @@ class Problems:
     """
 
     def __init__(self, schema: ImageSchema, source: Path):
-        self.schema, self.source, self.kinds = schema, source, {}
+        self.schema, self.source = schema, source
+        self.kinds: dict[str, list[Any]] = {}  # kind -> [what, public, fix, count]
 
     def name(self, path: Path) -> str:
         """How a problem names ``path``: relative to the source (or the folder holding it)."""

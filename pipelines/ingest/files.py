@@ -17,9 +17,9 @@ import lzma
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -28,8 +28,11 @@ from pipelines.errors import DataError
 from schemas.limits import LimitError, Limits, limits, variable
 
 PARQUET = (".parquet", ".pq")
+# what a CSV's bytes are read from: a file, a decompressing stream or a .zip member
+ByteStream = IO[bytes] | io.BufferedIOBase
 # the compressions pandas would infer from a CSV's suffix, read here as a stream of bytes
-DECOMPRESS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+DECOMPRESS: dict[str, Callable[[BinaryIO], io.BufferedIOBase]] = {
+    ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 UNSUPPORTED = (".zst", ".zstd", ".tar", ".tgz", ".lz4", ".7z", ".rar", ".br", ".snappy")
 # a compressed input may decode to this much before its ratio is checked: small files are
 # never bombs, and the check must not refuse a small but repetitive one
@@ -127,11 +130,11 @@ def open_csv(path: Path, cap: int | None = None) -> Iterator[BinaryIO]:
     if suffix in UNSUPPORTED:
         raise DataError(f"{path}: cannot read input: {suffix} compression is not supported: "
                         "decompress the file, or compress it with gzip (.gz)")
-    stored = path.stat().st_size
+    stored: int | None = path.stat().st_size
     with contextlib.ExitStack() as stack:
         raw = stack.enter_context(open(path, "rb"))
         if suffix in DECOMPRESS:
-            stream = stack.enter_context(DECOMPRESS[suffix](raw))
+            stream: ByteStream = stack.enter_context(DECOMPRESS[suffix](raw))
         elif suffix == ".zip":
             archive = stack.enter_context(zipfile.ZipFile(raw))
             members = [m for m in archive.infolist() if not m.is_dir()]
@@ -168,7 +171,8 @@ class _Guard(io.RawIOBase):
     times its stored size (past ``DECODED_FLOOR``: a bomb is refused before it fills
     memory), and at most ``cap`` bytes where one is given (a header)."""
 
-    def __init__(self, path: Path, stream: BinaryIO, stored: int | None, cap: int | None):
+    def __init__(self, path: Path, stream: ByteStream, stored: int | None,
+                 cap: int | None):
         super().__init__()
         self.path, self.stream, self.cap = path, stream, cap
         self.most = None if stored is None else most_decoded(stored)

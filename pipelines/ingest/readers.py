@@ -142,7 +142,7 @@ def tidy_csv(frame: pd.DataFrame, schema: Schema, path: Path, first_line: int
     if not fmt.header and frame.shape[1] != len(schema.input_names):
         raise DataError(f"{path}: expected {len(schema.input_names)} fields per line "
                         f"(the schema's columns), found {frame.shape[1]}")
-    lines = np.arange(len(frame)) + first_line
+    lines: np.ndarray = np.arange(len(frame)) + first_line
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = safe_harbor.drop_identifiers(frame, schema)  # before anything reads them
     stripped = frame.apply(lambda s: s.str.strip())

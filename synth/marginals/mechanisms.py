@@ -53,7 +53,7 @@ class _Mechanisms:
         self.codes, self.sizes, self.frame = codes, sizes, frame  # frame: for fine histograms
         self.rho_spent = 0.0
         self.log: list[dict] = []
-        self._cache: dict[Clique, np.ndarray] = {}
+        self._cache: dict[tuple[Clique, bool], np.ndarray] = {}
         self.merged: dict[int, np.ndarray] = {}  # column -> group of each code, for 2+-way
         # a fixed seed (tests only) replaces OpenDP's secure sampling by numpy's
         self.rng = None if seed is None else np.random.default_rng(seed)
@@ -86,6 +86,7 @@ class _Mechanisms:
         """A column's histogram over its fine states (non-missing values; one record moves
         one count by one), plus discrete Gaussian noise of scale sigma."""
         frame = self.frame  # a CodedTable holds the fine states already
+        assert frame is not None  # the fit passes its data whenever it measures fine states
         values = (frame.fine if isinstance(frame, CodedTable) else frame)[
             grid.block.column.name]
         counts = np.bincount(grid.encode(values), minlength=grid.size).astype("int64")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,8 +47,8 @@ class _MixtureModel:
         """One mixture of all the members' components: their average."""
         self.logits = self.logits.detach().flatten(0, -2)
 
-    def marginal(self, probs: list[torch.Tensor], clique: Clique,
-                 grouped: bool = True) -> torch.Tensor:
+    def marginal(self, probs: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
+                 clique: Clique, grouped: bool = True) -> torch.Tensor:
         """The clique's distribution, flattened (row-major over the clique's columns), one
         per member; in a 2+-way clique a column with merged codes counts them as one group
         when ``grouped``."""
@@ -152,10 +153,13 @@ class _MixtureModel:
             stride[list(q), i] = [math.prod(dims[j + 1:]) for j in range(k)]
         offset = np.cumsum([0] + cells[:-1]).astype(np.int32)  # a clique's first cell
         probs = self.probs()
-        excess = np.zeros(sum(cells), dtype=np.float32)  # rows' count - model's, so far
+        excess: np.ndarray = np.zeros(sum(cells), dtype=np.float32)  # rows' count - model's, so far
         for group in np.array_split(np.arange(len(self.logits)),
                                     -(-m * len(cliques) // MATCH_LIMIT)):
-            at = slice(*np.searchsorted(component, [group[0], group[-1] + 1]))  # sorted
+            # numpy's overlapping searchsorted overloads (numpy#27032) type the list's result
+            # as one scalar
+            at = slice(*np.searchsorted(  # type: ignore[misc]
+                component, [group[0], group[-1] + 1]))  # sorted
             mixture = [p[group[0]:group[-1] + 1] for p in probs]
             target = np.concatenate([self.marginal(mixture, q, grouped=False).cpu().numpy()
                                      for q in cliques])

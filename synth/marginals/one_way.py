@@ -31,7 +31,7 @@ def top_up(measurements: list[Measurement], share: float, rho: float, mech: _Mec
     information). Returns the share of ``rho`` the 1-way marginals took in all."""
     d, sigma0 = len(measurements), measurements[0].sigma
     n = record_count(measurements)
-    noise = math.sqrt(2 / math.pi) * sigma0 * np.mean(mech.sizes) / n
+    noise = math.sqrt(2 / math.pi) * sigma0 * float(np.mean(mech.sizes)) / n
     wanted = min(ONE_WAY_MAX, share * (noise / target) ** 2)
     if wanted <= share:
         return share
@@ -106,7 +106,7 @@ def recodings(measurements: list[Measurement], blocks: Sequence[Block],
     noise (squared differences summing to at most the number of values in noise variances:
     about what noise alone gives)."""
     counts = [m.counts.numpy()[:b.n_values].clip(min=0) for m, b in zip(measurements, blocks)]
-    out = []
+    out: list[Clique] = []
     for i, j in itertools.combinations(range(len(blocks)), 2):
         a, b = blocks[i], blocks[j]
         if a.n_values != b.n_values or not {a.column.name, b.column.name} & set(
