@@ -1,5 +1,5 @@
 """The release gate and the holdout on UCI Adult: the default synthesizer through the whole
-release pipeline (``pipelines.run.run_release``), beside the direct fits of bench/fidelity.py.
+release pipeline (``pipelines.recipe.run_release``), beside the direct fits of bench/fidelity.py.
 
 Each (epsilon, seed) is one release of ``dp-marginals`` (the default synthesizer, default
 settings) from adult.data (32,561 rows, ../shared/datasets/adult, else the bundled copy) with
@@ -63,7 +63,7 @@ from pipelines.config import DEFAULT_SYNTHESIZER, RunConfig  # noqa: E402
 from pipelines.ingest import ingest  # noqa: E402
 from pipelines.plan import FIDELITY_FILE, VALIDATION_FILE, internal_dir, quarantine_dir  # noqa: E402
 from pipelines.publish import DATA_FILE  # noqa: E402
-from pipelines.run import run_release  # noqa: E402
+from pipelines.recipe import run_release  # noqa: E402
 from pipelines.validate import ValidationFailed  # noqa: E402
 from schemas import load_schema, pandas_dtype  # noqa: E402
 

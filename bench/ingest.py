@@ -100,7 +100,7 @@ def child(method: str, path: str, batch_rows: int) -> None:
     t0 = time.perf_counter()
     if method == RELEASE:
         from pipelines.config import RunConfig
-        from pipelines.run import run_release
+        from pipelines.recipe import run_release
         from schemas.parse import dump_schema
 
         folder = Path(tempfile.mkdtemp(prefix="bench-release-"))

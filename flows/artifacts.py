@@ -23,7 +23,6 @@ from prefect.artifacts import (
 
 from pipelines.paths import ROOT_ENV
 from pipelines.progress import budget_line
-from pipelines.validate.measured import rows as measured_rows
 
 REPORTS_ENV = "SYNTH_REPORTS_URL"  # where `make serve` serves the output root's reports
 
@@ -77,18 +76,3 @@ def release_artifacts(report: dict, where: Path, published: bool, failed: tuple[
     else:  # not served: where the file is (a file:// link would not open from the UI)
         create_markdown_artifact(key="release-report", description="The release-safe HTML "
                                  "report", markdown=f"Report: {html}\n")
-
-
-def gate_rows(verdict) -> list[dict]:
-    """The table release gate's checks, one row each (public)."""
-    rows = [{"suite": "schema", "check": line, "success": False}
-            for line in verdict.structural.failed]
-    if verdict.measured is not None:
-        rows += [{"suite": "measured marginals", "check": f"{r['expectation']}({r['subject']})",
-                  "threshold": r["threshold"], "observed": r["observed"],
-                  "success": r["success"]} for r in measured_rows(verdict.measured)]
-    if verdict.audit is not None:
-        rows.append({"suite": "canary audit", "check": "empirical epsilon lower bound (99%) "
-                     "at most the claim", "threshold": verdict.audit.epsilon_claimed,
-                     "observed": verdict.audit.epsilon_lower, "success": verdict.audit.passed})
-    return rows

@@ -29,12 +29,12 @@ from flows.parameters import parameters
 from flows.release import release
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_VALIDATION, guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
-from pipelines.image_publish import ImageCheckFailed
 from pipelines.ingest import DataError
 from pipelines.ledger import URL_ENV, Ledger
 from pipelines.paths import safe_name
 from pipelines.plan import REPORT_FILE
 from pipelines.validate import ValidationFailed
+from pipelines.validate.images import ImageCheckFailed
 
 # A local Ray instance when no cluster address is given: every core, no dashboard.
 LOCAL_RAY = {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}
@@ -60,10 +60,18 @@ def release_run(config: RunConfig, threads: int) -> dict:
         report = where / REPORT_FILE
         spent = json.loads(report.read_text())["epsilon"] if report.is_file() else None
         return {"status": "quarantined", "out": str(where), "epsilon": spent,
-                "seed": config.seed, "worker": worker, "failed": list(exc.outcome.failed)}
+                "seed": config.seed, "worker": worker, "failed": failed_lines(exc)}
     return {"status": "published", "out": result["release"],
             "epsilon": result["privacy_report"]["epsilon"], "seed": config.seed,
             "worker": worker, "failed": []}
+
+
+def failed_lines(exc: ValidationFailed | ImageCheckFailed) -> list[str]:
+    """The failed checks of a quarantined release, a line each (a table's gate, or the
+    image checks)."""
+    if isinstance(exc, ImageCheckFailed):
+        return [f"{n}: {d}" for n, ok, d in exc.outcome.checks if not ok]
+    return list(exc.outcome.failed)
 
 
 def check_resources(cpus_per_run: float, gpus_per_run: float) -> None:

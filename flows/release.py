@@ -1,4 +1,5 @@
-"""The release job as a Prefect 3 flow: the same pipeline steps as ``synth run``, as tasks.
+"""The release job as a Prefect 3 flow: the steps of ``pipelines.recipe`` (the recipe
+``synth run`` follows, for tables and images alike), each as a task.
 
 Run it locally with no server to start by hand (Prefect starts a temporary one):
 
@@ -14,30 +15,23 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from pydantic import ValidationError
 
-from flows.artifacts import gate_rows, release_artifacts
-from flows.image_release import release_images
+from flows.artifacts import release_artifacts
 from flows.parameters import config_of, docstring, parameters, signature
-from pipelines import run as steps
 from pipelines.cli import Parser, guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
-from pipelines.ingest import DataError
-from pipelines.plan import (
-    REPORT_FILE,
-    AlreadyPublished,
-    Plan,
-    already_published,
-    quarantine_dir,
-)
-from pipelines.plan import prepare as plan_run
+from pipelines.errors import DataError
+from pipelines.plan import REPORT_FILE, AlreadyPublished, quarantine_dir
 from pipelines.progress import PROGRESS
+from pipelines.recipe import Kind, kind_of, previous
 from pipelines.validate import ValidationFailed
-from schemas import is_image_schema
+from pipelines.validate.images import ImageCheckFailed
 from schemas.limits import bounded
 
 local = logging.getLogger("synth.local")  # stdlib logging: not shipped to Prefect's API
@@ -64,21 +58,15 @@ if not any(isinstance(h, RunLog) for h in logging.getLogger(PROGRESS).handlers):
 
 
 @task(name="prepare", **PRIVATE)
-def prepare(config: RunConfig) -> Plan:
-    plan = plan_run(config)
-    try:
-        steps.announce(plan)
-    except BaseException:
-        plan.done()
-        raise
-    return plan
+def prepare(kind: Kind, config: RunConfig) -> Any:
+    return kind.prepare(config)
 
 
 @task(name="ingest", **PRIVATE)
-def ingest(plan: Plan) -> steps.Training:
-    """The real rows: what trains, and the training and held-out rows the checks read."""
+def ingest(kind: Kind, plan: Any) -> Any:
+    """The private data: what trains (and, for tables, the rows the advisory checks read)."""
     try:
-        return steps.load_training(plan)
+        return kind.load(plan)
     except DataError as exc:
         # The full message quotes values from the private file: it goes to this process's
         # stderr only. Prefect stores state messages and logs, so it gets the redacted one.
@@ -87,58 +75,62 @@ def ingest(plan: Plan) -> steps.Training:
 
 
 @task(name="train", **PRIVATE)
-def train(plan: Plan, data):
-    return steps.fit(plan, data)
+def train(kind: Kind, plan: Any, data: Any) -> Any:
+    return kind.fit(plan, data)
 
 
 @task(name="sample", **PRIVATE)
-def sample(plan: Plan, model):
-    return steps.generate(plan, model)
+def sample(kind: Kind, plan: Any, model: Any) -> Any:
+    return kind.generate(plan, model)
 
 
 @task(name="validate", **PRIVATE)
-def validate(plan: Plan, model, synthetic, real, holdout) -> steps.Verdict:
-    return steps.check(plan, model, synthetic, real, holdout)
+def validate(kind: Kind, plan: Any, model: Any, synthetic: Any, data: Any) -> Any:
+    return kind.check(plan, model, synthetic, data)
 
 
 @task(name="publish", **PRIVATE)
-def publish(plan: Plan, model, synthetic, verdict, real) -> dict:
+def publish(kind: Kind, plan: Any, model: Any, synthetic: Any, verdict: Any,
+            data: Any) -> dict:
     try:
-        release, report = steps.release(plan, model, synthetic, verdict, real)
-    except ValidationFailed:
-        report_artifacts(plan, verdict)
+        result = kind.publish(plan, model, synthetic, verdict, data)
+    except (ValidationFailed, ImageCheckFailed):
+        report_artifacts(kind, plan, verdict)
         raise
-    report_artifacts(plan, verdict)
-    return {"release": str(release.path), "privacy_report": report}
+    report_artifacts(kind, plan, verdict)
+    return {"release": str(result.release), "privacy_report": result.report}
 
 
-def report_artifacts(plan: Plan, verdict: steps.Verdict) -> None:
+def report_artifacts(kind: Kind, plan: Any, verdict: Any) -> None:
     """The run's artifacts in the Prefect UI (``flows.artifacts``: public facts only)."""
-    where = plan.out if verdict.success else quarantine_dir(plan.out)
+    success, failed, rows = kind.gate(verdict)
+    where = plan.out if success else quarantine_dir(plan.out)
     report = json.loads((where / REPORT_FILE).read_text(encoding="utf-8"))
-    release_artifacts(report, where, verdict.success, verdict.failed, plan.ledger,
-                      plan.schema.name, plan.schema.budget, gate_rows(verdict))
+    release_artifacts(report, where, success, failed, plan.ledger, plan.schema.name,
+                      plan.schema.budget, rows)
 
 
 def run(config: RunConfig) -> dict:
-    """The flow's recipe for one table (images go to flows/image_release.py)."""
-    if is_image_schema(config.schema_file):  # kind: image -> flows/image_release.py
-        return release_images(config)
-    done = already_published(config)
+    """The recipe of ``pipelines.recipe``, a task per step, for the kind the schema
+    declares."""
+    kind = kind_of(config)
+    done = kind.already_published(config)
     if done is not None:  # an identical run published it: spend nothing, write nothing
         get_run_logger().info("%s", AlreadyPublished(done))
-        return {"release": str(done), "privacy_report": steps.previous(done).report}
+        return {"release": str(done), "privacy_report": previous(done).report}
     try:
-        plan = prepare(config)
+        plan = prepare(kind, config)
     except AlreadyPublished as raced:  # an identical run published while this one waited
         get_run_logger().info("%s", raced)
-        return {"release": str(raced.out), "privacy_report": steps.previous(raced.out).report}
+        return {"release": str(raced.out), "privacy_report": previous(raced.out).report}
     try:  # the release location stays locked until the run published or failed
-        data = ingest(plan)
-        model = train(plan, data.train)
-        synthetic = sample(plan, model)
-        verdict = validate(plan, model, synthetic, data.real, data.holdout)
-        result = publish(plan, model, synthetic, verdict, data.real)
+        data = ingest(kind, plan)
+        model = train(kind, plan, data)
+        if not kind.keeps_data:
+            data = None  # private data is not held past training when nothing reads it
+        synthetic = sample(kind, plan, model)
+        verdict = validate(kind, plan, model, synthetic, data)
+        result = publish(kind, plan, model, synthetic, verdict, data)
     finally:
         plan.done()
     return result

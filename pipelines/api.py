@@ -49,8 +49,7 @@ from synth.privacy import DEFAULT_DELTA, PrivacyBudget
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
 
-from pipelines import run  # imports torch
-from pipelines.image_run import ImageReleaseResult, run_image_release
+from pipelines import recipe, run  # imports torch
 from pipelines.plan import REPORT_FILE, VALIDATION_FILE, Plan
 
 __all__ = ["OpenedRelease", "fit", "load_schema", "open_release", "release", "sample"]
@@ -156,7 +155,7 @@ def sample(model: Synthesizer, rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 def release(input: str | Path, schema: str | Path | Schema | ImageSchema, out: str | Path,
-            epsilon: float, **settings: Any) -> run.ReleaseResult | ImageReleaseResult:
+            epsilon: float, **settings: Any) -> recipe.Result:
     """A whole release, as ``synth run`` makes it: prepare (budget reserved), ingest, fit,
     sample, check, publish at ``out``. A rerun of a published run returns it, spending
     nothing.
@@ -184,9 +183,7 @@ def release(input: str | Path, schema: str | Path | Schema | ImageSchema, out: s
         schema = schema.path
     config = _config(input=str(input), schema_file=str(schema), out=str(out),
                      epsilon=epsilon, **settings)
-    if is_image_schema(config.schema_file):  # as `synth run` dispatches
-        return run_image_release(config)
-    return run.run_release(config)
+    return recipe.run_release(config)  # the function `synth run` calls
 
 
 @dataclass(frozen=True, eq=False)

@@ -142,46 +142,30 @@ def _progress(enabled: bool):
 
 
 def _run(args: argparse.Namespace) -> int:
+    """``synth run``: the recipe of ``pipelines.recipe`` for the kind the schema declares."""
     from pipelines.plan import internal_dir
-    from pipelines.run import run_release
-    from schemas import is_image_schema
+    from pipelines.recipe import kind_of, run_release
 
-    if is_image_schema(args.schema_file):
-        return _run_images(args)
     config = config_from_args(args)
     with _progress(not args.quiet and sys.stderr.isatty()) as progress:
         result = run_release(config, progress=progress)
-    r = result.report
-    print(f"release:  {result.release / 'data.parquet'}")
-    print(f"report:   {result.release / 'report.html'} (release-safe), "
-          f"{result.release / 'privacy_report.json'}")
-    print(f"internal: {internal_dir(result.release) / 'report.html'} (real-data statistics: "
-          f"keep it private)")
-    print(f"validation: {result.release / 'validation.json'} ({r['validation']})")
+    r, out = result.report, result.release
+    images = kind_of(config).name == "image"
+    print(f"release:  {out / 'data.parquet'}")
+    if images:
+        print(f"report:   {out / 'report.html'}, {out / 'privacy_report.json'}")
+        print(f"contact sheet: {out / 'contact_sheet.png'}")
+    else:
+        print(f"report:   {out / 'report.html'} (release-safe), {out / 'privacy_report.json'}")
+        print(f"internal: {internal_dir(out) / 'report.html'} (real-data statistics: keep "
+              "it private)")
+    print(f"validation: {out / 'validation.json'} ({r['validation']})")
     how = (f"noise multiplier {r['noise_multiplier']:.3f}, {r['steps']} steps at sampling "
            f"rate {r['sampling_rate']:.4f}" if "steps" in r else
            f"{len(r.get('measurements', []))} private measurements")
     print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "
-          f"accountant, {how}); {r['synthesizer']}, {r['rows_released']:,} rows")
-    return 0
-
-
-def _run_images(args: argparse.Namespace) -> int:
-    """``synth run`` for a ``kind: image`` schema (pipelines/image_run.py)."""
-    from pipelines.image_run import run_image_release
-
-    with _progress(not args.quiet and sys.stderr.isatty()) as progress:
-        result = run_image_release(config_from_args(args), progress=progress)
-    r = result.report
-    print(f"release:  {result.release / 'data.parquet'}")
-    print(f"report:   {result.release / 'report.html'}, "
-          f"{result.release / 'privacy_report.json'}")
-    print(f"contact sheet: {result.release / 'contact_sheet.png'}")
-    print(f"validation: {result.release / 'validation.json'} ({r['validation']})")
-    print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} ({r['accountant']} "
-          f"accountant, noise multiplier {r['noise_multiplier']:.3f}, {r['steps']} steps at "
-          f"sampling rate {r['sampling_rate']:.4f}); {r['synthesizer']}, "
-          f"{r['rows_released']:,} images")
+          f"accountant, {how}); {r['synthesizer']}, {r['rows_released']:,} "
+          f"{'images' if images else 'rows'}")
     return 0
 
 

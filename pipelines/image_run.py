@@ -1,5 +1,5 @@
-"""One image release, step by step: what ``synth run`` does for a ``kind: image`` schema,
-and what the Prefect flow mirrors (the tabular recipe is ``pipelines.run``).
+"""The steps of an image release (the kind ``pipelines.recipe`` runs for a ``kind: image``
+schema).
 
 prepare (public checks; budget reserved in the ledger) -> load (private) -> fit (DP)
   -> generate -> check (structural checks, canary audit) -> release (Parquet of PNGs +
@@ -39,7 +39,6 @@ from pipelines.paths import release_dir
 from pipelines.plan import (
     HTML_FILE,
     KEY_FILE,
-    AlreadyPublished,
     check_location,
     claim,
     internal_dir,
@@ -91,13 +90,6 @@ class ImagePlan:
         """Releases the release location's lock (the run published or failed)."""
         if self.lock is not None:
             self.lock.release()
-
-
-@dataclass(frozen=True)
-class ImageReleaseResult:
-    release: Path
-    report: dict[str, Any]
-    validation: ImageCheck
 
 
 def image_synthesizer(config: RunConfig) -> str:
@@ -303,28 +295,3 @@ def release(plan: ImagePlan, synthetic: tuple[np.ndarray, np.ndarray],
         log.error("checks failed; the images are quarantined in %s", target)
         raise ImageCheckFailed(checked.outcome, quarantine=target)
     return published
-
-
-def run_image_release(config: RunConfig, progress: Callable[[int, int], None] | None = None
-                      ) -> ImageReleaseResult:
-    """The whole job, in process: what ``synth run`` does for an image schema. A rerun of a
-    published run is a no-op that returns the release already there."""
-    try:
-        plan = prepare(config)
-    except AlreadyPublished as done:
-        log.info("%s", done)
-        report = json.loads((done.out / REPORT_FILE).read_text(encoding="utf-8"))
-        validation = json.loads((done.out / VALIDATION_FILE).read_text(encoding="utf-8"))
-        return ImageReleaseResult(release=done.out, report=report,
-                                  validation=ImageCheck.from_dict(validation))
-    try:
-        data = load(plan)
-        model = fit(plan, data, progress)
-        del data  # private images are not needed past training
-        synthetic = generate(plan, model)
-        checked = check(plan, model, synthetic)
-        published = release(plan, synthetic, checked)
-    finally:
-        plan.done()
-    return ImageReleaseResult(release=published.path, report=checked.report,
-                              validation=checked.outcome)

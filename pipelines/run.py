@@ -1,4 +1,4 @@
-"""One release, step by step: the recipe ``synth run`` follows and the Prefect flow mirrors.
+"""The steps of a table release (the kind ``pipelines.recipe`` runs for tables).
 
 prepare (``pipelines.plan``: public checks; budget reserved in the ledger) -> ingest
   (private; a holdout split kept apart) -> train (DP) -> sample -> check (the gate: schema
@@ -15,14 +15,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pipelines import checkpoints, large
 from pipelines.columns import finish as finish_columns
-from pipelines.config import RunConfig
 from pipelines.holdout import holdout_key
 from pipelines.holdout import split as split_records
 from pipelines.html_report import ReportInputs, render
@@ -35,10 +33,8 @@ from pipelines.plan import (
     LEAKAGE_FILE,
     REPORT_FILE,
     VALIDATION_FILE,
-    AlreadyPublished,
     Plan,
     internal_dir,
-    prepare,
     quarantine_dir,
 )
 from pipelines.progress import Steps, budget_line, phase
@@ -59,19 +55,6 @@ from synth.encoding import DEFAULT_MAX_BINS, CodedTable, TableEncoder
 log = logging.getLogger(__name__)
 # the operator's own terminal only: never configured to reach an orchestrator's database
 local = logging.getLogger("synth.local")
-
-@dataclass(frozen=True)
-class ReleaseResult:
-    release: Path
-    report: dict[str, Any]
-    verdict: Verdict | None  # None: an earlier, identical run had published it
-
-
-def previous(out: Path) -> ReleaseResult:
-    """The result of the run that published the release at ``out`` (its report)."""
-    report = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
-    return ReleaseResult(release=out, report=report, verdict=None)
-
 
 def announce(plan: Plan) -> None:
     """The run's first progress line: what it reserved and what its data set has spent."""
@@ -310,24 +293,3 @@ def release(plan: Plan, model: Synthesizer, synthetic: pd.DataFrame, verdict: Ve
             success=False, evaluated=verdict.evaluated, failed=verdict.failed, result={}),
             quarantine=target)
     return published, report
-
-
-def run_release(config: RunConfig,
-                progress: Callable[[int, int], None] | None = None) -> ReleaseResult:
-    """The whole job, in process: what ``synth run`` does. A rerun of a published run is a
-    no-op that returns the release already there."""
-    try:
-        plan = prepare(config)
-    except AlreadyPublished as done:
-        log.info("%s", done)
-        return previous(done.out)
-    try:
-        announce(plan)
-        data = load_training(plan)
-        model = fit(plan, data.train, progress)
-        synthetic = generate(plan, model)
-        verdict = check(plan, model, synthetic, data.real, data.holdout)
-        published, report = release(plan, model, synthetic, verdict, data.real)
-    finally:
-        plan.done()
-    return ReleaseResult(release=published.path, report=report, verdict=verdict)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from pipelines.leakage import LeakageReport
 from pipelines.validate import ValidationOutcome
+from pipelines.validate.measured import rows as measured_rows
 from synth.audit import AuditResult
 
 
@@ -81,3 +82,18 @@ GATE = ("published only if these checks passed: the schema suite (synthetic rows
         "suite, leakage checks, identifier scan) are advisory: they stay in the data owner's "
         "internal report and never decide publication; an owner who withholds a release "
         "after reading them acts outside this guarantee.")
+
+
+def gate_rows(verdict: Verdict) -> list[dict]:
+    """The release gate's checks, one row each, for a table artifact (public)."""
+    rows: list[dict] = [{"suite": "schema", "check": line, "success": False}
+                        for line in verdict.structural.failed]
+    if verdict.measured is not None:
+        rows += [{"suite": "measured marginals", "check": f"{r['expectation']}({r['subject']})",
+                  "threshold": r["threshold"], "observed": r["observed"],
+                  "success": r["success"]} for r in measured_rows(verdict.measured)]
+    if verdict.audit is not None:
+        rows.append({"suite": "canary audit", "check": "empirical epsilon lower bound (99%) "
+                     "at most the claim", "threshold": verdict.audit.epsilon_claimed,
+                     "observed": verdict.audit.epsilon_lower, "success": verdict.audit.passed})
+    return rows

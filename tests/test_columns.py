@@ -19,7 +19,7 @@ from pipelines.config import RunConfig
 from pipelines.draft import decimals, draft_schema
 from pipelines.ingest import DataError, ingest
 from pipelines.publish import read_column_metadata, read_release_metadata
-from pipelines.run import run_release
+from pipelines.recipe import run_release
 from schemas import SCHEMA_DIR, SchemaError, load_schema, schema_from_dict
 from schemas.roles import Generalization, released_name, stem
 from tests.conftest import ROOT

@@ -54,7 +54,7 @@ def test_a_release_goes_out_when_every_record_was_held_out(tmp_path):
     the holdout's probability (noise seed 8 does it): the synthesizer trains on no row, the
     advisory checks that need training rows are skipped, and the release still goes out."""
     from pipelines.config import RunConfig
-    from pipelines.run import run_release
+    from pipelines.recipe import run_release
 
     assert holdout.held_out(pd.DataFrame({"age": [33] * 5}), 0.1, holdout.holdout_key(8)).all()
     schema = tmp_path / "s.yaml"

@@ -19,7 +19,8 @@ from pipelines.config import RunConfig
 from pipelines.draft import draft_schema
 from pipelines.ingest import DataError, ingest
 from pipelines.plan import internal_dir, prepare
-from pipelines.run import fit, generate, load, run_release
+from pipelines.recipe import run_release
+from pipelines.run import fit, generate, load
 from schemas import SCHEMA_DIR, SchemaError, load_schema, schema_from_dict
 from schemas.roles import SPARSE_ZIP3
 from synth import survival
