@@ -49,7 +49,7 @@ serve: $(STAMP)
 # thread. `make test` (CI) lints, then runs every test; `make check` is the fast lane of the
 # edit-test loop: lint, then the tests not marked slow, stopping at the first failure.
 TEST_WORKERS ?= 2
-test: $(STAMP) browser postgres
+test: $(STAMP) browser postgres lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 check: $(STAMP) lint
