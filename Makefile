@@ -45,15 +45,16 @@ SERVE_PORT ?= 4200
 serve: $(STAMP)
 	$(PY) -m flows.serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist); each worker's torch uses one
-# thread. `make test` (CI) lints, then runs every test; `make check` is the fast lane of the
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of
+# them (its module-scoped fixtures, servers and fitted models, are set up once); each
+# worker's torch uses one thread. `make test` (CI) lints, then runs every test; `make check` is the fast lane of the
 # edit-test loop: lint, then the tests not marked slow, stopping at the first failure.
 TEST_WORKERS ?= 2
 test: $(STAMP) browser postgres lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 check: $(STAMP) lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" -x
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" -x
 
 # ruff (lint), mypy (types of the library) and import-linter (layers, no cycles)
 lint: $(STAMP)

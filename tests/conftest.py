@@ -27,19 +27,12 @@ SLOW_FILES = {
     "test_neighbours.py", "test_postgres.py", "test_service.py", "test_synthesizers.py",
     "test_write_safety.py", "test_audit.py", "test_mechanism.py",
 }
-# Files of many independent cases, spread over the workers test by test (each worker sets
-# up the module's fixtures once); every other file runs whole in one worker, in order, as
-# its module-scoped fixtures (servers, fitted models) expect (`--dist loadgroup`).
-SPREAD_FILES = {"test_fuzz_flow.py", "test_fuzz.py"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        name = item.path.name
-        if name in SLOW_FILES:
+        if item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
-        if name not in SPREAD_FILES:
-            item.add_marker(pytest.mark.xdist_group(name))
 
 
 @pytest.fixture(scope="session", autouse=True)

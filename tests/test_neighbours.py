@@ -347,7 +347,7 @@ def prefect_channels(flow_run_id) -> dict:
         tasks = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     volatile = ("Finished in state", "Created task run", "Executing", "Beginning flow run",
-                "View at")
+                "View at", " elapsed")  # wall-clock times, as Prefect's own timestamps
     return {"Prefect artifacts": sorted(map(str, artifacts)),
             "Prefect logs": sorted(m for _, _, m in logs
                                    if not any(v in m for v in volatile)),
