@@ -29,7 +29,7 @@ from flows.parameters import parameters
 from flows.release import release
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_VALIDATION, guarded, quiet_libraries
 from pipelines.config import RunConfig, add_run_arguments, config_from_args
-from pipelines.ingest import DataError
+from pipelines.errors import DataError
 from pipelines.ledger import URL_ENV, Ledger
 from pipelines.paths import safe_name
 from pipelines.plan import REPORT_FILE

@@ -27,7 +27,8 @@ import pandas as pd
 from pydantic import ValidationError
 
 from pipelines.config import RunConfig
-from pipelines.ingest import DataError, check_file, coerce, generalize
+from pipelines.errors import DataError
+from pipelines.ingest import check_file, coerce, generalize
 from pipelines.ledger import Ledger
 from pipelines.publish import DATA_FILE, PublishError, verify_release
 from pipelines.safe_harbor import drop_identifiers

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.ingest import DataError
+from pipelines.errors import DataError
 from pipelines.publish import atomic_write, list_in_manifest, remove_listed
 
 log = logging.getLogger(__name__)

@@ -191,10 +191,10 @@ def guarded(call: Callable[[], int]) -> int:
     (``schemas.limits.bounded``) and its exit status: 2 for bad input or usage, 3 for a
     release that failed its checks, 1 for anything unforeseen (a bug: the traceback with
     ``SYNTH_DEBUG=1``), 130 for an interrupt."""
-    from pipelines.image_publish import ImageCheckFailed
-    from pipelines.ingest import DataError
+    from pipelines.errors import DataError
     from pipelines.publish import PublishError
     from pipelines.validate import ValidationFailed
+    from pipelines.validate.images import ImageCheckFailed
     from schemas import SchemaError
     from schemas.limits import LimitError, bounded
     from synth.privacy import BudgetError
@@ -304,7 +304,7 @@ def _sdv(args: argparse.Namespace) -> int:
 def _draft(args: argparse.Namespace) -> int:
     """``synth schema draft``: the plain draft, or with --epsilon the DP one."""
     from pipelines.draft import draft_dp_schema, draft_schema
-    from pipelines.ingest import DataError
+    from pipelines.errors import DataError
     from synth.privacy import DEFAULT_DELTA
 
     if args.epsilon is None:

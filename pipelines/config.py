@@ -232,7 +232,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         DataError: a malformed ``--fidelity-threshold``; pydantic's ValidationError for a
             bad value.
     """
-    from pipelines.ingest import DataError
+    from pipelines.errors import DataError
 
     given = {k: v for k, v in vars(args).items() if k in RunConfig.model_fields}
     gates: dict = {"enabled": getattr(args, "fidelity_enabled", True)}

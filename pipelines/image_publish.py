@@ -22,14 +22,9 @@ from collections.abc import Mapping
 import numpy as np
 import pyarrow as pa
 
-from pipelines.image_format import COLUMNS, decode_png, encode_png
+from pipelines.image_format import COLUMNS, encode_png
 from pipelines.publish import footer_metadata
-from pipelines.validate.images import ImageCheck, ImageCheckFailed, check_image_table
 from schemas.image import ImageSchema
-
-# the format and the checks are re-exported, for the modules that import them from here
-__all__ = ["COLUMNS", "CONTACT_SHEET", "ImageCheck", "ImageCheckFailed", "check_image_table",
-           "contact_sheet", "decode_png", "encode_png", "image_table"]
 
 CONTACT_SHEET = "contact_sheet.png"
 

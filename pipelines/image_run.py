@@ -22,17 +22,10 @@ import pandas as pd
 from pipelines import checkpoints
 from pipelines.checkpoints import RunCheckpoint
 from pipelines.config import DEFAULT_SYNTHESIZER, TUNABLE, RunConfig
+from pipelines.errors import DataError
 from pipelines.html_report import ReportInputs, render
-from pipelines.image_publish import (
-    CONTACT_SHEET,
-    ImageCheck,
-    ImageCheckFailed,
-    check_image_table,
-    contact_sheet,
-    image_table,
-)
+from pipelines.image_publish import CONTACT_SHEET, contact_sheet, image_table
 from pipelines.images import ImageSet, image_set_fingerprint, ingest_images
-from pipelines.ingest import DataError
 from pipelines.ledger import Ledger
 from pipelines.lock import OutLock
 from pipelines.paths import release_dir
@@ -55,6 +48,7 @@ from pipelines.publish import (
     publish_table,
 )
 from pipelines.report import now, privacy_report, release_metadata
+from pipelines.validate.images import ImageCheck, ImageCheckFailed, check_image_table
 from schemas import SchemaError
 from schemas.image import ImageSchema, load_image_schema
 from synth import registry

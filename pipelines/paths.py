@@ -17,7 +17,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from pipelines.ingest import DataError
+from pipelines.errors import DataError
 
 ROOT_ENV = "SYNTH_OUTPUT_ROOT"
 BESIDE = (".internal", ".quarantine")

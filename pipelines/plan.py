@@ -19,7 +19,7 @@ from pathlib import Path
 from pipelines import checkpoints
 from pipelines.checkpoints import RunCheckpoint
 from pipelines.config import RunConfig
-from pipelines.ingest import DataError
+from pipelines.errors import DataError
 from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.lock import HeldHere, OutLock
 from pipelines.paths import release_dir

@@ -14,7 +14,7 @@ import pipelines.ingest
 import pipelines.large
 from pipelines import api
 from pipelines.cli import main
-from pipelines.ingest import DataError
+from pipelines.errors import DataError
 from pipelines.ledger import BudgetExceeded, Ledger
 from pipelines.plan import KEY_FILE, internal_dir
 from pipelines.publish import PublishError

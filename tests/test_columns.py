@@ -17,7 +17,8 @@ import yaml
 from pipelines.columns import finish
 from pipelines.config import RunConfig
 from pipelines.draft import decimals, draft_schema
-from pipelines.ingest import DataError, ingest
+from pipelines.errors import DataError
+from pipelines.ingest import ingest
 from pipelines.publish import read_column_metadata, read_release_metadata
 from pipelines.recipe import run_release
 from schemas import SCHEMA_DIR, SchemaError, load_schema, schema_from_dict

@@ -13,7 +13,8 @@ import yaml
 
 from pipelines.cli import EXIT_BAD_INPUT, main
 from pipelines.draft import RARE, draft_dp_schema, draft_schema
-from pipelines.ingest import DataError, ingest
+from pipelines.errors import DataError
+from pipelines.ingest import ingest
 from pipelines.ledger import Ledger
 from schemas import Draft, Schema, schema_from_dict
 from synth.describe import Grid, NoisyCounts, calibrate, round_numbers, tail_bound

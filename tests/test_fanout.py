@@ -24,7 +24,7 @@ def cli_args(adult_sample, out, ledger) -> list[str]:
 def test_grid_gives_each_run_its_own_directory(tmp_path):
     from flows.fanout import expand_grid
     from pipelines.config import RunConfig
-    from pipelines.ingest import DataError
+    from pipelines.errors import DataError
 
     base = RunConfig(input="a/adult.data.gz", schema_file=SCHEMA, out=str(tmp_path / "grid"),
                      epsilon=1, rows=300, synthesizer="dp-independent")

@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.config import add_run_arguments, config_from_args
-from pipelines.ingest import DataError
+from pipelines.errors import DataError
 from schemas.limits import LimitError
 from tests.test_fuzz import (
     CSV,

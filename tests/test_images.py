@@ -23,17 +23,13 @@ import pytest
 from PIL import Image
 
 from pipelines.cli import EXIT_BAD_INPUT, main
-from pipelines.image_publish import (
-    CONTACT_SHEET,
-    check_image_table,
-    contact_sheet,
-    decode_png,
-    image_table,
-)
+from pipelines.errors import DataError
+from pipelines.image_format import decode_png
+from pipelines.image_publish import CONTACT_SHEET, contact_sheet, image_table
 from pipelines.images import image_set_fingerprint, ingest_images, read_idx_array
-from pipelines.ingest import DataError
 from pipelines.ledger import Ledger
 from pipelines.publish import publish_table, read_release_metadata
+from pipelines.validate.images import check_image_table
 from schemas import SchemaError, is_image_schema, load_image_schema
 from tests.conftest import ROOT
 

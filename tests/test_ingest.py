@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.ingest import DataError, Ingested, ingest
+from pipelines.errors import DataError
+from pipelines.ingest import Ingested, ingest
 from pipelines.ingest import files as ingest_files
 from schemas import SCHEMA_DIR, CsvFormat, load_schema, pandas_dtype, schema_from_dict
 from tests.conftest import DATASETS, DEMO_ADULT, shared

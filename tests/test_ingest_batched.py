@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from pipelines.batched import _allocate, code_dtype, ingest_encoded
-from pipelines.ingest import DataError, ingest
+from pipelines.errors import DataError
+from pipelines.ingest import ingest
 from schemas import schema_from_dict
 from synth.encoding import TableEncoder
 from tests.conftest import ROOT

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from pipelines.ingest import DataError, ingest
+from pipelines.errors import DataError
+from pipelines.ingest import ingest
 from pipelines.large import load_large
 from schemas import load_schema
 from synth.encoding import CodedTable, TableEncoder

@@ -17,7 +17,8 @@ import yaml
 from pipelines import safe_harbor, surrogates
 from pipelines.config import RunConfig
 from pipelines.draft import draft_schema
-from pipelines.ingest import DataError, ingest
+from pipelines.errors import DataError
+from pipelines.ingest import ingest
 from pipelines.plan import internal_dir, prepare
 from pipelines.recipe import run_release
 from pipelines.run import fit, generate, load

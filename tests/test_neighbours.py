@@ -307,7 +307,8 @@ def bad(lines: list[str], where: int, age: str) -> str:
 
 
 def public_error(tmp_path: Path, text: str) -> str:
-    from pipelines.ingest import DataError, ingest
+    from pipelines.errors import DataError
+    from pipelines.ingest import ingest
     from schemas import load_schema
 
     path = tmp_path / "input.csv"
