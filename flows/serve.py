@@ -62,7 +62,8 @@ class Schedule(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    cron: str | None = Field(None, description="Cron expression, e.g. '0 3 * * 1'")
+    cron: str | None = Field(None, min_length=1, description="Cron expression, e.g. "
+                             "'0 3 * * 1'")
     interval: float | None = Field(None, gt=0, description="Seconds between runs")
     anchor: datetime = Field(ANCHOR, description="When interval runs are counted from "
                              "(ISO 8601; default 2026-01-01T00:00:00Z)")
@@ -164,7 +165,7 @@ def to_deployments(specs: list[DeploymentSpec]) -> list:
                                                 timezone=spec.schedule.timezone)
         elif spec.schedule:  # anchored: a restart does not shift the run times
             schedule["schedule"] = IntervalSchedule(
-                # _one_kind: no cron, so an interval (a cron of "" would slip through)
+                # _one_kind: no cron (never empty), so an interval
                 interval=timedelta(seconds=cast(float, spec.schedule.interval)),
                 anchor_date=spec.schedule.anchor, timezone=spec.schedule.timezone)
         # flows.release rebinds release to its Prefect flow after giving it a signature

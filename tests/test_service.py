@@ -167,6 +167,12 @@ def test_a_bad_deployment_file_is_refused_naming_the_file(tmp_path):
                                          "epsilon: 1}\n")
     with pytest.raises(DeploymentFileError, match="twice.yaml.*exactly one"):
         load_specs(tmp_path)
+    (tmp_path / "twice.yaml").unlink()
+    (tmp_path / "empty.yaml").write_text("name: e\nschedule: {cron: ''}\n"
+                                         "config: {input: a, schema_file: b, out: c, "
+                                         "epsilon: 1}\n")
+    with pytest.raises(DeploymentFileError, match="empty.yaml: schedule.cron"):
+        load_specs(tmp_path)
 
 
 def test_exposing_the_server_without_an_auth_string_is_refused():
