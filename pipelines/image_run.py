@@ -39,7 +39,7 @@ from pipelines.plan import (
     quarantine_dir,
     run_key,
 )
-from pipelines.progress import Steps, budget_line, phase
+from pipelines.progress import Steps, phase
 from pipelines.publish import (
     DATA_FILE,
     Release,
@@ -165,13 +165,8 @@ def already_published(config: RunConfig) -> Path | None:
 
 def load(plan: ImagePlan) -> ImageSet:
     """Reads and checks the private images (the only read of private data)."""
-    cfg = plan.config
-    phase("prepare", "%s reserved epsilon=%g, delta=%g for %s, %s images to %s; %s",
-          "resumed: the killed run's entry" if plan.resumed else "budget checked and",
-          cfg.epsilon, cfg.delta, plan.synthesizer, f"{cfg.rows:,}", plan.out,
-          budget_line(plan.ledger, plan.schema.name, plan.schema.budget))
     phase("ingest", "reading the images of %s and checking them against the schema",
-          cfg.input)
+          plan.config.input)
     try:
         return ingest_images(plan.config.input, plan.schema)
     except BaseException:

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 PROGRESS = "synth.progress"
 log = logging.getLogger(PROGRESS)
@@ -39,6 +40,16 @@ def budget_line(ledger, data_set: str, total: tuple[float, float] | None) -> str
         line += (f" of its {total[0]:g} ({max(0.0, total[0] - spent.epsilon):.4g} left), "
                  f"delta {spent.delta:.3g} of {total[1]:g}")
     return line
+
+
+def announce(plan: Any, synthesizer: str, unit: str = "rows") -> None:
+    """The run's first progress line: what it reserved, for which synthesizer, how many
+    ``unit`` go where, and what its data set has spent (a table's or an image plan)."""
+    cfg = plan.config
+    phase("prepare", "%s reserved epsilon=%g, delta=%g for %s, %s %s to %s; %s",
+          "resumed: the killed run's entry" if plan.resumed else "budget checked and",
+          cfg.epsilon, cfg.delta, synthesizer, f"{cfg.rows:,}", unit, plan.out,
+          budget_line(plan.ledger, plan.schema.name, plan.schema.budget))
 
 
 def duration(seconds: float) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from pipelines import image_run, run
 from pipelines.config import RunConfig
 from pipelines.plan import REPORT_FILE, AlreadyPublished, already_published, prepare
+from pipelines.progress import announce
 from schemas import is_image_schema
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,17 @@ def previous(out: Path) -> Result:
     return Result(release=out, report=report)
 
 
+def announced(plan: Any, synthesizer: str, unit: str) -> Any:
+    """``plan``, after its first progress line (``pipelines.progress.announce``); its lock is
+    released if that fails."""
+    try:
+        announce(plan, synthesizer, unit)
+    except BaseException:
+        plan.done()
+        raise
+    return plan
+
+
 class Tables:
     """A table (CSV or Parquet): ``pipelines.run``."""
 
@@ -80,13 +92,7 @@ class Tables:
     keeps_data = True  # the internal report's advisory checks compare with the real rows
 
     def prepare(self, config: RunConfig) -> Any:
-        plan = prepare(config)
-        try:
-            run.announce(plan)
-        except BaseException:
-            plan.done()
-            raise
-        return plan
+        return announced(prepare(config), config.synthesizer, "rows")
 
     def already_published(self, config: RunConfig) -> Path | None:
         return already_published(config)
@@ -121,7 +127,8 @@ class Images:
     keeps_data = False  # its checks read the synthetic images only
 
     def prepare(self, config: RunConfig) -> Any:
-        return image_run.prepare(config)
+        plan = image_run.prepare(config)
+        return announced(plan, plan.synthesizer, "images")
 
     def already_published(self, config: RunConfig) -> Path | None:
         return image_run.already_published(config)

@@ -37,7 +37,7 @@ from pipelines.plan import (
     internal_dir,
     quarantine_dir,
 )
-from pipelines.progress import Steps, budget_line, phase
+from pipelines.progress import Steps, phase
 from pipelines.publish import Release, publish, publish_folder
 from pipelines.report import now, privacy_report, release_metadata
 from pipelines.surrogates import add_surrogates, surrogate_seed
@@ -55,15 +55,6 @@ from synth.encoding import DEFAULT_MAX_BINS, CodedTable, TableEncoder
 log = logging.getLogger(__name__)
 # the operator's own terminal only: never configured to reach an orchestrator's database
 local = logging.getLogger("synth.local")
-
-def announce(plan: Plan) -> None:
-    """The run's first progress line: what it reserved and what its data set has spent."""
-    cfg = plan.config
-    phase("prepare", "%s reserved epsilon=%g, delta=%g for %s, %s rows to %s; %s",
-          "resumed: the killed run's entry" if plan.resumed else "budget checked and",
-          cfg.epsilon, cfg.delta, cfg.synthesizer, f"{cfg.rows:,}", plan.out,
-          budget_line(plan.ledger, plan.schema.name, plan.schema.budget))
-
 
 def load(plan: Plan) -> Ingested:
     """Reads and coerces the private input (the only read of private data)."""
