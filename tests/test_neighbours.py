@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -348,9 +349,10 @@ def prefect_channels(flow_run_id) -> dict:
         tasks = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     volatile = ("Finished in state", "Created task run", "Executing", "Beginning flow run",
-                "View at", " elapsed")  # wall-clock times, as Prefect's own timestamps
+                "View at")
     return {"Prefect artifacts": sorted(map(str, artifacts)),
-            "Prefect logs": sorted(m for _, _, m in logs
+            # wall-clock times (elapsed, left) vary as Prefect's own timestamps do
+            "Prefect logs": sorted(re.sub(r"\d+:\d\d(:\d\d)?", "T", m) for _, _, m in logs
                                    if not any(v in m for v in volatile)),
             "Prefect states": (run.state.type.value, run.state.message,
                                sorted((t.name.split("-")[0], t.state.type.value,
