@@ -162,7 +162,7 @@ def expand_grid(base: RunConfig, datasets: list[tuple[str, str]] | None = None,
         DataError: two runs would publish to the same directory; UnsafePath (a DataError):
             an input's name cannot name a folder (see pipelines.paths.safe_name).
     """
-    datasets = datasets or [(base.input, base.schema_file)]
+    datasets = datasets or [(base.path, base.schema_file)]
     labels = [_label(i) for i, _ in datasets]
     labels = [f"{x}-{labels[:k].count(x) + 1}" if labels.count(x) > 1 else x
               for k, x in enumerate(labels)]

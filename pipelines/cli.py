@@ -150,7 +150,18 @@ def _run(args: argparse.Namespace) -> int:
     with _progress(not args.quiet and sys.stderr.isatty()) as progress:
         result = run_release(config, progress=progress)
     r, out = result.report, result.release
-    images = kind_of(config).name == "image"
+    kind = kind_of(config).name
+    images = kind == "image"
+    if kind == "multi-table":
+        rows = r["rows_released"]
+        for table, count in rows.items():
+            print(f"table:    {out / (table + '.parquet')} ({count:,} rows)")
+        print(f"report:   {out / 'report.html'} (release-safe), {out / 'privacy_report.json'}")
+        print(f"validation: {out / 'validation.json'} ({r['validation']})")
+        print(f"privacy:  epsilon={r['epsilon']:.4f} delta={r['delta']:g} per person "
+              f"({r['accountant']} accountant, {len(r.get('measurements', []))} private "
+              f"measurements); {r['synthesizer']}")
+        return 0
     print(f"release:  {out / 'data.parquet'}")
     if images:
         print(f"report:   {out / 'report.html'}, {out / 'privacy_report.json'}")
@@ -262,7 +273,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sdv(args)
 
     from schemas import is_image_schema, load_image_schema, load_schema
+    from schemas.relational import is_multi_table_schema, load_multi_table_schema
 
+    if is_multi_table_schema(args.schema_file):
+        linked = load_multi_table_schema(args.schema_file)
+        print(f"{args.schema_file}: ok ({linked.name} v{linked.version}, multi-table: "
+              + ", ".join(f"{t} ({len(linked.tables[t].columns)} columns)"
+                          for t in linked.names) + f"; the person: a row of {linked.person})")
+        if linked.draft is not None and not linked.draft.dp:
+            print(f"{args.schema_file}: an unreviewed draft read without DP: `synth run` "
+                  "refuses it until every value is reviewed and its `draft:` line deleted")
+        return 0
     if is_image_schema(args.schema_file):
         image = load_image_schema(args.schema_file)
         print(f"{args.schema_file}: ok ({image.name} v{image.version}, image "

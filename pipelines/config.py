@@ -6,6 +6,7 @@ A pydantic model, because Prefect renders it as the run form and config files lo
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
@@ -60,7 +61,9 @@ class RunConfig(BaseModel):
 
     model_config = {"extra": "forbid", "allow_inf_nan": False}
 
-    input: str = Field(description="Private input table (CSV, optionally .gz, or Parquet)")
+    input: str | dict[str, str] = Field(description="Private input table (CSV, optionally "
+                                        ".gz, or Parquet); for a multi-table schema, each "
+                                        "table's file by table name")
     schema_file: str = Field(description="Schema YAML declaring columns, bounds and categories")
     out: str = Field(description="Release directory to create (data.parquet + reports)")
     epsilon: float = Field(ge=MIN_EPSILON, le=MAX_EPSILON, description="Total privacy "
@@ -154,6 +157,18 @@ class RunConfig(BaseModel):
                                  "~/.pgpass instead")
         return value
 
+    @property
+    def path(self) -> str:
+        """The one input file or folder of a table or image run (a multi-table run's inputs
+        are ``input`` by table).
+
+        Raises:
+            ValueError: the input names tables.
+        """
+        if not isinstance(self.input, str):
+            raise ValueError("TABLE=FILE inputs are for multi-table schemas: pass --input FILE")
+        return self.input
+
     def synthesizer_params(self) -> dict:
         """The settings given for the chosen synthesizer; the rest keep its defaults.
 
@@ -177,7 +192,9 @@ class RunConfig(BaseModel):
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line form of RunConfig (``synth run`` and ``python -m flows.release``)."""
     fields = RunConfig.model_fields
-    parser.add_argument("--input", required=True, metavar="FILE", help=fields["input"].description)
+    parser.add_argument("--input", required=True, action="append", metavar="FILE",
+                        help=f"{fields['input'].description} (--input TABLE=FILE, once per "
+                        "table)")
     parser.add_argument("--schema", dest="schema_file", required=True, metavar="YAML",
                         help=fields["schema_file"].description)
     parser.add_argument("--out", required=True, metavar="DIR", help=fields["out"].description)
@@ -225,6 +242,28 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                             if k != "enabled") + ")")
 
 
+def input_argument(values: list[str]) -> str | dict[str, str]:
+    """``--input FILE``, or ``--input TABLE=FILE`` once per table of a multi-table schema.
+
+    Raises:
+        DataError: a table named twice, a second FILE without a table name.
+    """
+    from pipelines.errors import DataError
+
+    if len(values) == 1 and ("=" not in values[0] or Path(values[0]).exists()):
+        return values[0]
+    out: dict[str, str] = {}
+    for value in values:
+        table, sep, path = value.partition("=")
+        if not sep or not table or not path:
+            raise DataError(f"--input {value!r}: with several inputs, name each one's table: "
+                            "--input TABLE=FILE")
+        if table in out:
+            raise DataError(f"--input names table {table!r} twice")
+        out[table] = path
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of parsed arguments.
 
@@ -235,6 +274,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     from pipelines.errors import DataError
 
     given = {k: v for k, v in vars(args).items() if k in RunConfig.model_fields}
+    if isinstance(given.get("input"), list):
+        given["input"] = input_argument(given["input"])
     gates: dict = {"enabled": getattr(args, "fidelity_enabled", True)}
     for item in getattr(args, "fidelity_threshold", None) or []:
         name, sep, value = item.partition("=")

@@ -115,7 +115,7 @@ def _privacy(p: dict[str, Any]) -> str:
             ["epsilon, delta", f"{p['epsilon']:.4g}, {p['delta']:.3g}"],
             ["accountant", p.get("accountant", "")], ["mechanism", p.get("mechanism", "")],
             ["synthesizer", p.get("synthesizer", "")], ["noise", p.get("noise", "")],
-            ["rows released", f"{p.get('rows_released', 0):,}"],
+            ["rows released", _rows(p.get("rows_released", 0))],
             ["public inputs", "; ".join(p.get("public_inputs", []))],
             ["steps that read the private data", "; ".join(p.get("private_steps", []))],
             ["release gate", p.get("release_gate", "none")],
@@ -280,3 +280,10 @@ def _checks(checks: dict[str, Any]) -> str:
         else:
             out.append(f"<p>{_e(values)}</p>")
     return "".join(out)
+
+
+def _rows(rows: int | dict[str, int]) -> str:
+    """A release's row count, or each table's (a multi-table release)."""
+    if isinstance(rows, dict):
+        return ", ".join(f"{table} {count:,}" for table, count in rows.items())
+    return f"{rows:,}"

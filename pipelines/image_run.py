@@ -131,6 +131,9 @@ def prepare(config: RunConfig) -> ImagePlan:
         SchemaError, BudgetError (BudgetExceeded among them), DataError: one-line messages.
     """
     schema = load_image_schema(config.schema_file)
+    if not isinstance(config.input, str):
+        raise DataError(f"{config.schema_file} declares an image set: pass --input FOLDER or "
+                        "FILE (TABLE=FILE inputs are for multi-table schemas)")
     budget = PrivacyBudget(config.epsilon, config.delta)
     name = image_synthesizer(config)
     params = image_params(config, name)
@@ -154,7 +157,7 @@ def already_published(config: RunConfig) -> Path | None:
     (reads the schema, hashes the input files; nothing else)."""
     try:
         out = release_dir(config.out)
-        if not (out / DATA_FILE).is_file():
+        if not (out / DATA_FILE).is_file() or not isinstance(config.input, str):
             return None
         key = run_key(config, image_set_fingerprint(config.input),
                       load_image_schema(config.schema_file))
@@ -168,7 +171,7 @@ def load(plan: ImagePlan) -> ImageSet:
     phase("ingest", "reading the images of %s and checking them against the schema",
           plan.config.input)
     try:
-        return ingest_images(plan.config.input, plan.schema)
+        return ingest_images(plan.config.path, plan.schema)
     except BaseException:
         plan.ledger.cancel(plan.entry)  # no DP step ran: the reservation is freed
         raise

@@ -24,9 +24,10 @@ from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.lock import HeldHere, OutLock
 from pipelines.paths import release_dir
 from pipelines.preflight import warnings as preflight_warnings
-from pipelines.publish import DATA_FILE, check_replaceable, sweep_leftovers
+from pipelines.publish import DATA_FILE, MANIFEST_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
 from schemas import ImageSchema, Schema, SchemaError, load_schema, refuse_unreviewed_draft
+from schemas.relational import MultiTableSchema
 from synth.privacy import PrivacyBudget
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def prepare(config: RunConfig) -> Plan:
         raise DataError(str(exc)) from None
     out = release_dir(config.out)
     check_location(out)
+    if not isinstance(config.input, str):
+        raise DataError(f"{schema.where} declares one table: pass --input FILE (TABLE=FILE "
+                        "inputs are for multi-table schemas)")
     source = Path(config.input)
     if not source.is_file():
         raise DataError(f"{source}: cannot read input: no such file")
@@ -225,6 +229,8 @@ class AlreadyPublished(Exception):
 def already_published(config: RunConfig) -> Path | None:
     """The release location if an identical run already published there, else None (reads
     the schema, hashes the input file; nothing else)."""
+    if not isinstance(config.input, str):
+        return None  # prepare reports it
     source = Path(config.input)
     try:
         out = release_dir(config.out)
@@ -236,7 +242,8 @@ def already_published(config: RunConfig) -> Path | None:
     return out if published_key(out) == key else None
 
 
-def run_key(config: RunConfig, data_set: str, schema: Schema | ImageSchema) -> str:
+def run_key(config: RunConfig, data_set: str,
+            schema: Schema | ImageSchema | MultiTableSchema) -> str:
     """sha256 naming a run by what determines it: the input's bytes, the schema, every
     setting but where it goes, and the code version."""
     settings = config.model_dump(mode="json", exclude={"out", "overwrite", "ledger", "input",
@@ -254,7 +261,7 @@ def published_key(out: Path) -> str | None:
     before the release is moved into place, and names only that release (a run killed in
     between leaves a key that matches no release at ``out``)."""
     key = internal_dir(out) / KEY_FILE
-    if not (out / DATA_FILE).is_file() or not key.is_file():
+    if not (out / MANIFEST_FILE).is_file() or not key.is_file():
         return None
     lines = key.read_text(encoding="utf-8").split()
     if len(lines) > 1:

@@ -9,9 +9,10 @@ for the data owner's internal report. ``run`` is what ``synth run`` and the Pyth
 and ``flows/release.py`` wraps each step as a Prefect task; both dispatch on the schema's
 ``kind`` (``kind_of``).
 
-A kind implements ``Kind``: tables (``pipelines.run``) and images (``pipelines.image_run``)
-today. Adding one: its schema in schemas/, its steps in a ``pipelines/<kind>_run.py``, one
-adapter class here and one entry in ``KINDS`` (docs/ARCHITECTURE.md).
+A kind implements ``Kind``: tables (``pipelines.run``), images (``pipelines.image_run``)
+and linked tables of persons (``pipelines.multitable_run``). Adding one: its schema in
+schemas/, its steps in a ``pipelines/<kind>_run.py``, one adapter class here and one entry
+in ``KINDS`` (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines import image_run, run
+from pipelines import image_run, multitable_run, run
 from pipelines.config import RunConfig
 from pipelines.plan import REPORT_FILE, AlreadyPublished, already_published, prepare
 from pipelines.progress import announce
 from schemas import is_image_schema
+from schemas.relational import is_multi_table_schema
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -157,12 +159,53 @@ class Images:
                  for n, ok, d in checks])
 
 
-KINDS: dict[str, Kind] = {"table": Tables(), "image": Images()}
+class MultiTables:
+    """Persons and their rows in linked tables: ``pipelines.multitable_run``."""
+
+    name = "multi-table"
+    keeps_data = False  # its checks read the synthetic tables (and the input's keys)
+
+    def prepare(self, config: RunConfig) -> Any:
+        return announced(multitable_run.prepare(config), multitable_run.SYNTHESIZER, "persons")
+
+    def already_published(self, config: RunConfig) -> Path | None:
+        return multitable_run.already_published(config)
+
+    def load(self, plan: Any) -> Any:
+        return multitable_run.load(plan)
+
+    def fit(self, plan: Any, data: Any, progress: Progress | None = None) -> Any:
+        return multitable_run.fit(plan, data, progress)
+
+    def generate(self, plan: Any, model: Any) -> Any:
+        return multitable_run.generate(plan, model)
+
+    def check(self, plan: Any, model: Any, synthetic: Any, data: Any) -> Any:
+        return multitable_run.check(plan, model, synthetic, data)
+
+    def publish(self, plan: Any, model: Any, synthetic: Any, outcome: Any,
+                data: Any) -> Result:
+        published = multitable_run.release(plan, synthetic, outcome)
+        return Result(published.path, outcome.report, outcome.outcome)
+
+    def gate(self, outcome: Any) -> tuple[bool, tuple[str, ...], list[dict[str, Any]]]:
+        found = outcome.outcome
+        return found.success, tuple(found.failed), [
+            {"suite": "schema and integrity", "check": f"{found.evaluated} expectations",
+             "detail": "; ".join(found.failed) or "all passed", "success": found.success}]
+
+
+KINDS: dict[str, Kind] = {"table": Tables(), "image": Images(), "multi-table": MultiTables()}
 
 
 def kind_of(config: RunConfig) -> Kind:
-    """The kind a run's schema declares (``kind: image``; tables otherwise)."""
-    return KINDS["image" if is_image_schema(config.schema_file) else "table"]
+    """The kind a run's schema declares (``kind: image``, ``kind: multi-table``; one table
+    otherwise)."""
+    if is_image_schema(config.schema_file):
+        return KINDS["image"]
+    if is_multi_table_schema(config.schema_file):
+        return KINDS["multi-table"]
+    return KINDS["table"]
 
 
 def run_release(config: RunConfig, progress: Progress | None = None) -> Result:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas import ImageSchema, Schema
+from schemas.relational import MultiTableSchema
 from synth.base import Synthesizer
+from synth.multitable import PersonMarginals
 
 PACKAGE = "dp-synth"
 
@@ -29,8 +31,9 @@ def code_version() -> str:
     return f"{version}+g{commit}" if commit else version
 
 
-def privacy_report(schema: Schema | ImageSchema, synthesizer: str, model: Synthesizer, rows: int,
-                   created: str) -> dict[str, Any]:
+def privacy_report(schema: Schema | ImageSchema | MultiTableSchema, synthesizer: str,
+                   model: Synthesizer | PersonMarginals, rows: int, created: str
+                   ) -> dict[str, Any]:
     """What the release claims, how it was computed, and what was treated as public."""
     p = model.privacy_
     params = model.get_params()

@@ -59,9 +59,9 @@ local = logging.getLogger("synth.local")
 def load(plan: Plan) -> Ingested:
     """Reads and coerces the private input (the only read of private data)."""
     cfg = plan.config
-    phase("ingest", "reading %s and checking it against the schema", cfg.input)
+    phase("ingest", "reading %s and checking it against the schema", cfg.path)
     try:
-        data = ingest(cfg.input, plan.schema, clip=cfg.clip, map_unknown=cfg.map_unknown)
+        data = ingest(cfg.path, plan.schema, clip=cfg.clip, map_unknown=cfg.map_unknown)
     except BaseException:
         plan.ledger.cancel(plan.entry)  # no DP step ran: the reservation is freed
         raise
@@ -91,9 +91,9 @@ def load_training(plan: Plan) -> Training:
     more than ``config.batch_above_rows`` rows is read in batches and encoded as it is read
     (``pipelines.large``), never loaded whole."""
     cfg = plan.config
-    rows = large.rows_of(cfg.input)
+    rows = large.rows_of(cfg.path)
     if rows is not None and rows > cfg.batch_above_rows:
-        phase("ingest", "reading %s in batches and encoding it as it is read", cfg.input)
+        phase("ingest", "reading %s in batches and encoding it as it is read", cfg.path)
     if rows is None or rows <= cfg.batch_above_rows:
         real, holdout = split_holdout(plan, load(plan).frame)
         return Training(real, real, holdout)
@@ -101,7 +101,7 @@ def load_training(plan: Plan) -> Training:
     max_bins = make_synthesizer(cfg.synthesizer, **params).get_params().get(
         "max_bins", DEFAULT_MAX_BINS)
     try:
-        data = large.load_large(cfg.input, plan.schema, TableEncoder(plan.schema, max_bins),
+        data = large.load_large(cfg.path, plan.schema, TableEncoder(plan.schema, max_bins),
                                 holdout=cfg.holdout, key=holdout_key(cfg.noise_seed),
                                 seed=cfg.seed, clip=cfg.clip,
                                 map_unknown=cfg.map_unknown)
@@ -212,7 +212,7 @@ def internal_checks(plan: Plan, synthetic: pd.DataFrame, output: pd.DataFrame,
     # of a table of a few distinct records may be held out, and the release still goes out
     # every value of the input's identifier columns, against every text cell of the output
     # (surrogates, categories; numbers could match by chance and cannot carry a name)
-    raw = read_identifiers(plan.config.input, plan.schema)
+    raw = read_identifiers(plan.config.path, plan.schema)
     text = output[[c for c in output.columns if not pd.api.types.is_numeric_dtype(output[c])
                    and not pd.api.types.is_bool_dtype(output[c])]]
     hits = identifier_leaks(raw, list(raw.columns), text) if len(raw.columns) else {}

@@ -159,6 +159,17 @@ class TableEncoder:
             return frame.codes
         return np.stack([_encode(b, frame[b.column.name]) for b in self.blocks], axis=1)
 
+    def encode_column(self, index: int, values: pd.Series) -> np.ndarray:
+        """Codes of one column's values; a missing value of a column that is not nullable
+        is -1 (unknown)."""
+        block = self.blocks[index]
+        missing = values.isna().to_numpy()
+        if block.column.nullable or not missing.any():
+            return _encode(block, values)
+        codes: np.ndarray = np.full(len(values), -1, dtype="int64")
+        codes[~missing] = _encode(block, values[~missing])
+        return codes
+
     def decode(self, codes: np.ndarray, rng: np.random.Generator,
                fine: dict[int, tuple[FineGrid, np.ndarray]] | None = None) -> pd.DataFrame:
         """Frame with the schema's dtypes from codes (rows, columns); values inside a bin

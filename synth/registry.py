@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["table", "image"]
+Kind = Literal["table", "image", "multi-table"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ SYNTHESIZERS: tuple[Entry, ...] = (
           "variational autoencoder trained with DP-SGD"),
     Entry("dp-independent", "table", "synth.marginals:DPIndependent", False,
           "every column from its own noisy histogram: a baseline"),
+    Entry("dp-person-marginals", "multi-table", "synth.multitable:PersonMarginals", False,
+          "linked tables, a person model and a model per table of their rows (the default "
+          "for multi-table schemas)"),
     Entry("dp-conv-gan", "image", "synth.image_gan:DPConvGAN", True,
           "convolutional GAN conditioned on the label, under DP-SGD (the image default)"),
     Entry("dp-conv-vae", "image", "synth.image_vae:DPConvVAE", True,
@@ -50,7 +53,8 @@ SYNTHESIZERS: tuple[Entry, ...] = (
           "random-feature mean embeddings per label, released once with Gaussian noise"),
 )
 NAMES: tuple[str, ...] = tuple(e.name for e in SYNTHESIZERS)
-DEFAULT = {"table": "dp-marginals", "image": "dp-conv-gan"}
+DEFAULT = {"table": "dp-marginals", "image": "dp-conv-gan",
+           "multi-table": "dp-person-marginals"}
 
 
 def names(kind: Kind | None = None) -> list[str]:

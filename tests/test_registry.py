@@ -19,14 +19,16 @@ def test_every_list_of_synthesizers_is_the_registrys():
     assert set(choice.choices) == set(registry.NAMES)
     assert synthesizer_names() == registry.names("table")
     assert image_synthesizer_names() == sorted(IMAGE_SYNTHESIZERS) == registry.names("image")
-    assert set(registry.names("table")) | set(registry.names("image")) == set(registry.NAMES)
+    assert set(registry.names("table")) | set(registry.names("image")) | set(
+        registry.names("multi-table")) == set(registry.NAMES)
     description = RunConfig.model_fields["synthesizer"].description
     assert all(f"{name}: " in description for name in registry.NAMES)
 
 
 @pytest.mark.parametrize("entry", registry.SYNTHESIZERS, ids=lambda e: e.name)
 def test_every_entry_makes_a_synthesizer_of_its_kind(entry):
-    make = make_synthesizer if entry.kind == "table" else make_image_synthesizer
+    make = {"table": make_synthesizer, "image": make_image_synthesizer,
+            "multi-table": lambda name, **p: registry.make(name, "multi-table", **p)}[entry.kind]
     model = make(entry.name, seed=3)
     assert type(model) is entry.load() and model.get_params()["seed"] == 3
     assert callable(model.fit) and callable(model.sample)

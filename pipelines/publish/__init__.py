@@ -40,7 +40,13 @@ from pipelines.publish.parquet import (
     read_release_metadata,
     to_arrow,
 )
-from pipelines.publish.release import Release, publish, publish_folder, publish_table
+from pipelines.publish.release import (
+    Release,
+    publish,
+    publish_folder,
+    publish_table,
+    publish_tables,
+)
 
 # the names of the module this package replaced; a test that patches how files are written
 # patches them where they are used: pipelines.publish.atomic (write_file, _swap_in, _exchange)
@@ -48,6 +54,7 @@ __all__ = [
     "DATA_FILE", "MANIFEST_FILE", "MANIFEST_FORMAT", "MAX_MANIFEST", "PREFIX", "PublishError",
     "Release", "atomic_write", "check_replaceable", "footer_metadata", "is_release",
     "list_in_manifest", "process_alive", "publish", "publish_folder", "publish_table",
+    "publish_tables",
     "read_column_metadata", "read_manifest", "read_release_metadata", "remove_listed",
     "sweep_leftovers", "to_arrow", "verify_release",
 ]

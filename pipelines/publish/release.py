@@ -89,9 +89,30 @@ def publish_table(table: pa.Table, out_dir: Path, *,
     if atomic.occupied(out_dir) and not overwrite:
         raise PublishError(f"{out_dir} already holds a release: choose another directory or "
                            "pass overwrite=True to replace it")
-    _publish_dir(out_dir, extra_files, overwrite, table)
+    _publish_dir(out_dir, extra_files, overwrite, {DATA_FILE: table})
     return Release(path=out_dir, data=out_dir / DATA_FILE,
                    files=(DATA_FILE, *extra_files, MANIFEST_FILE))
+
+
+def publish_tables(tables: Mapping[str, pa.Table], out_dir: Path, *,
+                   extra_files: Mapping[str, bytes] = MappingProxyType({}),
+                   overwrite: bool = False) -> Release:
+    """Writes a multi-table release, ``<table>.parquet`` per table (typed Arrow tables with
+    their footer metadata) plus ``extra_files``, atomically, exactly as ``publish`` does."""
+    out_dir = Path(out_dir).absolute()
+    names = [f"{t}.parquet" for t in tables]
+    for name in [*names, *extra_files]:
+        if (name in (DATA_FILE, MANIFEST_FILE) or "/" in name or os.sep in name
+                or name.startswith(".") or names.count(name) > 1 or name in extra_files
+                and name in names):
+            raise PublishError(f"{out_dir}: file {name!r} needs a plain, unique file name "
+                               f"other than {DATA_FILE!r} and {MANIFEST_FILE!r}")
+    if atomic.occupied(out_dir) and not overwrite:
+        raise PublishError(f"{out_dir} already holds a release: choose another directory or "
+                           "pass overwrite=True to replace it")
+    _publish_dir(out_dir, extra_files, overwrite, dict(zip(names, tables.values())))
+    return Release(path=out_dir, data=out_dir / names[0],
+                   files=(*names, *extra_files, MANIFEST_FILE))
 
 
 def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
@@ -104,17 +125,17 @@ def publish_folder(files: Mapping[str, bytes], out_dir: Path) -> Path:
 
 
 def _publish_dir(out_dir: Path, files: Mapping[str, bytes], overwrite: bool,
-                 table: pa.Table | None = None) -> None:
+                 tables: Mapping[str, pa.Table] = MappingProxyType({})) -> None:
     """The one way a folder is published: staged in a hidden folder beside ``out_dir``
-    (``data.parquet`` first when there is a table, then ``files``, the manifest last), each
-    file and the folder fsynced, then swapped in; on any failure the staging goes."""
+    (the Parquet files first, by file name, then ``files``, the manifest last), each file and
+    the folder fsynced, then swapped in; on any failure the staging goes."""
     check_replaceable(out_dir)
-    names = (DATA_FILE, *files) if table is not None else tuple(files)
+    names = (*tables, *files)
 
     def fill(staging: Path) -> None:
         # atomic.write_file looked up at each call: the one place tests arm a failure
-        if table is not None:
-            write_parquet(table, staging / DATA_FILE)
+        for name, table in tables.items():
+            write_parquet(table, staging / name)
         for name, blob in files.items():
             atomic.write_file(staging / name, blob)
         atomic.write_file(staging / MANIFEST_FILE, manifest_bytes(staging, names))

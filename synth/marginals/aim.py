@@ -153,6 +153,9 @@ class DPMarginals(Params):
         noise_seed: None (default): the noise comes from OpenDP's cryptographically secure
             samplers; an integer replaces them with a seeded numpy generator, for
             reproducible tests only, never for a release.
+        contribution: the most rows of ``data`` one privacy unit may hold (1: a row is a
+            person; a child table's declared rows per person): every measurement's
+            sensitivity is this many rows.
     """
 
     mechanism = ("AIM-style adaptive marginals (OpenDP discrete Gaussian measurements, "
@@ -165,7 +168,8 @@ class DPMarginals(Params):
                  components: int = 1024, iterations: int | None = None,
                  members: int | None = None, lr: float = 0.05, rare_merge: float = 2.0,
                  fine_share: float = 0.05, device: str = "auto", threads: int | None = None,
-                 coarsen: float = 5.0, seed: int = 0, noise_seed: int | None = None):
+                 coarsen: float = 5.0, seed: int = 0, noise_seed: int | None = None,
+                 contribution: int = 1):
         self.degree = degree
         self.rounds_per_column = rounds_per_column
         self.one_way_share = one_way_share
@@ -184,6 +188,7 @@ class DPMarginals(Params):
         self.threads = threads
         self.seed = seed
         self.noise_seed = noise_seed
+        self.contribution = contribution
 
     def fit(self, data: pd.DataFrame | CodedTable, schema: Schema, budget: PrivacyBudget,
             progress: Callable[[int, int], None] | None = None) -> DPMarginals:
@@ -198,7 +203,8 @@ class DPMarginals(Params):
         until the budget is spent."""
         self._check()
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
-        mech = _Mechanisms(self.encoder_.encode(data), self.encoder_.sizes, self.noise_seed, data)
+        mech = _Mechanisms(self.encoder_.encode(data), self.encoder_.sizes, self.noise_seed, data,
+                           self.contribution)
         rho = zcdp_rho(budget) * (1 - 1e-6)
         measurements, rounds = self._measure_one_way(mech, rho)
         evidence = self._evidence(measurements)  # before any shrinkage
@@ -321,6 +327,25 @@ class DPMarginals(Params):
         generator = torch.Generator(device=self.model_.logits.device).manual_seed(seed)
         codes = self.model_.sample(n, generator, match=self.degree)
         return self.encoder_.decode(codes, np.random.default_rng(seed), self.fine_)
+
+
+    @torch.no_grad()
+    def sample_given(self, given: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+        """One synthetic row per row of ``given`` (some of the schema's columns, with its
+        dtypes), drawn from the model conditioned on those values, which the rows keep (a
+        missing value of a column that is not nullable is left free)."""
+        check_request(self, max(1, len(given)))
+        generator = torch.Generator(device=self.model_.logits.device).manual_seed(seed)
+        fixed: np.ndarray = np.full((len(given), len(self.encoder_.blocks)), -1, dtype="int64")
+        for i, block in enumerate(self.encoder_.blocks):
+            if block.column.name in given:
+                fixed[:, i] = self.encoder_.encode_column(i, given[block.column.name])
+        codes = self.model_.sample_given(fixed, generator)
+        out = self.encoder_.decode(codes, np.random.default_rng(seed), self.fine_)
+        for name in given:
+            keep = given[name].notna().to_numpy() | self.encoder_.schema.column(name).nullable
+            out.loc[keep, name] = given[name].to_numpy()[keep]
+        return out
 
 
 def _first(model: _MixtureModel) -> list[torch.Tensor]:

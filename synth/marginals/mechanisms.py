@@ -1,9 +1,10 @@
 """The only reads of the private data: OpenDP measurements, their zCDP costs summed.
 
 Two primitives: the discrete Gaussian mechanism on integer counts (L2 sensitivity 1 under
-add/remove of one record) and report-noisy-max with Gumbel noise for selection (sensitivity:
-the largest score weight). Everything else in dp-marginals is post-processing of what they
-return.
+add/remove of one record; ``contribution`` c where a privacy unit holds up to c records, the
+counts then measured in units of c records) and report-noisy-max with Gumbel noise for
+selection (sensitivity: the largest score weight). Everything else in dp-marginals is
+post-processing of what they return.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ class _Mechanisms:
     """The two private primitives, through OpenDP, with their zCDP costs summed."""
 
     def __init__(self, codes: np.ndarray, sizes: list[int], seed: int | None,
-                 frame: pd.DataFrame | CodedTable | None = None):
+                 frame: pd.DataFrame | CodedTable | None = None, contribution: int = 1):
         self.codes, self.sizes, self.frame = codes, sizes, frame  # frame: for fine histograms
+        # the most records one privacy unit holds (a person's rows in a child table): counts
+        # are measured in units of that many records (see ``exact``)
+        self.contribution = contribution
         self.rho_spent = 0.0
         self.log: list[dict] = []
         self._cache: dict[tuple[Clique, bool], np.ndarray] = {}
@@ -60,7 +64,14 @@ class _Mechanisms:
 
     def exact(self, clique: Clique, full: bool = False) -> np.ndarray:
         """Private exact counts of a marginal (never leave this class un-noised); in a 2+-way
-        marginal a column with merged codes counts by its groups unless ``full``."""
+        marginal a column with merged codes counts by its groups unless ``full``. With a
+        ``contribution`` c above 1, in units of c records (each record weighs 1/c), so that
+        one privacy unit moves them by at most 1 in L1 and L2, as one record does when c is
+        1: the driver's noise scales, costs and selection sensitivities hold unchanged."""
+        counts = self._counts(clique, full)
+        return counts if self.contribution == 1 else counts / self.contribution
+
+    def _counts(self, clique: Clique, full: bool) -> np.ndarray:
         if (clique, full) not in self._cache:
             dims = [self.sizes[c] for c in clique]
             codes = self.codes[:, list(clique)].T.copy()  # (clique, rows)
@@ -74,7 +85,7 @@ class _Mechanisms:
 
     def measure(self, clique: Clique, sigma: float, full: bool = False) -> np.ndarray:
         """Counts of ``clique`` (see ``exact``) plus discrete Gaussian noise of scale sigma."""
-        return self._noisy(self.exact(clique, full), sigma,
+        return self._noisy(self._counts(clique, full), sigma,
                            {"marginal": list(clique), **({"full": True} if full else {})})
 
     def measurement(self, clique: Clique, sigma: float, full: bool = False) -> Measurement:
@@ -93,18 +104,22 @@ class _Mechanisms:
         return self._noisy(counts, sigma, {"fine_histogram": column, "states": grid.size})
 
     def _noisy(self, counts: np.ndarray, sigma: float, what: dict) -> np.ndarray:
+        """Integer ``counts`` plus discrete Gaussian noise, in units of ``contribution``
+        records: noise of scale sigma * c on the counts, whose L2 sensitivity is c, so the
+        cost is that of scale sigma at sensitivity 1, as OpenDP's map states it."""
         dp = _opendp()
+        c = self.contribution
         meas = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)),
-                                  dp.l2_distance(T=int), scale=sigma)
-        rho = float(meas.map(1))
+                                  dp.l2_distance(T=int), scale=sigma * c)
+        rho = float(meas.map(c))
         if self.rng is None:
             noisy = np.asarray(meas(counts.tolist()), dtype="float64")
         else:
-            noisy = counts + np.round(self.rng.normal(0, sigma, counts.shape))
+            noisy = counts + np.round(self.rng.normal(0, sigma * c, counts.shape))
         self.rho_spent += rho
-        self.log.append({"mechanism": "discrete Gaussian (OpenDP)", **what, "sigma": sigma,
-                         "rho": rho})
-        return noisy
+        self.log.append({"mechanism": "discrete Gaussian (OpenDP)", **what, "sigma": sigma * c,
+                         "rho": rho, **({"sensitivity": c} if c != 1 else {})})
+        return noisy / c if c != 1 else noisy
 
     def select(self, scores: np.ndarray, sensitivity: float, epsilon: float) -> int:
         """Index of a high score by report-noisy-max (Gumbel), epsilon-DP and eps^2/8-zCDP."""

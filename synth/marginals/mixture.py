@@ -123,6 +123,30 @@ class _MixtureModel:
             out.append(rows[torch.randperm(m, generator=generator, device=device).cpu().numpy()])
         return np.concatenate(out)
 
+    @torch.no_grad()
+    def sample_given(self, fixed: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """Rows of codes that keep ``fixed``'s codes (rows, columns; -1 where free): each
+        row's component is drawn from its posterior given its fixed codes, its free columns
+        from that component. Post-processing of the model, as ``sample``."""
+        probs = [p.detach().double() for p in self.probs()]
+        device = probs[0].device
+        out = np.array(fixed, dtype="int64", copy=True)
+        for at in range(0, len(out), 4096):
+            part = torch.as_tensor(out[at:at + 4096], device=device)
+            logpost = torch.zeros(len(part), probs[0].shape[0], device=device,
+                                  dtype=torch.float64)
+            for j, p in enumerate(probs):
+                known = part[:, j] >= 0
+                logpost[known] += p[:, part[known, j]].T.clamp(min=1e-300).log()
+            component = torch.multinomial(logpost.softmax(1), 1, generator=generator)[:, 0]
+            for j, p in enumerate(probs):
+                free = part[:, j] < 0
+                if free.any():
+                    part[free, j] = torch.multinomial(p[component[free]], 1,
+                                                      generator=generator)[:, 0]
+            out[at:at + 4096] = part.cpu().numpy()
+        return out
+
     def _match(self, rows: np.ndarray, component: np.ndarray, size: int,
                rng: np.random.Generator) -> np.ndarray:
         """Brings the rows' marginals of ``size`` columns to the model's, in L1 (the rows'
