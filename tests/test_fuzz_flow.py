@@ -64,9 +64,21 @@ def test_the_sample_covers_every_class_and_150_cases():
                                                         "out", "input", "image"}
 
 
+@pytest.fixture(scope="module")
+def prefect_server(prefect_home):
+    """The module's Prefect server, its flow runs without heartbeats: a heartbeat thread
+    sleeps in one-second steps and each run waits for it to stop (half a second a run, a
+    third of these runs' time); a heartbeat event holds the run's id and name, no
+    parameter, and none of the channels below is an event."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield prefect_home
+
+
 @pytest.mark.parametrize("case", FLOW_CASES, ids=[c.id for c in FLOW_CASES])
 def test_the_release_flow_fails_in_one_line_and_prefect_keeps_no_input_value(
-        case, prefect_home, tmp_path, monkeypatch):
+        case, prefect_server, tmp_path, monkeypatch):
     from flows.parameters import parameters
     from flows.release import release
 
