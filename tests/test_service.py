@@ -87,7 +87,10 @@ def service(tmp_path_factory, adult_sample):
     log = home / "serve.log"
     try:
         wait_healthy(api, 180, server)
-        client_env = {**env, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH}
+        # the runner looks for triggered runs every second, not every 10 (Prefect's default:
+        # each run the tests trigger waited up to 10 s for it)
+        client_env = {**env, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH,
+                      "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         client_env.pop("PREFECT_SERVER_API_AUTH_STRING")
         root = ROOT / "releases"  # the default; the deployments' own releases go there
         deployments = home / "deployments"
@@ -222,7 +225,7 @@ def served_run(service):
     served_deployments(service)
     out = service.root / f"test-service-{os.getpid()}"
     run = run_deployment(f"{FLOW}/{SMALL}", parameters={"epsilon": 1.0}, timeout=300,
-                         poll_interval=2)
+                         poll_interval=1)
     try:
         assert run.state is not None and run.state.is_completed(), (
             f"{run.state}; serve log:\n{service.log.read_text()[-3000:]}")
@@ -298,7 +301,7 @@ def test_a_form_cannot_send_a_release_outside_the_output_root(service, adult_sam
               "out": str(victim), "overwrite": True, "epsilon": 1.0,
               "ledger": str(tmp_path / "ledger.db")}
     run = run_deployment(f"{FLOW}/adult-demo", parameters=config, timeout=300,
-                         poll_interval=2)
+                         poll_interval=1)
     assert run.state is not None and run.state.is_failed()
     assert "outside the output root" in run.state.message
     assert os.listdir(victim) == ["keep.txt"] and not (tmp_path / "ledger.db").exists()
