@@ -10,7 +10,7 @@ export SYNTH_HOME ?= $(CURDIR)/.synth
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo demo-images demo-medical serve test check lint venv clean browser postgres
+.PHONY: demo demo-images demo-medical demo-multitable serve test check lint venv clean browser postgres
 
 venv: $(STAMP)
 
@@ -37,6 +37,13 @@ demo-images: $(STAMP)
 demo-medical: $(STAMP)
 	$(PY) -m flows.release --input data/medical/patients.csv.gz --schema schemas/medical_demo.yaml \
 		--epsilon 1 --rows 3000 --out releases/medical-demo --overwrite
+
+# Person-level DP release of two linked tables, the bundled PBC trial (data/pbc): patients
+# and their follow-up visits, one Parquet file each, joined on fresh synthetic keys.
+demo-multitable: $(STAMP)
+	$(PY) -m flows.release --input patients=data/pbc/pbc.csv.gz \
+		--input visits=data/pbc/pbcseq.csv.gz --schema schemas/pbc.yaml \
+		--epsilon 10 --rows 418 --out releases/pbc-demo --overwrite
 
 # The platform as a service: Prefect server (UI at http://127.0.0.1:$(SERVE_PORT), SQLite in
 # $(PREFECT_HOME)) plus a deployment per flows/deployments/*.yaml, served; Ctrl-C stops both.

@@ -44,7 +44,7 @@ def _claim(report: dict, where: Path, status: str, budget: str) -> str:
     rows = [("status", status), ("release", f"`{where}`"),
             ("epsilon", f"{report['epsilon']:.4f}"), ("delta", f"{report['delta']:.3g}"),
             ("accountant", report["accountant"]), ("synthesizer", report["synthesizer"]),
-            ("rows released", f"{report['rows_released']:,}"), ("budget", budget),
+            ("rows released", _rows(report["rows_released"])), ("budget", budget),
             ("release gate", report.get("validation", "-"))]
     return "| fact | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -76,3 +76,10 @@ def release_artifacts(report: dict, where: Path, published: bool, failed: tuple[
     else:  # not served: where the file is (a file:// link would not open from the UI)
         create_markdown_artifact(key="release-report", description="The release-safe HTML "
                                  "report", markdown=f"Report: {html}\n")
+
+
+def _rows(rows: int | dict[str, int]) -> str:
+    """A release's row count, or each table's (a multi-table release)."""
+    if isinstance(rows, dict):
+        return ", ".join(f"{table} {count:,}" for table, count in rows.items())
+    return f"{rows:,}"

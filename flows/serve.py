@@ -102,6 +102,9 @@ def resolve_paths(config: dict, root: Path = ROOT) -> dict:
         value = out.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute():
             out[key] = str((root / value).resolve())
+        elif key == "input" and isinstance(value, dict):  # a multi-table run's files
+            out[key] = {t: str((root / v).resolve()) if isinstance(v, str) and v
+                        and not Path(v).is_absolute() else v for t, v in value.items()}
     return out
 
 

@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         "read under (epsilon, delta)-DP, charged to the budget ledger under --name, and "
         "marked `draft: {dp: true, ...}`; `synth run` accepts it (review it for sense). "
         "See docs/schema-draft.md.")
-    draft.add_argument("data", help="CSV (with a header line) or Parquet file")
+    draft.add_argument("data", nargs="?", help="CSV (with a header line) or Parquet file")
+    draft.add_argument("--input", action="append", metavar="TABLE=FILE", help="linked tables "
+                       "instead of one file, once per table (a multi-table draft: keys, the "
+                       "person table, caps on rows per person, sequences; without DP)")
     draft.add_argument("--name", help="the data set's name, written into the schema and, for "
                        "a DP draft, the ledger's key for its budget (default: the file name "
                        "up to its first dot)")
@@ -322,12 +325,36 @@ def _sdv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draft_linked(args: argparse.Namespace) -> int:
+    """``synth schema draft --input T=FILE --input U=FILE``: the plain multi-table draft."""
+    from pipelines.config import input_argument
+    from pipelines.draft.linked import draft_linked_schema
+    from pipelines.errors import DataError
+
+    if args.data is not None or args.epsilon is not None:
+        raise DataError("a multi-table draft takes --input TABLE=FILE only (no FILE, no "
+                        "--epsilon: it is drafted without DP, for review)")
+    inputs = input_argument(args.input)
+    if not isinstance(inputs, dict):
+        raise DataError("--input TABLE=FILE, once per table (two or more)")
+    sys.stdout.write(draft_linked_schema(inputs, name=args.name))
+    print("the draft above was read from the private tables without DP: review every table, "
+          "key, cap and sequence, then delete its `draft:` line (`synth run` refuses it "
+          "until then)", file=sys.stderr)
+    return 0
+
+
 def _draft(args: argparse.Namespace) -> int:
     """``synth schema draft``: the plain draft, or with --epsilon the DP one."""
     from pipelines.draft import draft_dp_schema, draft_schema
     from pipelines.errors import DataError
     from synth.privacy import DEFAULT_DELTA
 
+    if args.input:
+        return _draft_linked(args)
+    if args.data is None:
+        raise DataError("synth schema draft: give a FILE, or --input TABLE=FILE for each of "
+                        "linked tables")
     if args.epsilon is None:
         if args.delta is not None or args.ledger is not None:
             raise DataError("--delta and --ledger apply to a DP draft only: give --epsilon")

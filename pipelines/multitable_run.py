@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.columns import finish as finish_columns
 from pipelines.config import DEFAULT_SYNTHESIZER, TUNABLE, RunConfig
 from pipelines.errors import DataError
 from pipelines.html_report import ReportInputs, render
@@ -208,7 +209,7 @@ def fit(plan: TablesPlan, data: dict[str, pd.DataFrame],
           "their rows)", SYNTHESIZER, plan.budget.epsilon, plan.budget.delta)
     plan.ledger.start(plan.entry)
     model = PersonMarginals(seed=plan.config.seed, noise_seed=plan.config.noise_seed).fit(
-        data, plan.schema, plan.budget, progress=Steps("train", also=progress))
+        data, plan.schema, plan.budget, progress=Steps("train", "permille", also=progress))
     for table, counts in model.dropped_.items():  # private counts: the local terminal only
         if any(counts.values()):
             local.warning("table %s: %d rows name no person, %d rows beyond %d per person: "
@@ -225,8 +226,13 @@ def fit(plan: TablesPlan, data: dict[str, pd.DataFrame],
 
 def generate(plan: TablesPlan, model: PersonMarginals) -> dict[str, pd.DataFrame]:
     """``rows`` synthetic persons and their rows: post-processing, public from here on."""
+    from synth import survival
+
     phase("sample", "%s synthetic persons and their rows", f"{plan.config.rows:,}")
-    return model.sample(plan.config.rows, seed=plan.config.seed)
+    tables = model.sample(plan.config.rows, seed=plan.config.seed)
+    person = plan.schema.person
+    tables[person] = survival.constrain(tables[person], plan.schema.tables[person])
+    return {t: finish_columns(f, plan.schema.tables[t]) for t, f in tables.items()}
 
 
 def released_schema(schema: MultiTableSchema, table: str) -> Schema:

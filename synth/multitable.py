@@ -37,6 +37,10 @@ from synth.base import NotFittedError, Params
 from synth.marginals import DPMarginals
 from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
 
+# DPMarginals settings of every model (others keep dp-marginals' defaults): the tables of
+# persons are small and each model sees one person's budget share, so fewer components and
+# rounds lose little and fit several times faster (docs/multi-table.md)
+DEFAULTS = {"components": 256, "rounds_per_column": 2, "members": 1}
 KEY = "__key__"  # the column of each input frame that names the row's person
 ROWS, POSITION, ELAPSED = "__rows__", "__position__", "__elapsed__"
 POSITIONS = ("only", "first", "middle", "last")
@@ -67,7 +71,7 @@ class PersonMarginals(Params):
         seed: seeds the models' initialisation and sampling.
         noise_seed: a fixed seed of the DP noise, for reproducible tests only.
         **params: ``DPMarginals`` settings shared by every model (``degree``,
-            ``components``...).
+            ``components``...); ``DEFAULTS`` where not given.
     """
 
     mechanism = ("person-level AIM-style marginals: a person model and a model per child "
@@ -78,7 +82,7 @@ class PersonMarginals(Params):
         self.person_share = person_share
         self.seed = seed
         self.noise_seed = noise_seed
-        self.params = params
+        self.params = {**DEFAULTS, **params}
 
     def get_params(self) -> dict:
         return {"person_share": self.person_share, "seed": self.seed,

@@ -25,7 +25,8 @@ SLOW_FILES = {
     "test_image_merf.py", "test_image_models.py", "test_images.py", "test_ingest_batched.py",
     "test_large.py", "test_leakage.py", "test_marginals.py", "test_medical.py",
     "test_neighbours.py", "test_postgres.py", "test_service.py", "test_synthesizers.py",
-    "test_write_safety.py", "test_audit.py", "test_mechanism.py",
+    "test_write_safety.py", "test_audit.py", "test_mechanism.py", "test_multitable_run.py",
+    "test_multitable_neighbours.py",
 }
 
 

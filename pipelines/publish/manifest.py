@@ -45,8 +45,8 @@ def manifest_bytes(folder: Path, names: tuple[str, ...]) -> bytes:
 
 def verify_release(path: Path) -> list[str]:
     """What is wrong with the release at ``path``: [] when its manifest is there and every
-    file matches it (size and sha256), no file is missing or extra, and ``data.parquet``
-    has its footer."""
+    file matches it (size and sha256), no file is missing or extra, and each Parquet file
+    (``data.parquet``, or a multi-table release's ``<table>.parquet``) has its footer."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
@@ -62,11 +62,12 @@ def verify_release(path: Path) -> list[str]:
             problems.append(f"{file}: listed in the manifest but missing")
         elif file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
             problems.append(f"{file}: size or sha256 differs from the manifest")
-    if not problems:
+    tables = [n for n in listed if n.endswith(".parquet")] or [DATA_FILE]
+    for name in tables if not problems else ():
         try:
-            pq.read_metadata(path / DATA_FILE)
+            pq.read_metadata(path / name)
         except Exception as exc:  # noqa: BLE001  any reader error is the finding
-            problems.append(f"{path / DATA_FILE}: unreadable Parquet ({exc})")
+            problems.append(f"{path / name}: unreadable Parquet ({exc})")
     return problems
 
 
