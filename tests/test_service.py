@@ -149,7 +149,9 @@ def test_every_deployment_file_validates_into_a_run_config():
     assert {s.name for s in specs} >= {"adult-demo", "medical-demo", "fashion-mnist-demo"}
     for spec in specs:
         # relative paths were resolved against the repository root, and exist
-        assert Path(spec.config.input).is_absolute() and Path(spec.config.input).exists()
+        inputs = spec.config.input
+        for path in inputs.values() if isinstance(inputs, dict) else [inputs]:  # by table
+            assert Path(path).is_absolute() and Path(path).exists()
         assert Path(spec.config.schema_file).exists()
         assert Path(spec.config.out).is_relative_to(ROOT / "releases")
         assert spec.schedule is not None and spec.tags
