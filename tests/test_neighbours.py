@@ -428,9 +428,12 @@ def test_neighbouring_image_releases_differ_only_through_mechanisms(tmp_path, mo
     images, labels = real.images[:201], np.array(schema.labels)[real.labels[:201]]
     from pipelines import image_run
 
-    params = image_run.image_params  # dp-merf small enough for a test (its defaults take minutes)
+    # dp-merf small enough for a test (its defaults take minutes): its generator's steps and
+    # batches are post-processing, whatever their size
+    params = image_run.image_params
+    small_merf = {"features": 256, "steps": 20, "batch_per_class": 10}
     monkeypatch.setattr(image_run, "image_params", lambda config, name: {
-        **params(config, name), **({"features": 256, "steps": 20} if name == "dp-merf" else {})})
+        **params(config, name), **(small_merf if name == "dp-merf" else {})})
     tape = Tape()
     couple(monkeypatch, tape)
     measure = image_nets.measure_labels  # the noisy label histogram: a paid mechanism too
