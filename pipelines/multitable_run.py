@@ -177,7 +177,11 @@ def load(plan: TablesPlan) -> dict[str, pd.DataFrame]:
             frame = ingest(path, own, clip=plan.config.clip,
                            map_unknown=plan.config.map_unknown).frame
             key = schema.key if table == schema.person else schema.children[table].key
-            keys = read_identifiers(path, own)[key]
+            found = read_identifiers(path, own)
+            if key not in found:
+                raise DataError(f"{path}: no column '{key}' (the key linking table {table} "
+                                "to its persons, as the schema declares)")
+            keys = found[key]
             if len(keys) != len(frame):
                 raise DataError(f"{path}: column '{key}': cannot link rows to their keys "
                                 "(blank or comment lines in the file): remove them")

@@ -10,9 +10,11 @@ kept), and rows that name no person are dropped. Then:
   person is one row here: an AIM-style ``DPMarginals`` (sensitivity 1).
 * **a model per child table**: one row per child row, its own columns plus the person's
   context (the number of rows, the row's position: only, first, middle or last, its time as
-  a share of the person's follow-up, and the per-person and ``same_as`` values). A person
-  holds at most ``cap`` rows here: ``DPMarginals`` with ``contribution=cap``, so every
-  measurement's sensitivity is ``cap`` rows.
+  a share of the person's follow-up, and the per-person and ``same_as`` values). Each row
+  weighs ``cap // n`` for a person of ``n`` rows, so a person's rows weigh at most ``cap``
+  together (and at least half of it): ``DPMarginals`` with ``contribution=cap``, every
+  measurement's sensitivity ``cap``. The weight depends on ``n`` alone, which the model
+  holds as a column, so the rows' distribution given ``n`` is the data's.
 
 The budget is split in zCDP (``person_share`` to the person model, the rest evenly to the
 children); the costs add up, as OpenDP's maps state them. Sampling is post-processing:
@@ -112,7 +114,11 @@ class PersonMarginals(Params):
                                 **self.params)
             step = (lambda k, n, at=done, w=shares[table]: progress(
                 int(1000 * (at + w * k / n)), 1000)) if progress else None
-            self.models_[table] = model.fit(frame[model_schema.names], model_schema, part, step)
+            # a child row weighs cap // (its person's rows): every person counts about one
+            # unit of cap rows, however many rows they have (at most cap: the sensitivity)
+            weights = None if cap == 1 else (cap // frame[ROWS].to_numpy()).astype("int64")
+            self.models_[table] = model.fit(frame[model_schema.names], model_schema, part, step,
+                                            weights=weights)
             done += shares[table]
         spent = sum(m.rho_spent_ for m in self.models_.values())
         self.privacy_ = PrivacyReport(

@@ -106,11 +106,18 @@ def test_rows_beyond_the_cap_and_rows_of_no_person_are_dropped_before_any_measur
 
 
 def _exact_counts(frame: pd.DataFrame, model_schema, cap: int) -> dict:
-    model = DPMarginals(contribution=cap)
+    """Every 1- and 2-way count as the synthesizer measures it: a child row weighs
+    cap // (its person's rows)."""
     from synth.encoding import TableEncoder
+    from synth.multitable import ROWS
 
+    model = DPMarginals(contribution=cap)
     encoder = TableEncoder(model_schema, max_bins=model.max_bins)
-    mech = _Mechanisms(encoder.encode(frame[model_schema.names]), encoder.sizes, 0, None, cap)
+    weights = None if cap == 1 else cap // frame[ROWS].to_numpy()
+    if weights is not None:  # a person's rows weigh at most cap together
+        assert pd.Series(weights).groupby(frame[KEY].to_numpy()).sum().max() <= cap
+    mech = _Mechanisms(encoder.encode(frame[model_schema.names]), encoder.sizes, 0, None, cap,
+                       weights)
     d = len(encoder.sizes)
     cliques = [(i,) for i in range(d)] + [(i, j) for i in range(d) for j in range(i + 1, d)]
     return {c: mech.exact(c) for c in cliques}
@@ -118,8 +125,9 @@ def _exact_counts(frame: pd.DataFrame, model_schema, cap: int) -> dict:
 
 def test_removing_a_person_moves_every_measured_count_by_at_most_one_unit():
     """The sensitivity each measurement is calibrated to: with a person's rows weighing
-    1/cap each in the child model (and 1 in the person model), removing one person with all
-    their rows moves every marginal by at most 1 in L1, so by at most 1 in L2."""
+    cap // n each in the child model, counted in units of cap (and 1 each in the person
+    model), removing one person with all their rows moves every marginal by at most 1 in
+    L1, so by at most 1 in L2."""
     from synth.multitable import child_schema, person_schema
 
     schema = multi_table_from_dict(_schema(cap=3))

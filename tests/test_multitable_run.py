@@ -194,3 +194,16 @@ def test_the_flow_and_a_deployment_file_publish_a_two_table_release(prefect_home
     with get_client(sync_client=True) as client:
         artifacts = {a.key: a for a in client.read_artifacts()}
     assert "Published" in artifacts["release"].data
+
+
+def test_a_table_without_its_key_column_is_refused_naming_file_and_column(small, tmp_path,
+                                                                          capsys):
+    visits = pd.read_csv(PBC / "pbcseq.csv.gz", dtype=str).drop(columns=["id"])
+    bad = tmp_path / "visits.csv"
+    visits.to_csv(bad, index=False)
+    code = main(["run", "--input", INPUTS[0], "--input", f"visits={bad}", "--schema",
+                 str(small), "--epsilon", "1", "--out", str(tmp_path / "out"), "--ledger",
+                 str(tmp_path / "ledger.db")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"{bad}: no column 'id'" in err[0] and not (tmp_path / "out").exists()

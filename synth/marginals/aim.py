@@ -191,20 +191,26 @@ class DPMarginals(Params):
         self.contribution = contribution
 
     def fit(self, data: pd.DataFrame | CodedTable, schema: Schema, budget: PrivacyBudget,
-            progress: Callable[[int, int], None] | None = None) -> DPMarginals:
-        """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``."""
+            progress: Callable[[int, int], None] | None = None,
+            weights: np.ndarray | None = None) -> DPMarginals:
+        """Fits on private ``data`` (the schema's dtypes), spending at most ``budget``.
+        ``weights``: a whole-number weight per row, a privacy unit's summing to at most
+        ``contribution`` (None: every row counts once)."""
+        if weights is not None and (len(weights) != len(data) or (weights < 1).any()):
+            raise ValueError("weights: one whole number of at least 1 per row")
         with cpu_threads(resolve_device(self.device), self.threads) as threads:
             self.threads_ = threads
-            return self._fit(data, schema, budget, progress)
+            return self._fit(data, schema, budget, progress, weights)
 
     def _fit(self, data: pd.DataFrame | CodedTable, schema: Schema, budget: PrivacyBudget,
-             progress: Callable[[int, int], None] | None) -> DPMarginals:
+             progress: Callable[[int, int], None] | None,
+             weights: np.ndarray | None = None) -> DPMarginals:
         """AIM: initialise on the 1-way marginals, then select, measure, refit and anneal
         until the budget is spent."""
         self._check()
         self.encoder_ = TableEncoder(schema, max_bins=self.max_bins)
         mech = _Mechanisms(self.encoder_.encode(data), self.encoder_.sizes, self.noise_seed, data,
-                           self.contribution)
+                           self.contribution, weights)
         rho = zcdp_rho(budget) * (1 - 1e-6)
         measurements, rounds = self._measure_one_way(mech, rho)
         evidence = self._evidence(measurements)  # before any shrinkage

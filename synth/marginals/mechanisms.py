@@ -50,8 +50,12 @@ class _Mechanisms:
     """The two private primitives, through OpenDP, with their zCDP costs summed."""
 
     def __init__(self, codes: np.ndarray, sizes: list[int], seed: int | None,
-                 frame: pd.DataFrame | CodedTable | None = None, contribution: int = 1):
+                 frame: pd.DataFrame | CodedTable | None = None, contribution: int = 1,
+                 weights: np.ndarray | None = None):
         self.codes, self.sizes, self.frame = codes, sizes, frame  # frame: for fine histograms
+        # whole-number weight of each record (None: 1), a privacy unit's summing to at most
+        # ``contribution``: a unit still moves any count by at most that much
+        self.weights = weights
         # the most records one privacy unit holds (a person's rows in a child table): counts
         # are measured in units of that many records (see ``exact``)
         self.contribution = contribution
@@ -79,8 +83,8 @@ class _Mechanisms:
                 if len(clique) > 1 and c in self.merged and not full:
                     codes[j], dims[j] = self.merged[c][codes[j]], int(self.merged[c].max()) + 1
             flat = np.ravel_multi_index(codes, dims)
-            self._cache[clique, full] = np.bincount(flat, minlength=math.prod(dims)).astype(
-                "int64")
+            self._cache[clique, full] = np.bincount(
+                flat, weights=self.weights, minlength=math.prod(dims)).round().astype("int64")
         return self._cache[clique, full]
 
     def measure(self, clique: Clique, sigma: float, full: bool = False) -> np.ndarray:
@@ -100,7 +104,11 @@ class _Mechanisms:
         assert frame is not None  # the fit passes its data whenever it measures fine states
         values = (frame.fine if isinstance(frame, CodedTable) else frame)[
             grid.block.column.name]
-        counts = np.bincount(grid.encode(values), minlength=grid.size).astype("int64")
+        weights = self.weights
+        if weights is not None and isinstance(values, pd.Series):  # the present values'
+            weights = weights[values.notna().to_numpy()]
+        counts = np.bincount(grid.encode(values), weights=weights,
+                             minlength=grid.size).round().astype("int64")
         return self._noisy(counts, sigma, {"fine_histogram": column, "states": grid.size})
 
     def _noisy(self, counts: np.ndarray, sigma: float, what: dict) -> np.ndarray:
