@@ -195,15 +195,19 @@ def load(plan: TablesPlan) -> dict[str, pd.DataFrame]:
 
 
 def _check_keys(path: Path, key: str, keys: pd.Series) -> None:
+    """The person keys are present and unique. The row goes to the operator's terminal; the
+    public message (what Prefect may store) names the file and column only."""
     empty = keys.isna() | (keys.str.strip() == "")
     if empty.any():
-        raise DataError(f"{path}: column '{key}' (the person key) is empty in row "
-                        f"{int(empty.to_numpy().argmax()) + 1:,}: every person needs a key")
+        rule = f"{path}: column '{key}' (the person key) is empty"
+        raise DataError(f"{rule} in row {int(empty.to_numpy().argmax()) + 1:,}: every person "
+                        "needs a key", public=f"{rule} in a row: every person needs a key")
     twice = keys.duplicated()
     if twice.any():
-        raise DataError(f"{path}: column '{key}' (the person key) repeats a key in row "
-                        f"{int(twice.to_numpy().argmax()) + 1:,}: each person must have one "
-                        "row in this table")
+        rule = f"{path}: column '{key}' (the person key) repeats a key"
+        raise DataError(f"{rule} in row {int(twice.to_numpy().argmax()) + 1:,}: each person "
+                        "must have one row in this table",
+                        public=f"{rule}: each person must have one row in this table")
 
 
 def fit(plan: TablesPlan, data: dict[str, pd.DataFrame],

@@ -137,9 +137,20 @@ def test_a_repeated_person_key_names_the_file_column_and_row(small, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert f"{bad}: column 'id'" in err[0] and "row 6" in err[0]
+    # what Prefect may store names no row (a row number is read from the private rows)
+    from pipelines.config import RunConfig
+    from pipelines.errors import DataError
+    from pipelines.recipe import run_release
+
+    config = RunConfig(input={"patients": str(bad), "visits": INPUTS[1].split("=", 1)[1]},
+                       schema_file=str(small), out=str(tmp_path / "out"), epsilon=1,
+                       ledger=str(tmp_path / "ledger.db"))
+    with pytest.raises(DataError) as caught:
+        run_release(config)
+    assert "row" not in caught.value.public.replace("one row in this table", "")
     assert not (tmp_path / "out").exists()
     assert [e["state"] for e in Ledger(str(tmp_path / "ledger.db")).history()] == [
-        "cancelled"]
+        "cancelled", "cancelled"]
 
 
 def test_the_draft_proposes_keys_caps_and_the_sequence_and_run_refuses_it_unreviewed(
