@@ -163,7 +163,9 @@ def main(argv=None) -> int:
 
     def go() -> int:
         result = release(**parameters(config_from_args(args)))
-        print(f"release:  {result['release']}/data.parquet")
+        rows = result["privacy_report"].get("rows_released")
+        for table in rows if isinstance(rows, dict) else ["data"]:  # a file per table
+            print(f"release:  {result['release']}/{table}.parquet")
         print(f"report:   {result['release']}/report.html")
         internal = Path(f"{result['release']}.internal") / "report.html"
         if internal.exists():  # tables: real-vs-synthetic statistics for the owner
