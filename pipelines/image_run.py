@@ -34,6 +34,7 @@ from pipelines.plan import (
     KEY_FILE,
     check_location,
     claim,
+    commit_spent,
     internal_dir,
     published_key,
     quarantine_dir,
@@ -188,12 +189,7 @@ def fit(plan: ImagePlan, data: ImageSet, progress: Callable[[int, int], None] | 
     model = make_image_synthesizer(plan.synthesizer, **plan.params).fit(
         data.images, data.labels, len(plan.schema.labels), plan.budget,
         progress=Steps("train", also=progress), checkpoint=plan.checkpoint)
-    if model.privacy_.epsilon > plan.budget.epsilon * (1 + 1e-9):
-        raise RuntimeError(f"spent epsilon {model.privacy_.epsilon} exceeds the budget "
-                           f"{plan.budget.epsilon}")
-    plan.ledger.commit(plan.entry, model.privacy_.epsilon, model.privacy_.delta)
-    phase("train", "done: spent epsilon=%.4f, delta=%.3g (%s accountant)",
-          model.privacy_.epsilon, model.privacy_.delta, model.privacy_.accountant)
+    commit_spent(plan.ledger, plan.entry, model.privacy_, plan.budget)
     return model
 
 

@@ -36,6 +36,7 @@ from pipelines.plan import (
     VALIDATION_FILE,
     check_location,
     claim,
+    commit_spent,
     internal_dir,
     published_key,
     quarantine_dir,
@@ -223,12 +224,7 @@ def fit(plan: TablesPlan, data: dict[str, pd.DataFrame],
             local.warning("table %s: %d rows name no person, %d rows beyond %d per person: "
                           "dropped before training", table, counts["unlinked"],
                           counts["over_cap"], plan.schema.children[table].cap)
-    if model.privacy_.epsilon > plan.budget.epsilon * (1 + 1e-9):
-        raise RuntimeError(f"spent epsilon {model.privacy_.epsilon} exceeds the budget "
-                           f"{plan.budget.epsilon}")
-    plan.ledger.commit(plan.entry, model.privacy_.epsilon, model.privacy_.delta)
-    phase("train", "done: spent epsilon=%.4f, delta=%.3g (%s accountant)",
-          model.privacy_.epsilon, model.privacy_.delta, model.privacy_.accountant)
+    commit_spent(plan.ledger, plan.entry, model.privacy_, plan.budget)
     return model
 
 

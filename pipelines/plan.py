@@ -24,11 +24,12 @@ from pipelines.ledger import Ledger, source_fingerprint
 from pipelines.lock import HeldHere, OutLock
 from pipelines.paths import release_dir
 from pipelines.preflight import warnings as preflight_warnings
+from pipelines.progress import phase
 from pipelines.publish import DATA_FILE, MANIFEST_FILE, check_replaceable, sweep_leftovers
 from pipelines.report import code_version
 from schemas import ImageSchema, Schema, SchemaError, load_schema, refuse_unreviewed_draft
 from schemas.relational import MultiTableSchema
-from synth.privacy import PrivacyBudget
+from synth.privacy import PrivacyBudget, PrivacyReport
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,21 @@ def reserve_or_resume(config: RunConfig, key: str, out: Path, name: str, source:
     if saved is not None:
         checkpoint.resume_from(saved)
     return ledger, entry, checkpoint
+
+
+def commit_spent(ledger: Ledger, entry: int, spent: PrivacyReport,
+                 budget: PrivacyBudget) -> None:
+    """After training: what the accountant reports, checked against the budget, recorded in
+    the run's ledger entry, and its progress line.
+
+    Raises:
+        RuntimeError: the model spent more than the budget (a bug; nothing is recorded).
+    """
+    if spent.epsilon > budget.epsilon * (1 + 1e-9):
+        raise RuntimeError(f"spent epsilon {spent.epsilon} exceeds the budget {budget.epsilon}")
+    ledger.commit(entry, spent.epsilon, spent.delta)
+    phase("train", "done: spent epsilon=%.4f, delta=%.3g (%s accountant)", spent.epsilon,
+          spent.delta, spent.accountant)
 
 
 class AlreadyPublished(Exception):

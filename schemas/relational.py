@@ -40,7 +40,6 @@ from typing import Any
 from schemas.limits import bounded
 from schemas.model import Schema, SchemaError, show
 from schemas.parse import _parse_budget, _parse_draft, schema_from_dict
-from schemas.roles import Identifier
 from schemas.safe_yaml import read_yaml
 
 KIND = "multi-table"
@@ -97,17 +96,6 @@ class MultiTableSchema:
     def names(self) -> list[str]:
         """The tables, the person table first."""
         return [self.person, *self.children]
-
-    def modelled(self, table: str) -> Schema:
-        """A table's schema without its ``same_as`` columns (those come from the parent)."""
-        schema = self.tables[table]
-        child = self.children.get(table)
-        copied = {c for c, _ in child.same_as} if child else set()
-        if not copied:
-            return schema
-        from dataclasses import replace
-
-        return replace(schema, columns=tuple(c for c in schema.columns if c.name not in copied))
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
@@ -282,6 +270,3 @@ def _sequence(raw: Any, label: str, known: set[str], pnames: set[str], own: Sche
         problems.append(f"{label}: unknown sequence key {show(key)}")
     return Sequence(column.name, None if start is None else float(start), within)
 
-
-def identifiers_of(schema: MultiTableSchema, table: str) -> tuple[Identifier, ...]:
-    return schema.tables[table].identifiers

@@ -26,7 +26,6 @@ construction.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -333,8 +332,3 @@ def _empty(model: DPMarginals) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series([], dtype=_dtype(c))
                          for c in model.encoder_.schema.columns})
 
-
-def noise_scale(cap: int, rho: float) -> float:
-    """The standard deviation of one count measured with all of ``rho`` at sensitivity
-    ``cap`` (what a child's measurements are up against)."""
-    return cap / math.sqrt(2 * rho)
