@@ -61,10 +61,11 @@ def test_draft_parses_as_a_schema(drafted, rows):
     kinds = {c.name: c.kind for c in drafted.columns}
     assert kinds == {"age": "integer", "sex": "categorical", "sample.yr": "integer",
                      "kappa": "float", "lambda": "float", "flc.grp": "integer",
-                     "creatinine": "float", "mgus": "boolean", "futime": "integer",
+                     "creatinine": "float", "mgus": "categorical", "futime": "integer",
                      "death": "categorical", "chapter": "categorical"}
     assert {c.name for c in drafted.columns if c.nullable} == {"creatinine", "chapter"}
     assert drafted.column("death").categories == ("alive", "dead")
+    assert drafted.column("mgus").categories == ("no", "yes")  # the data's words, not True/False
     counts = rows["chapter"].value_counts()
     assert set(drafted.column("chapter").categories) == set(counts[counts >= RARE].index) | {
         "other"}
@@ -130,7 +131,7 @@ def test_ingest_accepts_its_own_draft_with_the_flags_it_names(drafted, rows):
     assert result.report.mapped_to_catch_all == {"chapter": counts[counts < RARE].sum()}
     assert frame["chapter"].isna().sum() == rows["chapter"].isna().sum() == 5_705
     assert frame["creatinine"].isna().sum() == 1_350
-    assert frame["mgus"].sum() == (rows["mgus"] == "yes").sum()
+    assert (frame["mgus"] == "yes").sum() == (rows["mgus"] == "yes").sum()
 
 
 @needs_flchain

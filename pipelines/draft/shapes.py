@@ -26,7 +26,10 @@ SHAPES = {  # value shapes of direct identifiers (HIPAA's list), matched on whol
 }
 ZIP_NAMES = re.compile(r"zip|postal|postcode", re.IGNORECASE)
 ZIP_SHAPE = re.compile(r"\d{5}(-?\d{4})?")
-BOOLEAN_TOKENS = {"true", "false", "yes", "no", "t", "f", "y", "n", "0", "1"}
+# Only true/false is drafted as a boolean (released as true/false): a column of yes/no, y/n or
+# other pairs is drafted as categorical with the data's own values, so the release speaks the
+# data's vocabulary (a boolean would print Yes/No back as True/False).
+BOOLEAN_TOKENS = {"true", "false"}
 
 
 def identifier_reasons(name: str, values: pd.Series) -> list[str]:
