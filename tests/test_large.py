@@ -32,6 +32,24 @@ def adult(adult_sample, tmp_path_factory):
     return schema, frame, path
 
 
+# What the tests below assert (the batched path equals the in-memory one; the checks run on
+# its samples) does not depend on the mixture's size: a small one fits in seconds where the
+# default (1,024 components) takes about a minute on 2,000 rows.
+SMALL_MIXTURE = {"components": 64}
+
+
+@pytest.fixture
+def small_mixture(monkeypatch):
+    """``synth run`` in this process builds dp-marginals with a 64-component mixture (the
+    registry looks the class up by name: every other setting, and the code, are the same)."""
+    import functools
+
+    from synth import marginals
+
+    monkeypatch.setattr(marginals, "DPMarginals",
+                        functools.partial(DPMarginals, **SMALL_MIXTURE))
+
+
 def test_dp_marginals_fits_codes_as_it_fits_the_frame(adult):
     schema, frame, _ = adult
     encoder = TableEncoder(schema, max_bins=20)
@@ -39,7 +57,7 @@ def test_dp_marginals_fits_codes_as_it_fits_the_frame(adult):
             for i, g in encoder.fine_grids().items()}
     coded = CodedTable(encoder.encode(frame).astype(np.uint16), tuple(encoder.sizes), fine)
     budget = PrivacyBudget(1.0, 1e-9)
-    params = {"noise_seed": 3, "iterations": 20}
+    params = {"noise_seed": 3, "iterations": 20, **SMALL_MIXTURE}
     a = DPMarginals(**params).fit(frame, schema, budget).sample(500, seed=1)
     b = DPMarginals(**params).fit(coded, schema, budget).sample(500, seed=1)
     pd.testing.assert_frame_equal(a, b)
@@ -62,7 +80,8 @@ def test_load_large_holds_out_rows_and_samples_for_the_checks(adult):
                                     for i in encoder.fine_grids()}
 
 
-def test_a_large_input_publishes_the_rows_the_in_memory_path_does(adult, tmp_path, caplog):
+def test_a_large_input_publishes_the_rows_the_in_memory_path_does(adult, tmp_path, caplog,
+                                                                  small_mixture):
     _, _, path = adult
     args = ["run", "--input", str(path), "--schema", str(SCHEMA), "--epsilon", "1",
             "--rows", "500", "--holdout", "0", "--noise-seed", "4", "--no-fidelity", "-q",
@@ -76,7 +95,7 @@ def test_a_large_input_publishes_the_rows_the_in_memory_path_does(adult, tmp_pat
                                   pd.read_parquet(tmp_path / "batched" / "data.parquet"))
 
 
-def test_a_large_input_runs_the_checks_on_its_samples(adult, tmp_path):
+def test_a_large_input_runs_the_checks_on_its_samples(adult, tmp_path, small_mixture):
     _, _, path = adult
     out = tmp_path / "rel"
     assert main(["run", "--input", str(path), "--schema", str(SCHEMA), "--epsilon", "1",
