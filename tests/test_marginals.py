@@ -239,6 +239,43 @@ def test_selection_prefers_the_worst_marginal_and_charges_its_epsilon():
     assert mech.rho_spent == pytest.approx(20 * 1.0**2 / 8)
 
 
+@pytest.mark.parametrize(("d", "degree"), [(1, 3), (2, 3), (3, 2), (5, 3), (8, 3), (9, 2)])
+def test_candidate_weights_are_the_workloads_overlap_in_closed_form(d, degree):
+    """A clique's weight (the columns it shares with every 2..degree-way workload marginal,
+    summed) depends on its size alone; the closed form equals the sum over the workload."""
+    import itertools
+
+    from synth.marginals.rounds import _Candidates
+
+    workload = [w for k in range(2, degree + 1) for w in itertools.combinations(range(d), k)]
+    candidates = _Candidates.of([2] * d, degree, {})
+    assert len(candidates.cliques) == sum(math.comb(d, k) for k in range(1, degree + 1))
+    for r in candidates.cliques:
+        assert candidates.weights[r] == sum(len(set(r) & set(w)) for w in workload)
+
+
+def test_a_round_scores_at_most_max_candidates_drawn_independently_of_the_data():
+    """Wide tables: a round scores a random subset of the eligible candidates, the same
+    subset whatever the rows (drawn from the seed), so the guarantee is unchanged."""
+    from synth.marginals.rounds import _Candidates, _Rounds
+
+    sizes = [3] * 30
+    model = DPMarginals(max_candidates=200)
+    candidates = _Candidates.of(sizes, 3, {})
+    picks = []
+    for rows in (np.zeros((50, 30), dtype="int64"), np.ones((80, 30), dtype="int64")):
+        mech = _Mechanisms(rows, sizes, 0)
+        rounds = _Rounds.plan(100, 1.0, 0.1)
+        pool = model._pool(candidates, mech, rounds, 1.0, np.random.default_rng(7))
+        assert len(pool) == 200 and len(set(pool)) == 200
+        assert set(pool) <= set(candidates.cliques)
+        picks.append(pool)
+    assert picks[0] == picks[1]
+    assert len(DPMarginals()._pool(_Candidates.of([3] * 5, 3, {}), _Mechanisms(
+        np.zeros((5, 5), dtype="int64"), [3] * 5, 0), _Rounds.plan(10, 1.0, 0.1), 1.0,
+        np.random.default_rng(0))) == 5 + 10 + 10  # narrow tables: every candidate
+
+
 def test_estimator_recovers_exact_marginals():
     """With noiseless measurements of every pair the mixture matches them closely."""
     rng = np.random.default_rng(0)

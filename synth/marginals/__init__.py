@@ -20,17 +20,19 @@ Modules:
     mechanisms: the OpenDP measurements (``_Mechanisms``), the only reads of the data.
     one_way: what the noisy 1-way marginals decide (top-up, rare codes, runs, recodings).
     mixture: the mixture-of-products estimator and its sampler.
+    rounds: the plan of the rounds (their noise) and the candidates they select from.
     aim: the AIM-style driver, ``DPMarginals``.
     independent: the independent-columns baseline, ``DPIndependent``.
 
 Why the defaults are what they are: docs/decisions/marginals.md.
 """
 
-from synth.marginals.aim import ITERATIONS, LAST_ROUNDS, MEMBERS, DPMarginals
+from synth.marginals.aim import ITERATIONS, MEMBERS, DPMarginals
 from synth.marginals.independent import DPIndependent
 from synth.marginals.mechanisms import Clique, Measurement, _Mechanisms
 from synth.marginals.mixture import _MixtureModel
 from synth.marginals.one_way import _shrink
+from synth.marginals.rounds import LAST_ROUNDS
 
 __all__ = [
     "ITERATIONS",

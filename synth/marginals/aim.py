@@ -9,10 +9,8 @@ measurements are ``mechanisms``'s, the estimator ``mixture``'s.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,71 +24,14 @@ from synth.evidence import NoisyMarginal
 from synth.marginals import one_way
 from synth.marginals.mechanisms import Clique, Measurement, _Mechanisms, record_count
 from synth.marginals.mixture import _MixtureModel
+from synth.marginals.rounds import NOISE_L1, _Candidates, _Rounds
 from synth.privacy import PrivacyBudget, PrivacyReport, zcdp_epsilon, zcdp_rho
 from synth.sampling import check_request, cpu_threads, resolve_device
 
 ITERATIONS = 50, 100  # Adam iterations per round: noisy rounds, precise rounds
 MEMBERS = 3, 1  # mixtures fitted side by side and released as one: noisy rounds, precise
-LAST_ROUNDS = 2  # rounds the last of the budget is spread over
+BATCH_COLUMNS = 16  # a round measures one marginal per this many columns (one up to 16)
 PRECISE = 1e-3  # a round is precise when its noise scale is below this share of the records
-NOISE_L1 = math.sqrt(2 / math.pi)  # a cell's expected L1 noise per unit of sigma
-
-
-@dataclass
-class _Rounds:
-    """The noise of AIM's rounds: ``sigma`` of each measurement, ``epsilon`` of each
-    selection, ``share`` of a round's budget spent on the measurement."""
-
-    sigma: float
-    epsilon: float
-    share: float
-    last: int = 0  # rounds left once the rest of the budget is split evenly
-
-    @classmethod
-    def plan(cls, rounds: int, rho: float, selection_share: float) -> _Rounds:
-        """``rho`` split evenly over ``rounds`` rounds."""
-        share = 1 - selection_share
-        return cls(math.sqrt(rounds / (2 * share * rho)),
-                   math.sqrt(8 * selection_share * rho / rounds), share)
-
-    def next(self, remaining: float) -> None:
-        """Before each round: once less than two rounds as planned are left, the rest is split
-        evenly over ``LAST_ROUNDS`` rounds, measurement and selection alike."""
-        if not self.last and remaining < 2 * (1 / (2 * self.sigma**2) + self.epsilon**2 / 8):
-            self.last = LAST_ROUNDS
-        if self.last:
-            self.sigma = math.sqrt(self.last / (2 * self.share * remaining))
-            self.epsilon = math.sqrt(8 * (1 - self.share) * remaining / self.last)
-            self.last -= 1
-
-    def anneal(self, moved: float, cells: int) -> None:
-        """After each round: where the measurement moved the model by no more than its
-        expected noise, measure more precisely from now on (unless in the last rounds)."""
-        if moved <= NOISE_L1 * self.sigma * cells and not self.last:
-            self.sigma, self.epsilon = self.sigma / 2, self.epsilon * 2
-
-
-@dataclass(frozen=True)
-class _Candidates:
-    """AIM's candidates (every 1..degree-way marginal but those of a column merged into one
-    group), each with its weight (the columns it shares with the 2..degree-way workload,
-    summed) and its cells (in a 2+-way marginal merged codes count as their groups)."""
-
-    cliques: list[Clique]
-    weights: dict[Clique, float]
-    cells: dict[Clique, int]
-
-    @classmethod
-    def of(cls, sizes: list[int], degree: int, merged: dict[int, np.ndarray]) -> _Candidates:
-        d = len(sizes)
-        workload = [c for k in range(2, degree + 1) for c in itertools.combinations(range(d), k)]
-        cliques = [c for k in range(1, degree + 1) for c in itertools.combinations(range(d), k)]
-        weights = {r: float(sum(len(set(r) & set(w)) for w in workload)) for r in cliques}
-        groups = {c: int(g.max()) + 1 for c, g in merged.items()}
-        cliques = [r for r in cliques if len(r) == 1 or all(groups.get(c, 2) > 1 for c in r)]
-        cells = {r: math.prod(groups.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
-                 for r in cliques}
-        return cls(cliques, weights, cells)
 
 
 class DPMarginals(Params):
@@ -103,7 +44,11 @@ class DPMarginals(Params):
         rounds_per_column: initial number of rounds per column (AIM's T = 16 d); noise halves
             whenever a measurement stops moving the model, so fewer rounds usually run. Once
             less than two rounds as planned are left, the rest of the budget is split evenly
-            over ``LAST_ROUNDS`` rounds (AIM spends it on one).
+            over ``LAST_ROUNDS`` rounds (AIM spends it on one). A table of more than
+            ``BATCH_COLUMNS`` columns measures one marginal per ``BATCH_COLUMNS`` columns
+            between refits, each selected (without repeats) against the same model and
+            charged as a round; the noise halves when the batch together stops moving the
+            model. So the refits stay as many at any width.
         one_way_share: share of the budget spent first on all 1-way marginals; the rounds
             share the rest.
         one_way_target: when those measurements are noisy for the data's size (their
@@ -113,6 +58,10 @@ class DPMarginals(Params):
         selection_share: share of each round's budget spent on selection (AIM's 0.1).
         max_cells: largest marginal (in cells) that may be selected, reached gradually as the
             budget is spent (AIM's model-size rule).
+        max_candidates: the most candidates scored in a round; where more are eligible (wide
+            tables: the 3-way marginals grow as the cube of the columns), a uniform random
+            subset of them, drawn from ``seed`` and never from the data (any data-independent
+            subset leaves the guarantee as it is), so a round costs the same at any width.
         max_bins: bins per numeric column (the schema may set its own).
         components: mixture components of the model.
         iterations: Adam iterations after each measurement (ten times as many at the start
@@ -164,7 +113,7 @@ class DPMarginals(Params):
     def __init__(self, degree: int = 3, rounds_per_column: int = 16,
                  one_way_share: float = 0.2, one_way_target: float = 0.1,
                  selection_share: float = 0.1,
-                 max_cells: int = 20_000, max_bins: int = 20,
+                 max_cells: int = 20_000, max_candidates: int = 1000, max_bins: int = 20,
                  components: int = 1024, iterations: int | None = None,
                  members: int | None = None, lr: float = 0.05, rare_merge: float = 2.0,
                  fine_share: float = 0.05, device: str = "auto", threads: int | None = None,
@@ -176,6 +125,7 @@ class DPMarginals(Params):
         self.one_way_target = one_way_target
         self.selection_share = selection_share
         self.max_cells = max_cells
+        self.max_candidates = max_candidates
         self.max_bins = max_bins
         self.components = components
         self.iterations = iterations
@@ -218,20 +168,28 @@ class DPMarginals(Params):
         model = self.model_ = self._model(mech, rounds, total)
         model.fit(measurements, total, 10 * self.iterations_, self.lr)
         candidates = _Candidates.of(mech.sizes, self.degree, mech.merged)
+        subsets = np.random.default_rng(self.seed)  # public: which candidates to score
         tick = lambda: progress(min(1000, int(1000 * mech.rho_spent / rho)), 1000) \
             if progress else None
         tick()
+        batch = max(1, math.ceil(len(mech.sizes) / BATCH_COLUMNS))
         while rounds is not None and rho - mech.rho_spent > 1e-9 * rho:
-            rounds.next(rho - mech.rho_spent)  # the last rounds split what is left
-            pool = self._pool(candidates, mech, rounds, rho)
             probs = _first(model)  # selection follows the first member
-            chosen = _select(mech, model, probs, pool, candidates, total, rounds)
-            before = model.marginal(probs, chosen).cpu()
-            measurements.append(mech.measurement(chosen, rounds.sigma))  # measure
+            scored: dict[Clique, float] = {}
+            chosen: list[Clique] = []
+            while len(chosen) < batch and rho - mech.rho_spent > 1e-9 * rho:
+                rounds.next(rho - mech.rho_spent)  # the last rounds split what is left
+                pool = [r for r in self._pool(candidates, mech, rounds, rho, subsets)
+                        if r not in chosen]
+                chosen.append(_select(mech, model, probs, pool, candidates, total, rounds,
+                                      scored))
+                measurements.append(mech.measurement(chosen[-1], rounds.sigma))  # measure
+            before = [model.marginal(probs, r).cpu() for r in chosen]
             total = record_count(measurements)
             model.fit(measurements, total, self.iterations_, self.lr)  # refit
-            after = model.marginal(_first(model), chosen).cpu()
-            rounds.anneal(total * float((after - before).abs().sum()), candidates.cells[chosen])
+            after = [model.marginal(_first(model), r).cpu() for r in chosen]
+            rounds.anneal(total * sum(float((a - b).abs().sum()) for a, b in zip(after, before)),
+                          sum(candidates.cells[r] for r in chosen))
             tick()
         model.fit(measurements, total, 10 * self.iterations_, self.lr)
         model.join()  # post-processing: the members' average
@@ -297,14 +255,19 @@ class DPMarginals(Params):
             device, {c: F.one_hot(torch.as_tensor(g)).to(device=device, dtype=torch.float32)
                      for c, g in mech.merged.items()}, self.members_)
 
-    def _pool(self, candidates: _Candidates, mech: _Mechanisms, rounds: _Rounds,
-              rho: float) -> list[Clique]:
+    def _pool(self, candidates: _Candidates, mech: _Mechanisms, rounds: _Rounds, rho: float,
+              subsets: np.random.Generator) -> list[Clique]:
         """AIM's model-size rule: the candidates of at most ``max_cells`` times the share of
-        the budget spent after this round (every 1-way marginal always)."""
+        the budget spent after this round (every 1-way marginal always); at most
+        ``max_candidates`` of them."""
         limit = self.max_cells * (mech.rho_spent + 1 / (2 * rounds.sigma**2)
                                   + rounds.epsilon**2 / 8) / rho
-        return [r for r in candidates.cliques
+        pool = [r for r in candidates.cliques
                 if candidates.cells[r] <= max(limit, max(mech.sizes))]
+        if len(pool) <= self.max_candidates:
+            return pool
+        pick = subsets.choice(len(pool), self.max_candidates, replace=False)
+        return [pool[i] for i in np.sort(pick)]
 
     def _evidence(self, measurements: list[Measurement]) -> tuple[NoisyMarginal, ...]:
         names = [b.column.name for b in self.encoder_.blocks]
@@ -361,13 +324,16 @@ def _first(model: _MixtureModel) -> list[torch.Tensor]:
 
 def _select(mech: _Mechanisms, model: _MixtureModel, probs: list[torch.Tensor],
             pool: list[Clique], candidates: _Candidates, total: float,
-            rounds: _Rounds) -> Clique:
+            rounds: _Rounds, scored: dict[Clique, float]) -> Clique:
     """AIM's selection: report-noisy-max over ``pool`` of each marginal's L1 error in the
-    model beyond what its measurement's noise would add, times its weight."""
+    model beyond what its measurement's noise would add, times its weight. ``scored``: the
+    errors already computed against this model (a batch's selections share them)."""
     with torch.no_grad():
-        errors = np.array([
-            np.abs(mech.exact(r) - total * model.marginal(probs, r).cpu().numpy()).sum()
-            for r in pool])
+        for r in pool:
+            if r not in scored:
+                scored[r] = float(np.abs(mech.exact(r) - total * model.marginal(
+                    probs, r).cpu().numpy()).sum())
+    errors = np.array([scored[r] for r in pool])
     scores = np.array([candidates.weights[r] for r in pool]) * (
         errors - NOISE_L1 * rounds.sigma * np.array([candidates.cells[r] for r in pool]))
     return pool[mech.select(scores, max(candidates.weights[r] for r in pool), rounds.epsilon)]
