@@ -467,14 +467,15 @@ def render(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, text: str) -> None:
+def write_markdown(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replaces what lies between the markers ``begin`` and ``end`` of ``path`` by ``text``."""
     doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path} lacks the markers {BEGIN} and {END}: add them where the "
-                         f"fidelity table belongs")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path} lacks the markers {begin} and {end}: add them where the "
+                         f"table belongs")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 # ---------------------------------------------------------------------------- main

@@ -79,7 +79,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.fidelity import _jsonable, _stat, environment, pmse  # noqa: E402
+from bench.fidelity import _jsonable, _stat, environment, pmse, write_markdown  # noqa: E402
 from pipelines.config import DEFAULT_SYNTHESIZER, RunConfig  # noqa: E402
 from pipelines.ingest import ingest  # noqa: E402
 from pipelines.plan import quarantine_dir  # noqa: E402
@@ -90,6 +90,7 @@ from schemas import Schema, load_schema, pandas_dtype  # noqa: E402
 from synth.base import make_synthesizer  # noqa: E402
 from synth.encoding import TableEncoder  # noqa: E402
 from synth.metrics import features as as_features  # noqa: E402
+from synth.metrics import marginal_distance  # noqa: E402
 from synth.privacy import PrivacyBudget  # noqa: E402
 
 DATASETS_DIR = ROOT.parent / "shared" / "datasets"
@@ -185,25 +186,11 @@ class Table:
         with threadpool_limits(1, user_api="openmp"):  # see bench/fidelity.Bench.evaluate
             codes = self.binning.encode(synthetic)
             sizes = self.binning.sizes
-            pairs = list(itertools.combinations(range(len(sizes)), 2))
             return {"tstr": tstr(synthetic, self.test, self.target),
-                    "tvd_2way": mean_l1(self.real_codes, codes, sizes, pairs) / 2,
-                    "l1_3way": mean_l1(self.real_codes, codes, sizes, self.triples),
+                    "tvd_2way": marginal_distance(self.real_codes, codes, sizes, 2) / 2,
+                    "l1_3way": marginal_distance(self.real_codes, codes, sizes, 3,
+                                                 self.triples),
                     **pmse(self.train, synthetic)}
-
-
-def mean_l1(real: np.ndarray, synth: np.ndarray, sizes: list[int],
-            subsets: list[tuple[int, ...]]) -> float:
-    """Mean over ``subsets`` of columns of the L1 distance between normalised histograms."""
-    out = []
-    for cols in subsets:
-        dims = [sizes[c] for c in cols]
-        r = np.bincount(np.ravel_multi_index(real[:, cols].T, dims),
-                        minlength=int(np.prod(dims))) / len(real)
-        s = np.bincount(np.ravel_multi_index(synth[:, cols].T, dims),
-                        minlength=int(np.prod(dims))) / len(synth)
-        out.append(np.abs(r - s).sum())
-    return float(np.mean(out))
 
 
 def tstr(train: pd.DataFrame, test: pd.DataFrame, target: str) -> float:
@@ -352,16 +339,6 @@ def run_scaling(widths: tuple[int, ...], eps: float = 1.0) -> list[dict]:
     return out
 
 
-def write_markdown(path: Path, text: str) -> None:
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path} lacks the markers {BEGIN} and {END}: add them where the "
-                         f"tables belong")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-
-
 # ---------------------------------------------------------------------------- results
 
 def _key(r: dict) -> tuple:
@@ -448,14 +425,14 @@ def main() -> int:
     if args.results_only:
         text = render(json.loads(args.results.read_text())["runs"])
         print(text)
-        write_markdown(args.markdown, text)
+        write_markdown(args.markdown, text, BEGIN, END)
         return 0
     if args.scaling:
         widths = (15, 30) if args.smoke else SCALING_COLUMNS
         records = [{"kind": "scaling", **r} for r in run_scaling(widths)]
         if not args.smoke:
             text = render(merge(args.results, records))
-            write_markdown(args.markdown, text)
+            write_markdown(args.markdown, text, BEGIN, END)
         return 0
 
     names = [s for s in args.synthesizers if s not in ("mst", "aim") or args.pgm]
@@ -501,7 +478,7 @@ def main() -> int:
     elif records:
         text = render(json.loads(args.results.read_text())["runs"])
         print(text)
-        write_markdown(args.markdown, text)
+        write_markdown(args.markdown, text, BEGIN, END)
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ their values are disclosures: they belong in internal reports, never in a releas
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,16 +47,18 @@ def tv_distance(real: pd.Series, synthetic: pd.Series) -> float:
 
 
 def marginal_distance(real_codes: np.ndarray, synth_codes: np.ndarray, sizes: list[int],
-                      k: int) -> float:
-    """Mean over all k-column subsets of the L1 distance between normalised histograms.
+                      k: int, subsets: Sequence[tuple[int, ...]] | None = None) -> float:
+    """Mean over all k-column subsets (or over ``subsets``) of the L1 distance between
+    normalised histograms.
 
     Args:
         real_codes, synth_codes: (rows, columns) integer codes, e.g. ``TableEncoder.encode``.
         sizes: the number of codes of each column.
         k: the marginals' order (2: pairs, 3: triples).
+        subsets: the column subsets to average over instead of all of order k.
     """
     out = []
-    for cols in itertools.combinations(range(len(sizes)), k):
+    for cols in subsets or itertools.combinations(range(len(sizes)), k):
         dims = [sizes[c] for c in cols]
         r = np.bincount(np.ravel_multi_index(real_codes[:, cols].T, dims),
                         minlength=int(np.prod(dims))) / len(real_codes)
