@@ -267,10 +267,11 @@ def _global_seed(seed: int):
 def run_pgm(table: Table, which: str, eps: float, seed: int, pgm: Path, aim_size: float,
             aim_iters: int) -> dict:
     """Private-PGM's reference MST or AIM on the 20-bin codes, decoded in the same bins."""
-    sys.path.insert(0, str(pgm / "mechanisms"))
+    if str(pgm / "mechanisms") not in sys.path:  # once, not once per run
+        sys.path.insert(0, str(pgm / "mechanisms"))
     import mbi
 
-    names = [c.name for c in table.schema.columns if c.role != "identifier"]
+    names = table.schema.names  # the encoder's columns (identifiers are not among them)
     sizes = table.binning.sizes
     domain = mbi.Domain(names, sizes)
     data = mbi.Dataset(pd.DataFrame(table.real_codes, columns=names), domain)
