@@ -296,6 +296,40 @@ def test_estimator_recovers_exact_marginals():
         assert np.abs(fitted - mech.exact(c) / n).sum() < 0.03, c
 
 
+def test_marginals_and_the_fits_loss_equal_their_definitions():
+    """The estimator's shortcuts (the widest column in the matmul, then back to the clique's
+    order; repeated measurements pooled; the 1-way terms as one vector) give the marginals
+    of the definition, sum_k prod_c p_kc / K, and the loss's gradients of the definition,
+    sum_i w_i ||marginal_i - y_i||^2 / sum_i w_i."""
+    sizes, merged = [4, 2, 7, 3], {2: F.one_hot(torch.tensor([0, 1, 1, 2, 0, 2, 3])).float()}
+    model = _MixtureModel(sizes, 6, torch.Generator().manual_seed(0), torch.device("cpu"),
+                          merged, members=2)
+    with torch.no_grad():
+        model.logits.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    probs = model.probs()
+    for clique in [(0,), (2,), (0, 1), (2, 0), (0, 2, 3), (3, 2, 1), (0, 1, 2, 3)]:
+        for grouped in (True, False):
+            ps = [probs[c] @ merged[c] if grouped and len(clique) > 1 and c in merged
+                  else probs[c] for c in clique]
+            letters = "abcd"[:len(clique)]
+            spec = ",".join(f"mk{x}" for x in letters) + "->m" + letters
+            want = torch.einsum(spec, *ps).flatten(1) / 6
+            assert torch.allclose(model.marginal(probs, clique, grouped), want, atol=1e-6)
+    rng = np.random.default_rng(2)
+    measured = [Measurement(c, torch.as_tensor(rng.normal(50, 5, math.prod(
+        4 if x == 2 and len(c) > 1 else sizes[x] for x in c))), s)
+        for c, s in [((0,), 2.0), ((1,), 1.0), ((0,), 3.0), ((2,), 1.0), ((0, 2), 2.0),
+                     ((0, 2), 5.0), ((3, 1, 2), 4.0)]]
+    weights = [(100.0 / m.sigma) ** 2 for m in measured]
+    model.objective(measured, 100.0)().backward()
+    fast = model.logits.grad.clone()
+    model.logits.grad = None
+    definition = sum(w * (model.marginal(model.probs(), m.clique) - m.counts / 100.0)
+                     .pow(2).sum() for w, m in zip(weights, measured)) / sum(weights)
+    definition.backward()
+    assert torch.allclose(fast, model.logits.grad, atol=1e-6, rtol=1e-4)
+
+
 def _random_mixture(sizes, components, seed):
     model = _MixtureModel(sizes, components, torch.Generator().manual_seed(seed),
                           torch.device("cpu"))

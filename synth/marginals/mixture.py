@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -52,35 +52,67 @@ class _MixtureModel:
         """The clique's distribution, flattened (row-major over the clique's columns), one
         per member; in a 2+-way clique a column with merged codes counts them as one group
         when ``grouped``."""
-        if len(clique) > 1 and self.merged and grouped:
+        if len(clique) == 1:
+            return probs[clique[0]].mean(-2)
+        if self.merged and grouped:
             probs = {c: probs[c] @ self.merged[c] if c in self.merged else probs[c]
                      for c in clique}
-        joint = probs[clique[0]]
-        for c in clique[1:-1]:
-            joint = (joint[..., :, None] * probs[c][..., None, :]).flatten(-2)
-        if len(clique) == 1:
-            return joint.mean(-2)
+        # the widest column last: the per-component outer product (elementwise, as much work
+        # as its cells) spans the narrower columns, the matmul the widest
+        order = sorted(range(len(clique)), key=lambda i: probs[clique[i]].shape[-1])
+        joint = probs[clique[order[0]]]
+        for i in order[1:-1]:
+            joint = (joint[..., :, None] * probs[clique[i]][..., None, :]).flatten(-2)
         # last column first: the backward pass then runs on contiguous tensors (3 times as
         # fast with members as joint^T @ last)
-        out = probs[clique[-1]].transpose(-1, -2) @ joint  # (..., last, joint)
-        return out.transpose(-1, -2).flatten(-2) / joint.shape[-2]
+        out = probs[clique[order[-1]]].transpose(-1, -2) @ joint  # (..., last, joint)
+        lead = out.shape[:-2]
+        out = (out.transpose(-1, -2) / joint.shape[-2]).reshape(
+            *lead, *(probs[clique[i]].shape[-1] for i in order))
+        if order != sorted(order):  # back to the clique's order
+            out = out.permute(*range(len(lead)), *(len(lead) + order.index(i)
+                                                   for i in range(len(clique))))
+        return out.flatten(len(lead))
 
     def fit(self, measurements: list[Measurement], total: float, iterations: int,
             lr: float) -> None:
-        """Weighted least squares to every measurement (weight 1/sigma^2), each member on
+        """Weighted least squares to every measurement (``objective``) by Adam, each member on
         its own (the loss is their sum; Adam's steps are per element)."""
-        device = self.logits.device
-        targets = [(m.clique, not m.full, m.counts.to(device) / total, (total / m.sigma) ** 2)
-                   for m in measurements]
-        norm = sum(w for *_, w in targets)
+        loss = self.objective(measurements, total)
         opt = torch.optim.Adam([self.logits], lr=lr)
         for _ in range(iterations):
             opt.zero_grad(set_to_none=True)
-            probs = self.probs()
-            loss = sum(w * (self.marginal(probs, c, grouped) - y).pow(2).sum()
-                       for c, grouped, y, w in targets)
-            (loss / norm).backward()
+            loss().backward()
             opt.step()
+
+    def objective(self, measurements: list[Measurement], total: float
+                  ) -> Callable[[], torch.Tensor]:
+        """The fit's loss of the current logits: sum_i w_i ||marginal_i - y_i||^2 / sum_i w_i,
+        w_i = 1 / sigma_i^2 (shares: y_i = counts / total), up to a constant. Repeated
+        measurements of a marginal are pooled (``_pooled``) and the 1-way terms are one
+        vector over every code (weight 0 where a column has none): one term, however many
+        columns."""
+        device = self.logits.device
+        targets = _pooled(measurements, total, device)
+        norm = sum(w for *_, w in targets)
+        starts = np.cumsum([0] + self.sizes)
+        one_y = torch.zeros(int(starts[-1]), device=device)
+        one_w = torch.zeros(int(starts[-1]), device=device)
+        for (c, *_), _, y, w in (t for t in targets if len(t[0]) == 1):
+            one_y[starts[c]:starts[c + 1]], one_w[starts[c]:starts[c + 1]] = y, w / norm
+        many = [t for t in targets if len(t[0]) > 1]
+        many_w = torch.tensor([w / norm for *_, w in many], device=device)
+
+        def loss() -> torch.Tensor:
+            probs = self.probs()
+            out = (one_w * (torch.cat(probs, -1).mean(-2) - one_y).pow(2)).sum()
+            if many:
+                errors = torch.stack([(self.marginal(probs, c, grouped) - y).pow(2).sum()
+                                      for c, grouped, y, _ in many])
+                out = out + errors @ many_w
+            return out
+
+        return loss
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, match: int = 0) -> np.ndarray:
@@ -231,3 +263,18 @@ class _MixtureModel:
                     rows[A, j], rows[B, j] = rows[B, j], rows[A, j].copy()
         return rows
 
+
+def _pooled(measurements: list[Measurement], total: float, device: torch.device
+            ) -> list[tuple[Clique, bool, torch.Tensor, float]]:
+    """One least-squares target per marginal: (clique, grouped, shares, weight). Repeated
+    measurements of a marginal are pooled: sum_i w_i ||x - y_i||^2 and W ||x - y||^2, with W
+    the sum of the weights and y the weighted mean, differ by a constant, so the fit's
+    gradients are the same and the model's marginal is computed once, not once each."""
+    pooled: dict[tuple[Clique, bool], tuple[float, torch.Tensor]] = {}
+    for m in measurements:
+        w = (total / m.sigma) ** 2
+        key = (m.clique, not m.full)
+        weight, weighted = pooled.get(key, (0.0, 0))
+        pooled[key] = weight + w, weighted + w * m.counts.to(device, torch.float64) / total
+    return [(clique, grouped, (weighted / weight).float(), weight)  # the model's precision
+            for (clique, grouped), (weight, weighted) in pooled.items()]
