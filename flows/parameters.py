@@ -5,7 +5,8 @@ A deployment stores its parameters and a run's parameters replace them key by ke
 merges the two dictionaries one level deep), so a run that changes ``epsilon`` alone must
 find ``epsilon`` at the top: ``prefect deployment run synth-release/adult-demo --param
 epsilon=0.5`` keeps the deployment's input, schema and output. The DP-SGD settings (which
-dp-marginals does not take) and the input-handling switches are groups of their own, so the
+dp-marginals does not take), dp-marginals' own and the input-handling switches are groups
+of their own, so the
 run form shows the settings every release needs first. The signature is made from
 ``RunConfig``'s fields (their types, bounds, defaults and descriptions), so the form and the
 command line cannot drift apart.
@@ -36,12 +37,17 @@ DPSGDSettings = _group(
     "(empty: the synthesizer's defaults; dp-marginals takes none of them)",
     ("epochs", "batch_size", "max_grad_norm", "lr", "accountant", "secure_noise",
      "checkpoint_every"))
+MarginalsSettings = _group(
+    "MarginalsSettings", "dp-marginals settings (empty: its defaults; the other "
+    "synthesizers take none of them)", ("components",))
 InputHandling = _group(
     "InputHandling", "How the private input is read: out-of-range values, undeclared "
     "categories, the held-out share, batching of large Parquet inputs",
     ("clip", "map_unknown", "holdout", "batch_above_rows"))
-GROUPS: dict[str, type[BaseModel]] = {"dp_sgd": DPSGDSettings, "input_handling": InputHandling}
-GROUP_DOCS = {"dp_sgd": DPSGDSettings.__doc__, "input_handling": InputHandling.__doc__,
+GROUPS: dict[str, type[BaseModel]] = {"dp_sgd": DPSGDSettings, "marginals": MarginalsSettings,
+                                      "input_handling": InputHandling}
+GROUP_DOCS = {"dp_sgd": DPSGDSettings.__doc__, "marginals": MarginalsSettings.__doc__,
+              "input_handling": InputHandling.__doc__,
               "fidelity": FIELDS["fidelity"].description}
 assert set(TOP) | {n for g in GROUPS.values() for n in g.model_fields} | {"fidelity"} \
     == set(FIELDS), "every RunConfig field is a flow parameter"

@@ -21,7 +21,7 @@ DEFAULT_SYNTHESIZER = registry.DEFAULT["table"]
 # every synthesizer of synth.registry; the image ones apply to image schemas
 # (pipelines/image_run.py)
 Synthesizers = Literal[registry.NAMES]  # type: ignore[valid-type]
-TUNABLE = ("epochs", "batch_size", "max_grad_norm", "lr", "accountant")
+TUNABLE = ("epochs", "batch_size", "max_grad_norm", "lr", "accountant", "components")
 
 
 class FidelityThresholds(BaseModel):
@@ -87,6 +87,9 @@ class RunConfig(BaseModel):
     accountant: Literal["prv", "rdp"] | None = Field(None, description="Opacus privacy "
                                                       "accountant of DP-SGD (dp-vae, dp-ctgan; "
                                                       "default prv)")
+    components: int | None = Field(None, ge=1, le=65_536, description="Mixture components of "
+                                   "dp-marginals' estimator (empty: its default, 1024; fewer "
+                                   "fit faster and keep less of the joint structure)")
     seed: int = Field(0, ge=0, lt=2**63, description="Seed for weight initialisation and sampling")
     noise_seed: int | None = Field(None, ge=0, lt=2**63, description="Seed of the private "
                                    "randomness (DP "
@@ -209,7 +212,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"{fields['synthesizer'].description} (default: "
                              f"{DEFAULT_SYNTHESIZER})")
     for name, kind in (("epochs", int), ("batch_size", int), ("max_grad_norm", float),
-                       ("lr", float)):
+                       ("lr", float), ("components", int)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=fields[name].description)
     parser.add_argument("--accountant", choices=["prv", "rdp"], default=None,

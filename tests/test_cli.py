@@ -59,12 +59,16 @@ def test_synth_run_publishes_a_validated_release(adult_sample, tmp_path, capsys)
     assert code == EXIT_BAD_INPUT and "--overwrite" in err
 
 
-def test_a_setting_the_synthesizer_lacks_is_refused_before_reading(tmp_path, capsys):
+@pytest.mark.parametrize("setting,synthesizer", [(["--epochs", "3"], "dp-marginals"),
+                                                 (["--components", "8"], "dp-vae")])
+def test_a_setting_the_synthesizer_lacks_is_refused_before_reading(tmp_path, capsys, setting,
+                                                                   synthesizer):
     code, _, err = run(["run", "--input", str(tmp_path / "missing.csv"), "--schema",
                         ADULT_SCHEMA, "--epsilon", "1", "--out", str(tmp_path / "o"),
-                        "--epochs", "3"], capsys)
+                        "--synthesizer", synthesizer, *setting], capsys)
     assert code == EXIT_BAD_INPUT
-    assert err.count("\n") == 1 and "--epochs does not apply to synthesizer dp-marginals" in err
+    assert err.count("\n") == 1
+    assert f"{setting[0]} does not apply to synthesizer {synthesizer}" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -64,6 +64,7 @@ def small_deployment(folder: Path, sample: Path, out: Path) -> None:
         "name": SMALL, "tags": ["test"], "schedule": {"interval": 3600},
         "config": {"input": str(sample), "schema_file": "schemas/adult.yaml", "out": str(out),
                    "epsilon": 2.0, "rows": 800, "noise_seed": 5, "overwrite": True,
+                   "components": 64,  # a small mixture: quick; the tests do not depend on it
                    # 1,800 training rows and 800 synthetic ones: the default bounds are
                    # too tight
                    "fidelity": {"ks_max": 0.3, "tv_max": 0.3, "association_max": 0.2,
