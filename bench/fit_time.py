@@ -8,6 +8,7 @@ one JSON line per run; writes nothing.
 
     python bench/fit_time.py                                  # dp-marginals, epsilon 10
     python bench/fit_time.py --synthesizer dp-vae --epsilons 1 10 --seeds 0 1
+    python bench/fit_time.py --epsilons 1 --threads 1 --noise-seed 0  # compare two versions
 """
 
 from __future__ import annotations
@@ -38,7 +39,15 @@ def main() -> int:
     parser.add_argument("--epsilons", type=float, nargs="+", default=[10.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--rows", type=int, default=ROWS, help="synthetic rows per run")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the fit, where the synthesizer takes them")
+    parser.add_argument("--noise-seed", type=int, default=None,
+                        help="seeded noise, where the synthesizer takes it: the same "
+                             "measurements from one version of the code to the next")
     args = parser.parse_args()
+    accepted = make_synthesizer(args.synthesizer).get_params()
+    extra = {k: v for k, v in (("threads", args.threads), ("noise_seed", args.noise_seed))
+             if v is not None and k in accepted}
     schema = load_schema(ROOT / "schemas" / "adult.yaml")
     train = ingest(adult_file("adult.data"), schema).frame
     test = ingest(adult_file("adult.test"), schema).frame
@@ -47,7 +56,7 @@ def main() -> int:
     for eps in args.epsilons:
         for seed in args.seeds:
             t = time.perf_counter()
-            model = make_synthesizer(args.synthesizer, seed=seed).fit(
+            model = make_synthesizer(args.synthesizer, seed=seed, **extra).fit(
                 train, schema, PrivacyBudget(eps, DELTA))
             fit = time.perf_counter() - t
             t = time.perf_counter()

@@ -49,7 +49,8 @@ BENCHMARKS.md's tables between the ``tables`` markers are re-rendered after ever
     python bench/tables.py --pgm ../private-pgm                 # the whole grid (hours)
     python bench/tables.py --pgm ../private-pgm --data caravan --epsilons 1 --seeds 0
     python bench/tables.py --synthesizers ours independent      # without Private-PGM
-    python bench/tables.py --scaling
+    python bench/tables.py --scaling                            # 15 / 30 / 60 / 100 columns
+    python bench/tables.py --scaling --widths 15 30             # some of them
     python bench/tables.py --results-only
     python bench/tables.py --smoke                              # tiny run, writes nothing
 """
@@ -70,6 +71,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,12 +318,12 @@ def scaling_table(rng: np.random.Generator) -> tuple[pd.DataFrame, list[dict]]:
     return pd.concat(parts, axis=1)[[c["name"] for c in columns]], columns
 
 
-def run_scaling(widths: tuple[int, ...], eps: float = 1.0) -> list[dict]:
-    """Fit and sample seconds of the default synthesizer on the first k columns."""
+def run_scaling(widths: tuple[int, ...], eps: float = 1.0) -> Iterator[dict]:
+    """Fit and sample seconds of the default synthesizer on the first k columns, one record
+    per width as it finishes."""
     from schemas.parse import schema_from_dict
 
     frame, columns = scaling_table(np.random.default_rng(0))
-    out = []
     for k in widths:
         schema = schema_from_dict({"name": f"scaling-{k}", "version": "1",
                                    "columns": columns[:k]}, "scaling")
@@ -336,8 +338,7 @@ def run_scaling(widths: tuple[int, ...], eps: float = 1.0) -> list[dict]:
                   "fit_s": round(fit_s, 1), "sample_s": round(sample_s, 1),
                   "synthesizer": DEFAULT_SYNTHESIZER}
         print(json.dumps(record), flush=True)
-        out.append(record)
-    return out
+        yield record
 
 
 # ---------------------------------------------------------------------------- results
@@ -413,6 +414,9 @@ def main() -> int:
                         help="AIM's max_model_size in MB (the reference's default: 80)")
     parser.add_argument("--aim-iters", type=int, default=250,
                         help="AIM's mirror-descent iterations per round (reference: 1000)")
+    parser.add_argument("--widths", type=int, nargs="+", default=list(SCALING_COLUMNS),
+                        help="--scaling: the column counts timed (at most "
+                             f"{max(SCALING_COLUMNS)})")
     parser.add_argument("--scaling", action="store_true",
                         help="time the default synthesizer on 15/30/60/100 columns instead")
     parser.add_argument("--smoke", action="store_true",
@@ -429,11 +433,13 @@ def main() -> int:
         write_markdown(args.markdown, text, BEGIN, END)
         return 0
     if args.scaling:
-        widths = (15, 30) if args.smoke else SCALING_COLUMNS
-        records = [{"kind": "scaling", **r} for r in run_scaling(widths)]
-        if not args.smoke:
-            text = render(merge(args.results, records))
-            write_markdown(args.markdown, text, BEGIN, END)
+        widths = (15, 30) if args.smoke else tuple(args.widths)
+        if max(widths) > max(SCALING_COLUMNS):
+            parser.error(f"--widths: at most {max(SCALING_COLUMNS)} columns")
+        for record in run_scaling(widths):  # merged as each width finishes
+            if not args.smoke:
+                text = render(merge(args.results, [{"kind": "scaling", **record}]))
+                write_markdown(args.markdown, text, BEGIN, END)
         return 0
 
     names = [s for s in args.synthesizers if s not in ("mst", "aim") or args.pgm]
