@@ -6,10 +6,9 @@ merges the two dictionaries one level deep), so a run that changes ``epsilon`` a
 find ``epsilon`` at the top: ``prefect deployment run synth-release/adult-demo --param
 epsilon=0.5`` keeps the deployment's input, schema and output. The DP-SGD settings (which
 dp-marginals does not take), dp-marginals' own and the input-handling switches are groups
-of their own, so the
-run form shows the settings every release needs first. The signature is made from
-``RunConfig``'s fields (their types, bounds, defaults and descriptions), so the form and the
-command line cannot drift apart.
+of their own, so the run form shows the settings every release needs first. The signature
+is made from ``RunConfig``'s fields (their types, bounds, defaults and descriptions), so the
+form and the command line cannot drift apart.
 """
 # No `from __future__ import annotations` here (see flows/release.py).
 

@@ -88,8 +88,8 @@ class RunConfig(BaseModel):
                                                       "accountant of DP-SGD (dp-vae, dp-ctgan; "
                                                       "default prv)")
     components: int | None = Field(None, ge=1, le=65_536, description="Mixture components of "
-                                   "dp-marginals' estimator (empty: its default, 1024; fewer "
-                                   "fit faster and keep less of the joint structure)")
+                                   "dp-marginals' estimator (empty: its default; fewer fit "
+                                   "faster and keep less of the joint structure)")
     seed: int = Field(0, ge=0, lt=2**63, description="Seed for weight initialisation and sampling")
     noise_seed: int | None = Field(None, ge=0, lt=2**63, description="Seed of the private "
                                    "randomness (DP "
