@@ -455,6 +455,21 @@ def _text(folder: Path, body: str | bytes, name: str = "in.csv") -> Path:
     return path
 
 
+def test_the_first_records_width_is_counted_as_pandas_counts_it(tmp_path):
+    """The header's width is checked before pandas builds a frame of it (a frame of 100,000
+    columns takes seconds only to be refused): counted by the csv module, quotes and
+    embedded delimiters and line breaks as pandas reads them; pandas decides where the csv
+    module cannot (a delimiter of several characters)."""
+    from pipelines.ingest.readers import _first_record_width
+
+    for first in ['age,colour,score', 'age,"col,our",score', '"a\nb",c', 'a', ',,,', '"x""y",z']:
+        path = _text(tmp_path, first + "\n1,2,3\n")
+        frame = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+        assert _first_record_width(path, TINY, 10**6) == frame.shape[1], first
+    wide = dataclasses.replace(TINY, csv=CsvFormat(delimiter="||"))
+    assert _first_record_width(_text(tmp_path, "a||b\n"), wide, 10**6) is None
+
+
 def _parquet(folder: Path, columns: dict, name: str = "in.parquet") -> Path:
     path = folder / name
     pq.write_table(pa.table(columns), path)

@@ -8,6 +8,8 @@ file. CSV fields are read as text, with each record's line in the file.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from collections import Counter
 from pathlib import Path
@@ -123,8 +125,12 @@ def check_header(path: Path, schema: Schema) -> None:
         DataError: naming the file and the problem.
     """
     allowed = input_limits().columns
+    cap = max(HEADER_FLOOR, allowed * 1024)
+    width = _first_record_width(path, schema, cap)
+    if width is not None:  # before pandas builds a frame of that many columns
+        _check_width(width, str(path))
     first = {**csv_options(schema), "header": None, "names": None, "nrows": 1}
-    with open_csv(path, cap=max(HEADER_FLOOR, allowed * 1024)) as stream:
+    with open_csv(path, cap=cap) as stream:
         record = pd.read_csv(stream, **first)
     fields = (["" if pd.isna(v) else str(v).strip() for v in record.iloc[0]] if len(record)
               else [str(c).strip() for c in record.columns])
@@ -132,6 +138,21 @@ def check_header(path: Path, schema: Schema) -> None:
         check_columns(fields, schema, str(path))
     else:  # a record, not names: only its width is checked here
         _check_width(len(fields), str(path))
+
+
+def _first_record_width(path: Path, schema: Schema, cap: int) -> int | None:
+    """The number of fields of a CSV's first record, counted by the csv module without
+    building a frame (pandas takes seconds to make one of 100,000 columns only for it to be
+    refused); None where the csv module cannot say (a delimiter of several characters, a
+    record it cannot parse): pandas then decides, as before."""
+    if len(schema.csv.delimiter) != 1:
+        return None
+    with open_csv(path, cap=cap) as stream:
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+        try:
+            return len(next(csv.reader(text, delimiter=schema.csv.delimiter), []))
+        except csv.Error:
+            return None
 
 
 def tidy_csv(frame: pd.DataFrame, schema: Schema, path: Path, first_line: int
