@@ -36,18 +36,7 @@ def adult(adult_sample, tmp_path_factory):
 # its samples) does not depend on the mixture's size: a small one fits in seconds where the
 # default (1,024 components) takes about a minute on 2,000 rows.
 SMALL_MIXTURE = {"components": 64}
-
-
-@pytest.fixture
-def small_mixture(monkeypatch):
-    """``synth run`` in this process builds dp-marginals with a 64-component mixture (the
-    registry looks the class up by name: every other setting, and the code, are the same)."""
-    import functools
-
-    from synth import marginals
-
-    monkeypatch.setattr(marginals, "DPMarginals",
-                        functools.partial(DPMarginals, **SMALL_MIXTURE))
+SMALL_RUN = ["--components", str(SMALL_MIXTURE["components"])]  # the same, for synth run
 
 
 def test_dp_marginals_fits_codes_as_it_fits_the_frame(adult):
@@ -80,12 +69,11 @@ def test_load_large_holds_out_rows_and_samples_for_the_checks(adult):
                                     for i in encoder.fine_grids()}
 
 
-def test_a_large_input_publishes_the_rows_the_in_memory_path_does(adult, tmp_path, caplog,
-                                                                  small_mixture):
+def test_a_large_input_publishes_the_rows_the_in_memory_path_does(adult, tmp_path, caplog):
     _, _, path = adult
     args = ["run", "--input", str(path), "--schema", str(SCHEMA), "--epsilon", "1",
             "--rows", "500", "--holdout", "0", "--noise-seed", "4", "--no-fidelity", "-q",
-            "--ledger", str(tmp_path / "l.db")]
+            "--ledger", str(tmp_path / "l.db"), *SMALL_RUN]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     with caplog.at_level(logging.INFO, logger="pipelines.run"):
         assert main([*args, "--out", str(tmp_path / "batched"),
@@ -95,7 +83,7 @@ def test_a_large_input_publishes_the_rows_the_in_memory_path_does(adult, tmp_pat
                                   pd.read_parquet(tmp_path / "batched" / "data.parquet"))
 
 
-def test_a_large_input_runs_the_checks_on_its_samples(adult, tmp_path, small_mixture):
+def test_a_large_input_runs_the_checks_on_its_samples(adult, tmp_path):
     _, _, path = adult
     out = tmp_path / "rel"
     assert main(["run", "--input", str(path), "--schema", str(SCHEMA), "--epsilon", "1",
@@ -103,7 +91,7 @@ def test_a_large_input_runs_the_checks_on_its_samples(adult, tmp_path, small_mix
                  "--ledger", str(tmp_path / "l.db"), "--fidelity-threshold", "pmse_max=0.25",
                  "--fidelity-threshold", "ks_max=0.3", "--fidelity-threshold", "tv_max=0.3",
                  "--fidelity-threshold", "association_max=0.2",
-                 "--fidelity-threshold", "tstr_min=0.5"]) == 0
+                 "--fidelity-threshold", "tstr_min=0.5", *SMALL_RUN]) == 0
     assert (out.with_name("rel.internal") / "leakage.json").exists()
     assert (out.with_name("rel.internal") / "fidelity.json").exists()
 
