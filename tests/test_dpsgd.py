@@ -167,6 +167,29 @@ def test_calibration_and_budget_errors():
         epsilon_of(1.0, 0.1, 10, 1e-5, "gdp")
 
 
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_the_noise_search_lands_in_the_band_in_few_accountant_runs(accountant):
+    """The search for the smallest sigma returns one whose epsilon is within 1% below the
+    target (what halving a bracket from zero returned, in fewer accountant runs); each run
+    is remembered, so the spend reported at the returned sigma costs none."""
+    from synth.privacy import _epsilon, _smallest_sigma, epsilon_of_history
+
+    for target, q, steps in [(1.0, 0.05, 200), (100.0, 0.1, 30), (1.0, 1.0, 1)]:
+        asked = []
+
+        def at(sigma, asked=asked, q=q, steps=steps):
+            asked.append(sigma)
+            return epsilon_of_history([(30.0, 1.0, 1), (sigma, q, steps)], 1e-9, accountant)
+
+        sigma = _smallest_sigma(at, target, "a test")
+        assert len(asked) <= 6, (target, q, steps, asked)  # halving took 9 to 11 here
+        assert 0.99 * target <= at(sigma) <= target
+        assert at(0.97 * sigma) > target
+    before = _epsilon.cache_info().hits
+    assert at(sigma) == at(sigma) and _epsilon.cache_info().hits == before + 2
+
+
 def test_small_data_averages_over_its_noisy_size():
     """Noisy count < batch_size: q is 1 and the noised sum is divided by the noisy count, as
     the report says (never by the exact N)."""
