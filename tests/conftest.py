@@ -97,10 +97,12 @@ def adult(adult_sample):
     return schema, ingest(adult_sample, schema).frame
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prefect_home(tmp_path_factory):
-    """A temporary Prefect server for a module's flow runs (Prefect's test harness), with
-    its home, storage included, in a temporary folder."""
+    """A temporary Prefect server for the flow runs of this test process (Prefect's test
+    harness), with its home, storage included, in a temporary folder. One per process, not
+    per module: starting one costs seconds of a core, and the tests read back only their own
+    flow runs (by id) or check that nothing private was kept, which holds for all of them."""
     home = tmp_path_factory.mktemp("prefect-home")
     env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1", "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}

@@ -75,16 +75,22 @@ def test_spent_epsilon_is_opendps_rho_total_and_uses_the_budget(adult, epsilon):
     assert one_way / (1 - fine) == pytest.approx(0.6 if epsilon < 10 else 0.2, rel=1e-4)
 
 
-def test_iterations_follow_the_rounds_noise_against_the_noisy_record_count(adult):
+def test_iterations_follow_the_rounds_noise_against_the_noisy_record_count(adult,
+                                                                          monkeypatch):
     """Longer fits where the rounds' noise is small for the data's size (a rule of epsilon,
     columns and the noisy count: post-processing); a value given is kept."""
     schema, frame = adult  # 2,000 rows, 15 columns
     settings = {"rounds_per_column": 2, "components": 16, "members": 1, "noise_seed": 1}
+    asked = []  # the rule decides the iterations; the mixture takes one step each fit, quickly
+    fit = _MixtureModel.fit
+    monkeypatch.setattr(_MixtureModel, "fit", lambda self, measurements, total, iterations,
+                        lr: (asked.append(iterations), fit(self, measurements, total, 1, lr)))
     noisy = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0))  # sigma about 50
     precise = DPMarginals(**settings).fit(frame, schema, PrivacyBudget(100.0))  # about 0.7
     assert (noisy.iterations_, precise.iterations_) == ITERATIONS
     given = DPMarginals(iterations=7, **settings).fit(frame, schema, PrivacyBudget(100.0))
     assert given.iterations_ == 7
+    assert set(asked) == {n * k for n in (*ITERATIONS, 7) for k in (1, 10)}  # each fit's count
 
 
 def test_noisy_rounds_fit_several_mixtures_released_as_their_average(adult):
@@ -408,8 +414,8 @@ def test_matched_rows_follow_the_models_three_way_marginals_closer(monkeypatch, 
 def test_high_epsilon_release_is_faithful(adult):
     """At a large budget the synthetic 2-way marginals are close to the real ones."""
     schema, frame = adult
-    model = DPMarginals(noise_seed=0, components=128, rounds_per_column=3).fit(
-        frame, schema, PrivacyBudget(50.0))
+    model = DPMarginals(noise_seed=0, components=128, rounds_per_column=3,
+                        iterations=35).fit(frame, schema, PrivacyBudget(50.0))
     enc = TableEncoder(schema, max_bins=20)
     real, synth = enc.encode(frame), enc.encode(model.sample(4000, seed=0))
     tvds = []
