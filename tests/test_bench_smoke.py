@@ -1,28 +1,41 @@
-"""The benchmark scripts run at a tiny size (ratios printed, never asserted on time)."""
+"""The benchmark scripts run at a tiny size (ratios printed, never asserted on time).
 
-import subprocess
+Each runs in this process, as ``python bench/<name>.py <args>`` would run it: a fresh
+interpreter would import torch, pandas and the rest again (seconds of a core each)."""
+
+import importlib
 import sys
+from types import SimpleNamespace
 
-from tests.conftest import ROOT
+import pytest
 
 
-def test_dp_step_benchmark_runs_small():
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "dp_step.py"), "--small"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    print(done.stdout)
+@pytest.fixture
+def script(monkeypatch, capsys):
+    """Runs bench/<name>.py's main() with ``args``; its exit status 0 or None, its stdout."""
+    def run(name: str, *args: str) -> SimpleNamespace:
+        module = importlib.import_module(f"bench.{name}")
+        monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", *args])
+        code = module.main()
+        out = capsys.readouterr().out
+        print(out)
+        return SimpleNamespace(returncode=code or 0, stdout=out)
+    return run
+
+
+def test_dp_step_benchmark_runs_small(script):
+    done = script("dp_step", "--small")
+    assert done.returncode == 0
     assert "ours / plain" in done.stdout
     assert "| mlp | 64 |" in done.stdout and "| cnn | 8 |" in done.stdout
 
 
-def test_fidelity_benchmark_runs_small():
+def test_fidelity_benchmark_runs_small(script):
     """Every registered synthesizer and both baselines through every metric on 2,000 rows."""
     from synth.base import synthesizer_names
 
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "fidelity.py"), "--small"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    print(done.stdout)
+    done = script("fidelity", "--small")
+    assert done.returncode == 0
     assert "| train on real | - | - |" in done.stdout
     for name in synthesizer_names():
         assert f"| {name} | 1 | 1 |" in done.stdout, name
@@ -31,14 +44,13 @@ def test_fidelity_benchmark_runs_small():
     assert "Quality" in done.stdout and "pMSE" in done.stdout and "Anchors" in done.stdout
 
 
-def test_fit_time_benchmark_runs_small():
+def test_fit_time_benchmark_runs_small(script):
     """bench/fit_time.py: one JSON line per run, with both timings and both metrics."""
     import json
 
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "fit_time.py"), "--synthesizer",
-                           "dp-independent", "--epsilons", "1", "--rows", "500"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = script("fit_time", "--synthesizer", "dp-independent", "--epsilons", "1", "--rows",
+                  "500")
+    assert done.returncode == 0
     record = json.loads(done.stdout.splitlines()[-1])
     assert record["synthesizer"] == "dp-independent" and record["epsilon"] == 1.0
     assert set(record["seconds"]) == {"fit", "sample"}
