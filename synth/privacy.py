@@ -211,7 +211,7 @@ def _smallest_sigma(epsilon_at, target: float, what: str, tolerance: float = 0.0
     of itself. Each evaluation is a whole accountant run, so the search is a secant on log
     epsilon against log sigma (epsilon is close to a power of sigma), aimed at the band's
     middle and kept inside a bracket whose stuck end has its weight halved (the Illinois
-    rule); halving the bracket from zero took two to three times as many evaluations.
+    rule), rather than halving a bracket from zero.
     """
     top, bottom = math.log(target), math.log(target * (1 - tolerance))
     aim = (top + bottom) / 2
