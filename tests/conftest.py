@@ -119,6 +119,21 @@ def prefect_home(tmp_path_factory):
             os.environ[k] = v
 
 
+def stored_files(home: Path) -> set[Path]:
+    """The files in the Prefect test server's result storage. Private tasks persist nothing,
+    but Prefect always writes a failed flow run's exception there (the one-line, redacted
+    error of its state message), and the server is shared by the modules of a process: a
+    module compares what it finds with what was there before its own runs."""
+    storage = home / "storage"
+    return {p for p in storage.rglob("*") if p.is_file()} if storage.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def stored_before(prefect_home) -> set:
+    """What the (shared) test server's storage held before this module's flow runs."""
+    return stored_files(prefect_home)
+
+
 def server_env(home: Path, **settings: str) -> dict[str, str]:
     """The environment of a Prefect server started by a test: this one's, without its
     Prefect settings, plus a home of its own, analytics off, and ``settings``."""

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stored_files
 
 SCHEMA = str(ROOT / "schemas" / "adult.yaml")
 EPSILONS = (0.5, 1.0)
@@ -59,7 +59,7 @@ def test_help_names_the_ray_options(capsys):
 
 
 @pytest.fixture(scope="module")
-def local_ray(prefect_home):
+def local_ray(prefect_home, stored_before):
     """One local Ray instance of 2 CPUs and no GPU for the module; the task runner uses it."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False)
@@ -94,7 +94,7 @@ def test_runs_publish_in_parallel_ray_workers(grid):
     assert all(r["worker"].rpartition(":")[2] != str(os.getpid()) for r in rows)
 
 
-def test_summaries_hold_no_real_data(grid, adult_sample, prefect_home):
+def test_summaries_hold_no_real_data(grid, adult_sample, prefect_home, stored_before):
     from flows.fanout import SUMMARY_KEYS
 
     _, _, rows = grid
@@ -105,8 +105,7 @@ def test_summaries_hold_no_real_data(grid, adult_sample, prefect_home):
     private = {str(v) for v in real[2]}  # fnlwgt: nearly unique per row, nowhere public
     assert not private & set(re.findall(r"\w+", text))
     # and the Ray tasks, like the release flow's, wrote no result to Prefect's storage
-    storage = prefect_home / "storage"
-    assert not storage.exists() or not any(p.is_file() for p in storage.rglob("*"))
+    assert stored_files(prefect_home) - stored_before == set()
 
 
 def test_cli_rerun_of_the_grid_spends_nothing(grid, capsys):

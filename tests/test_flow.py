@@ -1,13 +1,17 @@
 """The Prefect flow end to end on real Adult rows, against a real (temporary) Prefect server."""
 
 import json
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
 import pytest
 
 from synth.privacy import zcdp_epsilon
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stored_files
+
+# the storage of the shared test server as it was before this module's first flow run
+pytestmark = pytest.mark.usefixtures("stored_before")
 
 REQUIRED_METADATA = {"data_set", "schema_version", "schema_fingerprint", "synthesizer",
                      "synthesizer_params", "epsilon", "delta", "accountant", "mechanism",
@@ -21,6 +25,7 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
     from flows.release import release
     from pipelines.config import FidelityThresholds, RunConfig
 
+    start = datetime.now(UTC)  # the test server is shared: this test's artifacts are newer
     out = tmp_path / "adult"
     # 1,800 training rows and 800 synthetic ones are too few for the default fidelity bounds
     loose = FidelityThresholds(ks_max=0.3, tv_max=0.3, association_max=0.2, pmse_max=0.25,
@@ -65,9 +70,11 @@ def test_flow_publishes_a_release_that_duckdb_and_pandas_read(prefect_home, adul
 
     # the Prefect UI shows a summary, the checks as a table and a link to the report
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import ArtifactSort
 
-    with get_client(sync_client=True) as client:
-        artifacts = {a.key: a for a in client.read_artifacts()}
+    with get_client(sync_client=True) as client:  # the first run's, where the rerun made one
+        artifacts = {a.key: a for a in client.read_artifacts(sort=ArtifactSort.CREATED_DESC)
+                     if a.created >= start}
     assert {"release", "release-checks", "release-report"} <= set(artifacts)
     assert "Published" in artifacts["release"].data
     checks = artifacts["release-checks"].data
@@ -105,12 +112,10 @@ def test_image_flow_publishes_an_image_release(prefect_home, tmp_path):
     assert (out / "contact_sheet.png").exists() and (out / "report.html").exists()
 
 
-def test_prefect_persisted_nothing_private(prefect_home, adult_sample):
+def test_prefect_persisted_nothing_private(prefect_home, adult_sample, stored_before):
     """Private tasks run with persistence and caching off: no result files, and no real
     value in anything Prefect wrote to its storage."""
-    storage = prefect_home / "storage"
-    files = [p for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
-    assert files == []
+    assert stored_files(prefect_home) - stored_before == set()
     real_fnlwgts = {line.split(",")[2].strip() for line in adult_sample.read_text().splitlines()}
     for path in prefect_home.rglob("*"):
         if path.is_file() and path.suffix not in (".db", ".db-wal", ".db-shm"):
