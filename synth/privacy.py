@@ -213,43 +213,46 @@ def _smallest_sigma(epsilon_at, target: float, what: str, tolerance: float = 0.0
     middle and kept inside a bracket whose stuck end has its weight halved (the Illinois
     rule), rather than halving a bracket from zero.
     """
-    top, bottom = math.log(target), math.log(target * (1 - tolerance))
-    aim = (top + bottom) / 2
+    aim = math.log(target * (1 - tolerance / 2))
 
-    def gap(sigma: float) -> float:  # log epsilon - aim; > 0 means too little noise
+    def gap(sigma: float) -> tuple[float, bool, bool]:
+        """log epsilon - aim; whether epsilon is over the target; whether it is in the band
+        (both decided on epsilon itself, never on its rounded logarithm)."""
         eps = epsilon_at(sigma)
-        return math.inf if not eps < math.inf else math.log(max(eps, 1e-300)) - aim
+        if not eps < math.inf:  # inf or nan: too little noise
+            return math.inf, True, False
+        return math.log(max(eps, 1e-300)) - aim, eps > target, eps >= (1 - tolerance) * target
 
-    high, g_high = 1.0, gap(1.0)
+    high, (g_high, over, done) = 1.0, gap(1.0)
     low, g_low = 0.0, math.inf
-    while g_high + aim > top:  # epsilon above the target at ``high``: more noise
+    while over:  # epsilon above the target at ``high``: more noise
         low, g_low = high, g_high
         high *= 2.0
         if high > 1e6:
             raise BudgetError(f"cannot reach epsilon={target:.4g} for {what}, even at noise "
                               f"multiplier 1e6: raise the budget")
-        g_high = gap(high)
-    while low == 0.0 and g_high + aim < bottom:  # well within the target at 1: less noise
+        g_high, over, done = gap(high)
+    while low == 0.0 and not done:  # well within the target at 1: less noise
         # where epsilon ~ 1/sigma crosses the aim, but not below a quarter: the accountants
         # slow down sharply at small sigma (PRV took seconds per evaluation at 0.1)
         sigma = min(max(high * math.exp(g_high), high / 4), 0.999 * high)
-        g = gap(sigma)
-        if g + aim > top:
+        g, over, in_band = gap(sigma)
+        if over:
             low, g_low = sigma, g
         else:
-            high, g_high = sigma, g
+            high, g_high, done = sigma, g, in_band
     w_low, w_high, moved = g_low, g_high, 0  # the secant's weights; the end moved last
-    while g_high + aim < bottom and high - low > 1e-4 * high:
+    while not done and high - low > 1e-4 * high:
         a, b = math.log(low), math.log(high)
         x = (a + b) / 2 if not math.isfinite(w_low) else b - w_high * (b - a) / (w_high - w_low)
         sigma = math.exp(min(max(x, a + 1e-3 * (b - a)), b - 1e-3 * (b - a)))
-        g = gap(sigma)
-        if g + aim > top:
+        g, over, in_band = gap(sigma)
+        if over:
             low, g_low, w_low = sigma, g, g
             w_high = w_high / 2 if moved == -1 else w_high
             moved = -1
         else:
-            high, g_high, w_high = sigma, g, g
+            high, g_high, w_high, done = sigma, g, g, in_band
             w_low = w_low / 2 if moved == 1 else w_low
             moved = 1
     return high
