@@ -8,7 +8,9 @@ wall time of one training step (forward, backward, update, on a fixed batch) for
   ours_secure    the same with secure_noise=True (noise from the OS CSPRNG)
   opacus_hooks   Opacus 1.6 make_private, grad_sample_mode="hooks" (the default)
   opacus_ghost   Opacus 1.6 make_private, grad_sample_mode="ghost" (fast gradient clipping)
-All DP variants use the same noise multiplier and clipping bound.
+All DP variants use the same noise multiplier and clipping bound. On a GPU, torch's profiler
+also sums the kernel time of our step ("wall / kernels": 1.0 means no launch gaps, the GPU
+busy all the step; more is time the GPU waits for the host).
 
     python bench/dp_step.py                 # full run; writes bench/results/ and BENCHMARKS.md
     python bench/dp_step.py --small         # seconds-long smoke run (CI), prints only
@@ -71,6 +73,22 @@ def median_ms(step, warmup: int, iters: int, sync) -> float:
     return statistics.median(times)
 
 
+def kernel_ms(step, iters: int) -> float | None:
+    """Summed GPU kernel time of one step (by torch's profiler, over ``iters`` steps); None
+    without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / iters / 1000
+
+
 def bench_batch(kind: str, batch: int, d_in: int, device: torch.device, warmup: int,
                 iters: int) -> dict:
     from opacus import PrivacyEngine
@@ -98,7 +116,11 @@ def bench_batch(kind: str, batch: int, d_in: int, device: torch.device, warmup: 
     model = make(d_in).to(device)
     step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch,
                   PrivateRandom(0))
-    out["ours"] = median_ms(lambda: step(lambda: bce(model(x), y)[:, 0]), warmup, iters, sync)
+    def ours():
+        step(lambda: bce(model(x), y)[:, 0])
+
+    out["ours"] = median_ms(ours, warmup, iters, sync)
+    out["ours_kernels"] = kernel_ms(ours, iters)
     step.close()
     model = make(d_in).to(device)
     step = DPStep(model, torch.optim.Adam(model.parameters(), lr=1e-4), sigma, clip, batch,
@@ -139,15 +161,16 @@ def table(results: list[dict], name: str) -> str:
     rows = [f"Machine: {name}; torch {torch.__version__}; median ms per step "
             f"(MLP {results[0]['d_in']}-256-256-1; CNN as in bench/dp_step.py).", "",
             "| model | batch | plain | ours | ours, secure noise | Opacus hooks | Opacus ghost | "
-            "ours / plain | hooks / ours | ghost / ours |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "ours / plain | hooks / ours | ghost / ours | ours: wall / kernels |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = r["ms"]
+        gap = f"{t['ours'] / t['ours_kernels']:.2f}" if t.get("ours_kernels") else "-"
         rows.append(f"| {r['model']} | {r['batch']:,} | {t['plain']:.2f} | {t['ours']:.2f} | "
                     f"{t['ours_secure']:.2f} | "
                     f"{t['opacus_hooks']:.2f} | {t['opacus_ghost']:.2f} | "
                     f"{t['ours'] / t['plain']:.2f} | {t['opacus_hooks'] / t['ours']:.1f} | "
-                    f"{t['opacus_ghost'] / t['ours']:.1f} |")
+                    f"{t['opacus_ghost'] / t['ours']:.1f} | {gap} |")
     return "\n".join(rows)
 
 

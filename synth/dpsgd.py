@@ -27,7 +27,6 @@ Reads like Opacus's optimizer step: sample, clip, noise, scale, account.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -298,7 +297,6 @@ def train_dp(module: nn.Module, per_sample_loss: LossFn, data: torch.Tensor,
     finally:
         step_once.close()
         module.eval()
-    with warnings.catch_warnings():  # PRV takes log(1 - q), -inf at the count's q = 1
-        warnings.simplefilter("ignore", RuntimeWarning)
-        epsilon = float(accountant.get_epsilon(delta=dp_plan.budget.delta))
-    return dp_plan.report(epsilon)
+    # the history run, as the accountant kept it; the calibration has usually asked already
+    return dp_plan.report(epsilon_of_history(accountant.history, dp_plan.budget.delta,
+                                             config.accountant))

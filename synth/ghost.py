@@ -9,7 +9,9 @@ sum_t g_t a_t^T, whose squared norm is computed the cheaper way: by "ghost norm"
 sum_{t,t'} (a_t . a_t')(g_t . g_t') at a cost of T^2, or by instantiating the
 (d_out, d_in) gradient; T = 1 reduces to ||g|| ||a||. Embedding gradients are rows of g
 added at the looked-up indices; GroupNorm and LayerNorm gradients are small (channels)
-and are instantiated. Opacus's GradSampleModule is the oracle for every rule in the tests.
+and are instantiated. A ``StackedLinear`` (K models at once, ``synth.stacked``) sees a of
+shape (K, batch, d_in): its records are (model, row) pairs, each a T = 1 Linear record.
+Opacus's GradSampleModule is the oracle for every rule in the tests.
 
 A privacy unit may span several consecutive rows of the batch (``rows_per_record`` k: a DP
 GAN's real image and the fake paired with it): the layer's batch is then (k * records, ...),
@@ -22,7 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-SUPPORTED = (nn.Linear, nn.Conv2d, nn.Embedding, nn.GroupNorm, nn.LayerNorm)
+from synth.stacked import StackedLinear
+
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.Embedding, nn.GroupNorm, nn.LayerNorm, StackedLinear)
 
 
 def supported_layers(module: nn.Module) -> list[nn.Module]:
@@ -105,6 +109,11 @@ def norm_sq(layer: nn.Module, a: torch.Tensor, g: torch.Tensor, group: int = 1):
     """(records,) squared norm of each record's gradient over this layer's parameters (a
     record is ``group`` consecutive rows), and what ``set_clipped_grads`` can reuse
     (unfolded tokens, instantiated gradients)."""
+    if isinstance(layer, StackedLinear):  # (K, batch) records of one token each
+        if group != 1:
+            raise TypeError("stacked models take one row per record")
+        sq = g.pow(2).sum(-1) * a.pow(2).sum(-1)
+        return (sq + g.pow(2).sum(-1) if layer.bias is not None else sq), None
     if isinstance(layer, nn.Embedding):
         idx, gt = _embedding_grads(layer, a, g, group)
         same = (idx[:, :, None] == idx[:, None, :]).to(gt.dtype)
@@ -123,6 +132,12 @@ def set_clipped_grads(layer: nn.Module, a: torch.Tensor, g: torch.Tensor,
                       scale: torch.Tensor, cache=None, group: int = 1) -> None:
     """Sets ``.grad`` of the layer's parameters to sum_i scale_i * (record i's gradient);
     ``cache`` is what ``norm_sq`` returned for the same a, g and ``group``."""
+    if isinstance(layer, StackedLinear):  # scale (K, batch): one batched matmul
+        g = g * scale.unsqueeze(-1)
+        layer.weight.grad = torch.bmm(g.transpose(1, 2), a)
+        if layer.bias is not None:
+            layer.bias.grad = g.sum(1)
+        return
     if cache is not None:
         at, gt, per_sample = cache
         if per_sample is not None:
@@ -161,7 +176,8 @@ class GhostClipper:
     batch holds k consecutive rows per record, and each record's summed gradient is
     clipped."""
 
-    def __init__(self, module: nn.Module, max_grad_norm: float, rows_per_record: int = 1):
+    def __init__(self, module: nn.Module, max_grad_norm: float | torch.Tensor,
+                 rows_per_record: int = 1):
         self.layers = supported_layers(module)
         self.max_grad_norm = max_grad_norm
         self.rows_per_record = rows_per_record
@@ -191,9 +207,12 @@ class GhostClipper:
         self._caches = {m: cache for m, (_, cache) in results.items()}
         return torch.as_tensor(sum(sq for sq, _ in results.values())).sqrt()
 
-    def clipped_sum(self) -> None:
-        """Sets each parameter's ``.grad`` to the sum of clipped per-sample gradients."""
+    def clipped_sum(self, weights: torch.Tensor | None = None) -> None:
+        """Sets each parameter's ``.grad`` to the sum of clipped per-sample gradients, each
+        times its ``weights`` entry if given (0 drops a padding row)."""
         scale = (self.max_grad_norm / (self.per_sample_norms() + 1e-6)).clamp(max=1.0)
+        if weights is not None:
+            scale = scale * weights
         for m in self.layers:
             set_clipped_grads(m, self.inputs[m], self.grads[m], scale, self._caches[m],
                               self.rows_per_record)

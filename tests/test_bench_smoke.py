@@ -30,6 +30,14 @@ def test_dp_step_benchmark_runs_small(script):
     assert "| mlp | 64 |" in done.stdout and "| cnn | 8 |" in done.stdout
 
 
+def test_many_models_benchmark_runs_small(script):
+    """bench/many_models.py: a grid one by one and together, the same weights both ways."""
+    done = script("many_models", "--small")
+    assert done.returncode == 0
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| 3 | 300 |"))
+    assert float(row.strip("|").split("|")[-1]) < 1e-4  # max weight difference
+
+
 def test_fidelity_benchmark_runs_small(script):
     """Every registered synthesizer and both baselines through every metric on 2,000 rows."""
     from synth.base import synthesizer_names
