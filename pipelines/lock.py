@@ -114,3 +114,14 @@ def _make_parents(folder: Path) -> list[Path]:
     for path in reversed(missing):
         path.mkdir(exist_ok=True)
     return missing
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host runs under ``pid`` (to tell leftovers of dead writers)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

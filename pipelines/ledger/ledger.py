@@ -51,7 +51,7 @@ from pathlib import Path
 from pipelines.ledger.postgres import SCHEMES, PostgresStore
 from pipelines.ledger.sqlite import SqliteStore, default_path
 from pipelines.ledger.store import Db, Store, lock_timeout
-from pipelines.publish import process_alive
+from pipelines.lock import process_alive
 from synth.privacy import BudgetError
 
 URL_ENV = "SYNTH_LEDGER_URL"

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from pipelines.lock import process_alive
 from pipelines.publish.names import PublishError
 
 
@@ -81,17 +82,6 @@ def occupied(path: Path) -> bool:
 def _owner() -> str:
     """Who writes a hidden staging or old directory: host and process id."""
     return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host runs under ``pid`` (to tell leftovers of dead writers)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def sweep_leftovers(out_dir: Path) -> list[Path]:
