@@ -123,8 +123,8 @@ def test_a_cpu_fit_runs_on_one_thread_where_openmps_idle_threads_sleep(adult, mo
     before = torch.get_num_threads()
     seen = []
     fit = _MixtureModel.fit
-    monkeypatch.setattr(_MixtureModel, "fit", lambda self, *a: (
-        seen.append(torch.get_num_threads()), fit(self, *a))[1])
+    monkeypatch.setattr(_MixtureModel, "fit", lambda self, m, total, _iterations, lr: (
+        seen.append(torch.get_num_threads()), fit(self, m, total, 1, lr))[1])  # one step
     settings = {**FAST, "device": "cpu", "noise_seed": 1}
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     assert DPMarginals(**settings).fit(frame, schema, PrivacyBudget(1.0)).threads_ == 1
