@@ -4,8 +4,8 @@ Each model k is its own DP-SGD fit, run exactly as ``synth.dpsgd.train_dp`` runs
 own plan (noisy count, sampling rate, steps, noise multiplier, clipping bound), its own
 ``PrivateRandom`` (Poisson masks, noise), its own accountant history and privacy report.
 Only the arithmetic is shared. Each step gathers the K Poisson batches into one
-(K, B, ...) tensor, B the largest of them (the rows past a model's own batch are padding,
-weighted 0), evaluates the stacked network (``synth.stacked``) once, clips every (model,
+(K, B, ...) tensor, B the largest of them (the rows past a model's own batch are padding:
+zeros, weighted 0), evaluates the stacked network (``synth.stacked``) once, clips every (model,
 record) gradient by the ghost rules, and adds model k's noise, drawn from its own
 randomness, to its slice before dividing by its own expected batch size. A model whose
 plan has fewer steps than the longest is restored to its weights after its last step.
@@ -34,7 +34,8 @@ ManyLossFn = Callable[[nn.Module, torch.Tensor, Sequence[torch.Generator]], torc
 
 
 def _gather(masks: list[torch.Tensor | None], device: torch.device):
-    """(K, B) row indices of each model's batch, padded with row 0, and their weights."""
+    """(K, B) row indices of each model's batch (row 0 where padding) and their weights
+    (1 for a sampled row, 0 for padding)."""
     rows = [torch.empty(0, dtype=torch.long, device=device) if m is None
             else torch.nonzero(m)[:, 0] for m in masks]
     width = max(len(r) for r in rows)
@@ -92,7 +93,9 @@ def train_dp_many(modules: Sequence[nn.Module], per_sample_loss: ManyLossFn,
             optimizer.zero_grad(set_to_none=True)
             index, weight = _gather(masks, device)
             if index.shape[1]:
-                clipper.backward(per_sample_loss(net, data[index], generators).sum())
+                batch = data[index]
+                batch[weight == 0] = 0  # padding holds zeros, not a record
+                clipper.backward(per_sample_loss(net, batch, generators).sum())
                 clipper.clipped_sum(weight)
             noise = [r.normal((sum(sizes),), p.noise_multiplier * p.config.max_grad_norm,
                               device, secure=p.config.secure_noise).split(sizes) if on
