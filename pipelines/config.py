@@ -258,7 +258,9 @@ def input_argument(values: list[str]) -> str | dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
         table, sep, path = value.partition("=")
-        if not sep or not table or not path:
+        if sep and table and not path:
+            raise DataError(f"--input {value!r}: no file after {table}=: --input TABLE=FILE")
+        if not sep or not table:
             raise DataError(f"--input {value!r}: with several inputs, name each one's table: "
                             "--input TABLE=FILE")
         if table in out:

@@ -101,7 +101,9 @@ def inputs_of(config: RunConfig, schema: MultiTableSchema) -> dict[str, Path]:
     out = {t: Path(given[t]) for t in schema.names}
     for table, path in out.items():
         if not path.is_file():
-            raise DataError(f"{path}: cannot read input of table {table}: no such file")
+            what = ("a directory, not a file" if path.is_dir() else
+                    "not a regular file" if path.exists() else "no such file")
+            raise DataError(f"{path}: cannot read input of table {table}: {what}")
     return out
 
 

@@ -77,7 +77,11 @@ def check_names(columns: list[Column], identifiers: list[Identifier],
     """The released names are distinct, and none is an identifier's name (a surrogate's
     column, or a name the release must never seem to carry)."""
     taken: dict[str, str] = {i.name: "an identifier" for i in identifiers}
+    inputs: set[str] = set()
     for c in columns:
+        if c.input_name in inputs:  # a column declared twice: reported as such elsewhere
+            continue
+        inputs.add(c.input_name)
         if c.name in taken:
             problems.append(f"column {show(c.input_name)}: its release name {show(c.name)} is "
                             f"also the name of {taken[c.name]}: give it another output_name")

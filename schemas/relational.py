@@ -253,7 +253,7 @@ def _sequence(raw: Any, label: str, known: set[str], pnames: set[str], own: Sche
         return None
     if not isinstance(raw, dict) or raw.get("column") not in known:
         problems.append(f"{label}: 'sequence' must be {{column: <a numeric column>, start: "
-                        "<number>, within: <a person-table column>}}")
+                        "<number>, within: <a person-table column>}")
         return None
     column = own.column(raw["column"])
     if not column.is_numeric:
