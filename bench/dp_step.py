@@ -174,6 +174,26 @@ def table(results: list[dict], name: str) -> str:
     return "\n".join(rows)
 
 
+def write_results(bench: str, device: torch.device, name: str, results: list[dict],
+                  text: str) -> None:
+    """bench/results/<bench>-<cpu|gpu>.json, and ``text`` between BENCHMARKS.md's
+    ``<bench>:<cpu|gpu>`` markers (appended where they are not yet)."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    slug = "gpu" if device.type == "cuda" else "cpu"
+    (out / f"{bench}-{slug}.json").write_text(json.dumps(
+        {"machine": name, "torch": torch.__version__, "results": results}, indent=2))
+    bench_md = ROOT / "BENCHMARKS.md"
+    doc = bench_md.read_text()
+    begin, end = f"<!-- {bench}:{slug}:begin -->", f"<!-- {bench}:{slug}:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc += f"\n{block}\n"
+    bench_md.write_text(doc)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny smoke run; writes nothing")
@@ -194,21 +214,7 @@ def main() -> None:
     print(text)
     if args.small:
         return
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    slug = "gpu" if device.type == "cuda" else "cpu"
-    (out / f"dp_step-{slug}.json").write_text(json.dumps(
-        {"machine": name, "torch": torch.__version__, "results": results}, indent=2))
-    bench_md = ROOT / "BENCHMARKS.md"
-    doc = bench_md.read_text()
-    begin, end = f"<!-- dp_step:{slug}:begin -->", f"<!-- dp_step:{slug}:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc += f"\n{block}\n"
-    bench_md.write_text(doc)
-
+    write_results("dp_step", device, name, results, text)
 
 if __name__ == "__main__":
     main()

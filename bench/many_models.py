@@ -14,7 +14,6 @@ per minute; the ratio is (one by one) / (together) wall time.
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,13 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from bench.dp_step import machine, mlp  # noqa: E402
+from bench.dp_step import machine, mlp, write_results  # noqa: E402
 from synth.dpsgd import DPSGDConfig, plan, train_dp  # noqa: E402
 from synth.many import train_dp_many  # noqa: E402
 from synth.privacy import PrivacyBudget  # noqa: E402
 from synth.randomness import PrivateRandom  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (1.0, 3.0, 10.0)
 
 
@@ -118,21 +116,7 @@ def main() -> None:
     print(text)
     if args.small:
         return
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    slug = "gpu" if device.type == "cuda" else "cpu"
-    (out / f"many_models-{slug}.json").write_text(json.dumps(
-        {"machine": name, "torch": torch.__version__, "results": results}, indent=2))
-    bench_md = ROOT / "BENCHMARKS.md"
-    doc = bench_md.read_text()
-    begin, end = f"<!-- many_models:{slug}:begin -->", f"<!-- many_models:{slug}:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc += f"\n{block}\n"
-    bench_md.write_text(doc)
-
+    write_results("many_models", device, name, results, text)
 
 if __name__ == "__main__":
     main()
