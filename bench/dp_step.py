@@ -216,5 +216,6 @@ def main() -> None:
         return
     write_results("dp_step", device, name, results, text)
 
+
 if __name__ == "__main__":
     main()

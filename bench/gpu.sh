@@ -5,7 +5,7 @@
 # and opacus (a machine without the project's environment can take opacus as a wheel).
 # Writes the tables, the JSON results and the card's name to $OUT (default bench/results/gpu).
 #
-#   bash bench/gpu.sh                     # about 5 minutes on one H100-class GPU
+#   bash bench/gpu.sh                     # each step stops after 4 minutes (not yet run on a GPU)
 #   OUT=/tmp/gpu PY=.venv/bin/python bash bench/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."

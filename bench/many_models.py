@@ -118,5 +118,6 @@ def main() -> None:
         return
     write_results("many_models", device, name, results, text)
 
+
 if __name__ == "__main__":
     main()

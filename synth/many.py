@@ -82,11 +82,12 @@ def train_dp_many(modules: Sequence[nn.Module], per_sample_loss: ManyLossFn,
     divisor = torch.tensor([p.expected_batch_size for p in plans], device=device)
     generators = [r.torch_generator(device) for r in randoms]  # as train_dp draws its own
     steps = [p.steps for p in plans]
+    longest = max(steps)
     final: dict[int, list[torch.Tensor]] = {}
     n = len(data)  # only the sampling reads it
     net.train()
     try:
-        for step in range(max(steps)):
+        for step in range(longest):
             live = [step < s for s in steps]
             masks = [r.mask(n, p.sampling_rate, device) if on else None
                      for r, p, on in zip(randoms, plans, live)]
@@ -107,10 +108,10 @@ def train_dp_many(modules: Sequence[nn.Module], per_sample_loss: ManyLossFn,
                 p.grad = (clipped + z) / divisor.view(-1, *([1] * (p.dim() - 1)))
             optimizer.step()
             for k, s in enumerate(steps):
-                if s == step + 1 and s < max(steps):
+                if s == step + 1 and s < longest:
                     final[k] = [p[k].detach().clone() for p in params]
             if progress is not None:
-                progress(step + 1, max(steps))
+                progress(step + 1, longest)
         with torch.no_grad():
             for k, weights in final.items():
                 for p, w in zip(params, weights):

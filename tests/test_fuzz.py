@@ -448,6 +448,16 @@ def counted(ledger: Path) -> list:
         return []
 
 
+def run_synth(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``synth`` on ``argv`` in this process: its exit status, stdout and stderr."""
+    try:
+        code = synth(argv)
+    except SystemExit as exc:  # argparse's exit after its one line
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def check_one_line(case: Case, code: int, out: str, err: str) -> str:
     lines = err.splitlines()
     assert code == EXIT_BAD_INPUT, f"{case.id}: exit {code}\n{err[-2000:]}"
@@ -468,12 +478,7 @@ def test_synth_run_refuses_in_one_line_writing_and_spending_nothing(case, tmp_pa
         monkeypatch.setenv(name, value)
     argv = ["run", *arguments(case, folder, state)]
     before = tree(folder)
-    try:
-        code = synth(argv)
-    except SystemExit as exc:  # argparse's exit after its one line
-        code = exc.code
-    captured = capsys.readouterr()
-    check_one_line(case, code, captured.out, captured.err)
+    check_one_line(case, *run_synth(argv, capsys))
     assert tree(folder) == before, f"{case.id}: something was written"
     assert counted(state / "ledger.db") == [] and counted(folder / "l.db") == []
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main as synth
-from tests.test_fuzz import Case, check_one_line, counted, tree
+from tests.test_fuzz import Case, check_one_line, counted, run_synth, tree
 
 SCHEMA = """\
 kind: multi-table
@@ -174,12 +174,7 @@ def test_a_linked_tables_run_refuses_in_one_line_writing_and_spending_nothing(
     state.mkdir()
     argv = arguments(case, folder, state)
     before = tree(folder)
-    try:
-        code = synth(argv)
-    except SystemExit as exc:  # argparse's exit after its one line
-        code = exc.code
-    captured = capsys.readouterr()
-    check_one_line(case, code, captured.out, captured.err)
+    check_one_line(case, *run_synth(argv, capsys))
     assert tree(folder) == before, f"{case.id}: something was written"
     assert counted(state / "ledger.db") == []
 
