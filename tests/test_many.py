@@ -72,15 +72,16 @@ def test_a_stacked_grid_trains_each_model_as_its_own_sequential_fit(data):
 
 
 def test_each_models_noise_comes_from_its_own_randomness(data):
-    """Another seed for one model changes that model only."""
+    """Another seed for one model changes that model only (up to float rounding: its other
+    Poisson batches change the padded batch, so the matmuls may sum in another order)."""
     grid = plans(len(data), lambda s: s)
     other = plans(len(data), lambda s: s + 100 if s == 12 else s)
     first, second = [mlp(k) for k in range(3)], [mlp(k) for k in range(3)]
     train_dp_many(first, loss, data, [p for p, _ in grid], [r for _, r in grid])
     train_dp_many(second, loss, data, [p for p, _ in other], [r for _, r in other])
-    same = [all(torch.equal(a, b) for a, b in zip(x.parameters(), y.parameters()))
-            for x, y in zip(first, second)]
-    assert same == [True, False, True]
+    moved = [max(float((a - b).abs().max()) for a, b in zip(x.parameters(), y.parameters()))
+             for x, y in zip(first, second)]
+    assert moved[0] < 1e-5 and moved[2] < 1e-5 and moved[1] > 1e-2, moved
 
 
 def test_padding_rows_and_other_models_add_nothing_to_a_models_gradient():
