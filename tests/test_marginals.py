@@ -328,12 +328,12 @@ def test_marginals_and_the_fits_loss_equal_their_definitions():
                      ((0, 2), 5.0), ((3, 1, 2), 4.0)]]
     weights = [(100.0 / m.sigma) ** 2 for m in measured]
     model.objective(measured, 100.0)().backward()
-    fast = model.logits.grad.clone()
-    model.logits.grad = None
+    fast = model.scores.grad.clone()
+    model.scores.grad = None
     definition = sum(w * (model.marginal(model.probs(), m.clique) - m.counts / 100.0)
                      .pow(2).sum() for w, m in zip(weights, measured)) / sum(weights)
     definition.backward()
-    assert torch.allclose(fast, model.logits.grad, atol=1e-6, rtol=1e-4)
+    assert torch.allclose(fast, model.scores.grad, atol=1e-6, rtol=1e-4)
 
 
 def _random_mixture(sizes, components, seed):

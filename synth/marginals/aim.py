@@ -262,12 +262,10 @@ class DPMarginals(Params):
         ``max_candidates`` of them."""
         limit = self.max_cells * (mech.rho_spent + 1 / (2 * rounds.sigma**2)
                                   + rounds.epsilon**2 / 8) / rho
-        pool = [r for r in candidates.cliques
-                if candidates.cells[r] <= max(limit, max(mech.sizes))]
-        if len(pool) <= self.max_candidates:
-            return pool
-        pick = subsets.choice(len(pool), self.max_candidates, replace=False)
-        return [pool[i] for i in np.sort(pick)]
+        pool = np.flatnonzero(candidates.cells_in_order <= max(limit, max(mech.sizes)))
+        if len(pool) > self.max_candidates:
+            pool = pool[np.sort(subsets.choice(len(pool), self.max_candidates, replace=False))]
+        return [candidates.cliques[i] for i in pool]
 
     def _evidence(self, measurements: list[Measurement]) -> tuple[NoisyMarginal, ...]:
         names = [b.column.name for b in self.encoder_.blocks]
@@ -328,11 +326,10 @@ def _select(mech: _Mechanisms, model: _MixtureModel, probs: list[torch.Tensor],
     """AIM's selection: report-noisy-max over ``pool`` of each marginal's L1 error in the
     model beyond what its measurement's noise would add, times its weight. ``scored``: the
     errors already computed against this model (a batch's selections share them)."""
+    new = [r for r in pool if r not in scored]
     with torch.no_grad():
-        for r in pool:
-            if r not in scored:
-                scored[r] = float(np.abs(mech.exact(r) - total * model.marginal(
-                    probs, r).cpu().numpy()).sum())
+        for r, marginal in zip(new, model.marginals(probs, new)):
+            scored[r] = float(np.abs(mech.exact(r) - total * marginal.cpu().numpy()).sum())
     errors = np.array([scored[r] for r in pool])
     scores = np.array([candidates.weights[r] for r in pool]) * (
         errors - NOISE_L1 * rounds.sigma * np.array([candidates.cells[r] for r in pool]))

@@ -52,7 +52,8 @@ class _Mechanisms:
     def __init__(self, codes: np.ndarray, sizes: list[int], seed: int | None,
                  frame: pd.DataFrame | CodedTable | None = None, contribution: int = 1,
                  weights: np.ndarray | None = None):
-        self.codes, self.sizes, self.frame = codes, sizes, frame  # frame: for fine histograms
+        self.sizes, self.frame = sizes, frame  # frame: for fine histograms
+        self._columns = np.ascontiguousarray(codes.T, dtype=np.int32)  # (columns, rows)
         # whole-number weight of each record (None: 1), a privacy unit's summing to at most
         # ``contribution``: a unit still moves any count by at most that much
         self.weights = weights
@@ -77,14 +78,17 @@ class _Mechanisms:
 
     def _counts(self, clique: Clique, full: bool) -> np.ndarray:
         if (clique, full) not in self._cache:
-            dims = [self.sizes[c] for c in clique]
-            codes = self.codes[:, list(clique)].T.copy()  # (clique, rows)
-            for j, c in enumerate(clique):
-                if len(clique) > 1 and c in self.merged and not full:
-                    codes[j], dims[j] = self.merged[c][codes[j]], int(self.merged[c].max()) + 1
-            flat = np.ravel_multi_index(codes, dims)
-            self._cache[clique, full] = np.bincount(
-                flat, weights=self.weights, minlength=math.prod(dims)).round().astype("int64")
+            grouped = len(clique) > 1 and not full
+            columns = [self.merged[c][self._columns[c]] if grouped and c in self.merged
+                       else self._columns[c] for c in clique]
+            dims = [int(self.merged[c].max()) + 1 if grouped and c in self.merged
+                    else self.sizes[c] for c in clique]
+            flat = columns[0].astype(np.int64 if math.prod(dims) >= 2**31 else np.int32)
+            for column, size in zip(columns[1:], dims[1:]):  # row-major cell of each row
+                flat = flat * size + column
+            counts = np.bincount(flat, weights=self.weights, minlength=math.prod(dims))
+            self._cache[clique, full] = (counts if self.weights is None
+                                         else counts.round().astype("int64"))
         return self._cache[clique, full]
 
     def measure(self, clique: Clique, sigma: float, full: bool = False) -> np.ndarray:

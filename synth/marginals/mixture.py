@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from synth.marginals.mechanisms import Clique, Measurement
 from synth.sampling import chunks
 
+JOINT_BATCH = 2**18  # the most numbers in one batch of marginals' outer products
 MATCH_PASSES = 8  # passes of swaps that bring a sample's marginals to the model's
 MATCH_CELLS = 2**23  # the most marginal cells a sample is matched on
 MATCH_LIMIT = 2**25  # the most cell indices (rows x marginals) held at once while matching
@@ -37,49 +38,89 @@ class _MixtureModel:
         self.merged = merged or {}  # column -> (codes, groups) one-hot map, for 2+-way
         shape = (components, sum(sizes)) if members is None else (members, components,
                                                                   sum(sizes))
-        self.logits = (0.01 * torch.randn(shape, generator=generator, device=device)
-                       ).requires_grad_()
+        # the parameters, states-major (..., states, components): a softmax over a column's
+        # few codes is then a reduction across contiguous rows (an order of magnitude faster
+        # on the CPU than along a short innermost axis), and Adam's fused step applies
+        self.scores = (0.01 * torch.randn(shape, generator=generator, device=device)
+                       ).transpose(-1, -2).contiguous().requires_grad_()
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """Each component's log-probabilities of every code up to a constant per column,
+        (..., components, states): a view of ``scores``."""
+        return self.scores.transpose(-1, -2)
 
     def probs(self) -> list[torch.Tensor]:
-        return [F.softmax(b, dim=-1) for b in self.logits.split(self.sizes, dim=-1)]
+        """Each column's distributions, (..., components, codes)."""
+        return [q.transpose(-1, -2) for q in self._columns()]
+
+    def _columns(self) -> list[torch.Tensor]:
+        """Each column's distributions states-major, (..., codes, components), contiguous."""
+        return [F.softmax(b, dim=-2) for b in self.scores.split(self.sizes, dim=-2)]
 
     def join(self) -> None:
         """One mixture of all the members' components: their average."""
-        self.logits = self.logits.detach().flatten(0, -2)
+        self.scores = self.scores.detach().movedim(-2, 0).flatten(1)
 
     def marginal(self, probs: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
                  clique: Clique, grouped: bool = True) -> torch.Tensor:
         """The clique's distribution, flattened (row-major over the clique's columns), one
-        per member; in a 2+-way clique a column with merged codes counts them as one group
+        per member, from each column's distributions (..., components, codes) as ``probs``
+        gives them; in a 2+-way clique a column with merged codes counts them as one group
         when ``grouped``."""
-        if len(clique) == 1:
-            return probs[clique[0]].mean(-2)
-        if self.merged and grouped:
-            probs = {c: probs[c] @ self.merged[c] if c in self.merged else probs[c]
-                     for c in clique}
-        # the widest column last: the per-component outer product (elementwise, as much work
-        # as its cells) spans the narrower columns, the matmul the widest
-        order = sorted(range(len(clique)), key=lambda i: probs[clique[i]].shape[-1])
-        joint = probs[clique[order[0]]]
-        for i in order[1:-1]:
-            joint = (joint[..., :, None] * probs[clique[i]][..., None, :]).flatten(-2)
-        # last column first: the backward pass then runs on contiguous tensors (3 times as
-        # fast with members as joint^T @ last)
-        out = probs[clique[order[-1]]].transpose(-1, -2) @ joint  # (..., last, joint)
-        lead = out.shape[:-2]
-        out = (out.transpose(-1, -2) / joint.shape[-2]).reshape(
-            *lead, *(probs[clique[i]].shape[-1] for i in order))
-        if order != sorted(order):  # back to the clique's order
-            out = out.permute(*range(len(lead)), *(len(lead) + order.index(i)
-                                                   for i in range(len(clique))))
-        return out.flatten(len(lead))
+        return self.marginals(probs, [clique], grouped)[0]
+
+    def marginals(self, probs: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
+                  cliques: Sequence[Clique], grouped: bool = True) -> list[torch.Tensor]:
+        """``marginal`` of each clique, the cliques of one shape computed together."""
+        columns = {c: probs[c].transpose(-1, -2) for r in cliques for c in r}
+        out = {i: columns[r[0]].mean(-1) for i, r in enumerate(cliques) if len(r) == 1}
+        for shape, at, keys, orders in self._shapes([(r, grouped) for r in cliques]):
+            for i, joint, order in zip(at, self._joint(columns, keys), orders):
+                out[i] = _reorder(joint, shape, order, back=True)
+        return [out[i] for i in range(len(cliques))]
+
+    def _shapes(self, cliques: Sequence[tuple[Clique, bool]]
+                ) -> list[tuple[tuple[int, ...], list[int], list[list[tuple[int, bool]]],
+                                list[list[int]]]]:
+        """The 2+-way (clique, grouped) pairs in batches of one shape: (sizes, the pairs'
+        indices, each position's columns, each clique's order), the columns of a clique
+        ordered narrowest first (the per-component outer product, elementwise, spans the
+        narrower columns, the matmul the widest); a column is (column, counted by its merged
+        groups). A batch's outer products hold at most ``JOINT_BATCH`` numbers (but one
+        clique's): larger batches leave the CPU's caches and are slower, not faster."""
+        shapes: dict[tuple[int, ...], list[tuple[int, list[tuple[int, bool]], list[int]]]] = {}
+        for i, (clique, grouped) in enumerate(cliques):
+            if len(clique) > 1:
+                keys = [(c, grouped and c in self.merged) for c in clique]
+                sizes = [self.merged[c].shape[1] if g else self.sizes[c] for c, g in keys]
+                order = sorted(range(len(clique)), key=sizes.__getitem__)
+                shapes.setdefault(tuple(sizes[j] for j in order), []).append(
+                    (i, [keys[j] for j in order], order))
+        batches = []
+        for shape, items in shapes.items():
+            step = max(1, JOINT_BATCH // (math.prod(shape[:-1]) * self.scores[..., 0, :].numel()))
+            for part in (items[i:i + step] for i in range(0, len(items), step)):
+                batches.append((shape, [i for i, _, _ in part],
+                                [list(k) for k in zip(*(keys for _, keys, _ in part))],
+                                [order for _, _, order in part]))
+        return batches
+
+    def _joint(self, columns: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
+               keys: list[list[tuple[int, bool]]]) -> torch.Tensor:
+        """The joint distributions of n cliques of one shape from the columns' distributions
+        states-major (..., codes, components): (n, ..., cells), cells row-major over the
+        cliques' columns in the order of ``keys`` (each position's n columns)."""
+        grouped = {c: self.merged[c].T @ columns[c] for k in keys for c, g in k if g}
+        stacked = [torch.stack([grouped[c] if g else columns[c] for c, g in k]) for k in keys]
+        return (_Product.apply(*stacked) / stacked[0].shape[-1]).flatten(-2)
 
     def fit(self, measurements: list[Measurement], total: float, iterations: int,
             lr: float) -> None:
         """Weighted least squares to every measurement (``objective``) by Adam, each member on
         its own (the loss is their sum; Adam's steps are per element)."""
         loss = self.objective(measurements, total)
-        opt = torch.optim.Adam([self.logits], lr=lr)
+        opt = torch.optim.Adam([self.scores], lr=lr, fused=True)
         for _ in range(iterations):
             opt.zero_grad(set_to_none=True)
             loss().backward()
@@ -92,7 +133,7 @@ class _MixtureModel:
         measurements of a marginal are pooled (``_pooled``) and the 1-way terms are one
         vector over every code (weight 0 where a column has none): one term, however many
         columns."""
-        device = self.logits.device
+        device = self.scores.device
         targets = _pooled(measurements, total, device)
         norm = sum(w for *_, w in targets)
         starts = np.cumsum([0] + self.sizes)
@@ -101,15 +142,19 @@ class _MixtureModel:
         for (c, *_), _, y, w in (t for t in targets if len(t[0]) == 1):
             one_y[starts[c]:starts[c + 1]], one_w[starts[c]:starts[c + 1]] = y, w / norm
         many = [t for t in targets if len(t[0]) > 1]
-        many_w = torch.tensor([w / norm for *_, w in many], device=device)
+        shapes = []  # per shape: each position's columns, the targets in that order, weights
+        for shape, at, keys, orders in self._shapes([(c, grouped) for c, grouped, *_ in many]):
+            y = torch.stack([_reorder(many[i][2], shape, order) for i, order in zip(at, orders)])
+            shapes.append((keys, y, torch.tensor([many[i][3] / norm for i in at],
+                                                 device=device)))
 
         def loss() -> torch.Tensor:
-            probs = self.probs()
-            out = (one_w * (torch.cat(probs, -1).mean(-2) - one_y).pow(2)).sum()
-            if many:
-                errors = torch.stack([(self.marginal(probs, c, grouped) - y).pow(2).sum()
-                                      for c, grouped, y, _ in many])
-                out = out + errors @ many_w
+            columns = self._columns()
+            out = (one_w * (torch.cat([q.mean(-1) for q in columns], -1) - one_y).pow(2)).sum()
+            for keys, y, w in shapes:
+                joint = self._joint(columns, keys)  # (terms, ..., cells)
+                errors = (joint - y.view(len(y), *[1] * (joint.dim() - 2), -1)).pow(2)
+                out = out + errors.flatten(1).sum(1) @ w
             return out
 
         return loss
@@ -128,8 +173,8 @@ class _MixtureModel:
         histograms vary less around the model's. With ``match`` (a marginal size, such as 3)
         the rows are then matched to the model's ``match``-way marginals (see ``_match``). The
         rows are shuffled last. Why: docs/decisions/marginals.md."""
-        cdfs = [c / c[:, -1:] for c in (p.double().cumsum(1) for p in self.probs())]
-        k, device = len(self.logits), self.logits.device
+        cdfs = [c / c[:, -1:] for c in (p.double().contiguous().cumsum(1) for p in self.probs())]
+        k, device = self.scores.shape[-1], self.scores.device
         out = []
         for m in chunks(n):
             counts = torch.full((k,), m // k, device=device)
@@ -210,7 +255,7 @@ class _MixtureModel:
         offset = np.cumsum([0] + cells[:-1]).astype(np.int32)  # a clique's first cell
         probs = self.probs()
         excess: np.ndarray = np.zeros(sum(cells), dtype=np.float32)  # rows' count - model's, so far
-        for group in np.array_split(np.arange(len(self.logits)),
+        for group in np.array_split(np.arange(self.scores.shape[-1]),
                                     -(-m * len(cliques) // MATCH_LIMIT)):
             # numpy's overlapping searchsorted overloads (numpy#27032) type the list's result
             # as one scalar
@@ -262,6 +307,47 @@ class _MixtureModel:
                     cell[B[:, None], holding] = new_b[better]
                     rows[A, j], rows[B, j] = rows[B, j], rows[A, j].copy()
         return rows
+
+
+class _Product(torch.autograd.Function):
+    """sum_k prod_i x_i[..., :, k]: the joint of columns x_i (..., codes_i, components),
+    summed over the components, as (..., codes_0 * ... * codes_n-2, codes_n-1) (the outer
+    product of all but the last, then a matmul with the last). The backward pass is written
+    out so that every product reads contiguous memory: autograd's own (through the matmul's
+    transposed gradient and broadcast products) is several times slower on the CPU."""
+
+    @staticmethod
+    def forward(ctx, *columns: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        columns = tuple(c.contiguous() for c in columns)
+        joints = [columns[0]]  # joints[i]: the outer product of columns 0..i
+        for c in columns[1:-1]:
+            joints.append((joints[-1][..., :, None, :] * c[..., None, :, :]).flatten(-3, -2))
+        ctx.save_for_backward(*columns, *joints)
+        return joints[-1] @ columns[-1].transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        saved = ctx.saved_tensors
+        n = (len(saved) + 1) // 2
+        columns, joints = saved[:n], saved[n:]
+        grad = grad.contiguous()
+        grads = [grad.transpose(-1, -2) @ joints[-1]]  # the last column's, then backwards
+        g = grad @ columns[-1]  # the joint's: (..., joint, components)
+        for i in range(n - 2, 0, -1):  # joints[i] = joints[i - 1] x columns[i]
+            g = g.unflatten(-2, (joints[i - 1].shape[-2], columns[i].shape[-2]))
+            grads.append((g * joints[i - 1][..., :, None, :]).sum(-3))
+            g = (g * columns[i][..., None, :, :]).sum(-2)
+        return (g, *reversed(grads))
+
+
+def _reorder(marginal: torch.Tensor, shape: tuple[int, ...], order: list[int],
+             back: bool = False) -> torch.Tensor:
+    """A clique's flattened marginal (..., cells), its columns put in ``order`` (their sizes
+    then ``shape``); ``back``: from that order to the clique's."""
+    lead, inverse = marginal.shape[:-1], [order.index(c) for c in range(len(order))]
+    n = len(lead)
+    sizes, axes = (shape, inverse) if back else ([shape[i] for i in inverse], order)
+    return marginal.reshape(*lead, *sizes).permute(*range(n), *(n + a for a in axes)).flatten(n)
 
 
 def _pooled(measurements: list[Measurement], total: float, device: torch.device

@@ -63,6 +63,7 @@ class _Candidates:
     cliques: list[Clique]
     weights: dict[Clique, float]
     cells: dict[Clique, int]
+    cells_in_order: np.ndarray  # each clique's cells, in the order of ``cliques``
 
     @classmethod
     def of(cls, sizes: list[int], degree: int, merged: dict[int, np.ndarray]) -> _Candidates:
@@ -74,7 +75,7 @@ class _Candidates:
         cliques = [r for r in cliques if len(r) == 1 or all(groups.get(c, 2) > 1 for c in r)]
         cells = {r: math.prod(groups.get(c, sizes[c]) if len(r) > 1 else sizes[c] for c in r)
                  for r in cliques}
-        return cls(cliques, weights, cells)
+        return cls(cliques, weights, cells, np.array([cells[r] for r in cliques]))
 
 
 def _workload_weight(s: int, d: int, degree: int) -> float:
