@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.privacy import PrivacyBudget, zcdp_epsilon, zcdp_rho
+from synth.privacy import PrivacyBudget, discrete_gaussian, zcdp_epsilon, zcdp_rho
 
 CANDIDATE_DECADES = range(-6, 16)  # round numbers from 1e-6 to 5e15
 YEARS = (1700, 2300)  # calendar years with a key of their own; earlier and later share two
@@ -197,11 +197,7 @@ class NoisyCounts:
     def _noise(self, name: str, counts: np.ndarray, labels: list[str]) -> np.ndarray:
         sigma = self.calibration.sigma
         if self.seed is None:
-            import opendp.prelude as dp
-
-            dp.enable_features("contrib")
-            gaussian = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)),
-                                          dp.l2_distance(T=int), scale=sigma)
+            gaussian = discrete_gaussian(sigma)
             return np.asarray(gaussian(counts.tolist()), dtype="float64")
         public = len(counts) - len(labels)
         noise = np.empty(len(counts))

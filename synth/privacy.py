@@ -288,3 +288,25 @@ def calibrate_noise_after(budget: PrivacyBudget, prior: History, sampling_rate: 
         lambda s: epsilon_of_history(list(prior) + [(s, sampling_rate, steps)], budget.delta,
                                      accountant),
         budget.epsilon, f"{steps} DP-SGD steps at sampling rate {sampling_rate:.4g}")
+
+
+def discrete_gaussian(scale: float):
+    """OpenDP's discrete Gaussian mechanism on vectors of integers (L2 distance), in zCDP.
+    Its own modules, not its prelude: the prelude also imports its sklearn, polars and other
+    extras, about a second in every process that measures."""
+    from opendp import domains, measurements, metrics, mod
+
+    mod.enable_features("contrib")
+    return measurements.make_gaussian(domains.vector_domain(domains.atom_domain(T=int)),
+                                      metrics.l2_distance(T=int), scale=scale)
+
+
+def noisy_max(scale: float):
+    """OpenDP's report-noisy-max with Gumbel noise on vectors of scores (L-infinity distance),
+    in zCDP (see ``discrete_gaussian`` on the imports)."""
+    from opendp import domains, measurements, measures, metrics, mod
+
+    mod.enable_features("contrib")
+    return measurements.make_noisy_max(
+        domains.vector_domain(domains.atom_domain(T=float, nan=False)),
+        metrics.linf_distance(T=float), measures.zero_concentrated_divergence(), scale=scale)

@@ -336,6 +336,25 @@ def test_marginals_and_the_fits_loss_equal_their_definitions():
     assert torch.allclose(fast, model.scores.grad, atol=1e-6, rtol=1e-4)
 
 
+def test_the_estimators_adam_steps_are_torch_optims():
+    """The estimator's Adam, written out (torch.optim would import torch._dynamo), takes the
+    steps of torch.optim.Adam's defaults."""
+    from synth.marginals.mixture import _adam
+
+    ours = torch.randn(3, 7, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    theirs = ours.detach().clone().requires_grad_()
+    moments = torch.zeros_like(ours), torch.zeros_like(ours)
+    opt = torch.optim.Adam([theirs], lr=0.05)
+    grads = torch.Generator().manual_seed(1)
+    for step in range(1, 30):
+        ours.grad = torch.randn(3, 7, generator=grads) * 10.0 ** (step % 5 - 4)
+        theirs.grad = ours.grad.clone()
+        with torch.no_grad():
+            _adam(ours, *moments, step, 0.05)
+        opt.step()
+        assert torch.equal(ours, theirs), step
+
+
 def _random_mixture(sizes, components, seed):
     model = _MixtureModel(sizes, components, torch.Generator().manual_seed(seed),
                           torch.device("cpu"))

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from synth.encoding import CodedTable
+from synth.privacy import discrete_gaussian, noisy_max
 
 Clique = tuple[int, ...]
 
@@ -37,13 +38,6 @@ def record_count(measurements: list[Measurement]) -> float:
         num += float(m.counts.sum()) / var
         den += 1 / var
     return max(1.0, num / den)
-
-
-def _opendp():
-    import opendp.prelude as dp
-
-    dp.enable_features("contrib")
-    return dp
 
 
 class _Mechanisms:
@@ -119,10 +113,8 @@ class _Mechanisms:
         """Integer ``counts`` plus discrete Gaussian noise, in units of ``contribution``
         records: noise of scale sigma * c on the counts, whose L2 sensitivity is c, so the
         cost is that of scale sigma at sensitivity 1, as OpenDP's map states it."""
-        dp = _opendp()
         c = self.contribution
-        meas = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)),
-                                  dp.l2_distance(T=int), scale=sigma * c)
+        meas = discrete_gaussian(sigma * c)
         rho = float(meas.map(c))
         if self.rng is None:
             noisy = np.asarray(meas(counts.tolist()), dtype="float64")
@@ -135,11 +127,8 @@ class _Mechanisms:
 
     def select(self, scores: np.ndarray, sensitivity: float, epsilon: float) -> int:
         """Index of a high score by report-noisy-max (Gumbel), epsilon-DP and eps^2/8-zCDP."""
-        dp = _opendp()
         scale = 2 * sensitivity / epsilon
-        meas = dp.m.make_noisy_max(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-                                   dp.linf_distance(T=float), dp.zero_concentrated_divergence(),
-                                   scale=scale)
+        meas = noisy_max(scale)
         rho = float(meas.map(float(sensitivity)))
         if self.rng is None:
             index = int(meas([float(s) for s in scores]))

@@ -40,7 +40,7 @@ class _MixtureModel:
                                                                   sum(sizes))
         # the parameters, states-major (..., states, components): a softmax over a column's
         # few codes is then a reduction across contiguous rows (an order of magnitude faster
-        # on the CPU than along a short innermost axis), and Adam's fused step applies
+        # on the CPU than along a short innermost axis)
         self.scores = (0.01 * torch.randn(shape, generator=generator, device=device)
                        ).transpose(-1, -2).contiguous().requires_grad_()
 
@@ -120,11 +120,12 @@ class _MixtureModel:
         """Weighted least squares to every measurement (``objective``) by Adam, each member on
         its own (the loss is their sum; Adam's steps are per element)."""
         loss = self.objective(measurements, total)
-        opt = torch.optim.Adam([self.scores], lr=lr, fused=True)
-        for _ in range(iterations):
-            opt.zero_grad(set_to_none=True)
+        moments = torch.zeros_like(self.scores), torch.zeros_like(self.scores)
+        for step in range(1, iterations + 1):
+            self.scores.grad = None
             loss().backward()
-            opt.step()
+            with torch.no_grad():
+                _adam(self.scores, *moments, step, lr)
 
     def objective(self, measurements: list[Measurement], total: float
                   ) -> Callable[[], torch.Tensor]:
@@ -338,6 +339,19 @@ class _Product(torch.autograd.Function):
             grads.append((g * joints[i - 1][..., :, None, :]).sum(-3))
             g = (g * columns[i][..., None, :, :]).sum(-2)
         return (g, *reversed(grads))
+
+
+def _adam(x: torch.Tensor, mean: torch.Tensor, square: torch.Tensor, step: int, lr: float,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """Adam's ``step``-th update of ``x`` from its gradient (Kingma and Ba; the arithmetic of
+    torch.optim.Adam's defaults). Written out because torch.optim's first use imports
+    torch._dynamo, over a second in every process that fits."""
+    grad = x.grad
+    assert grad is not None
+    mean.lerp_(grad, 1 - betas[0])
+    square.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
+    scale = square.sqrt().div_(math.sqrt(1 - betas[1] ** step)).add_(eps)
+    x.addcdiv_(mean, scale, value=-lr / (1 - betas[0] ** step))
 
 
 def _reorder(marginal: torch.Tensor, shape: tuple[int, ...], order: list[int],
