@@ -336,6 +336,44 @@ def test_marginals_and_the_fits_loss_equal_their_definitions():
     assert torch.allclose(fast, model.scores.grad, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("batch", [1, 2**18])
+def test_marginals_of_one_shape_batched_equal_their_definitions(monkeypatch, batch):
+    """Cliques of one shape (in any column order) share a batch of outer products, up to
+    ``JOINT_BATCH`` numbers (1: one clique a batch): the marginals and the loss's gradients
+    are still those of the definition."""
+    from synth.marginals import mixture
+
+    monkeypatch.setattr(mixture, "JOINT_BATCH", batch)
+    sizes, merged = [3, 3, 2, 3, 2, 5], {5: F.one_hot(torch.tensor([0, 1, 1, 2, 0])).float()}
+    model = _MixtureModel(sizes, 5, torch.Generator().manual_seed(0), torch.device("cpu"),
+                          merged, members=2)
+    with torch.no_grad():
+        model.logits.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    cliques = [(0, 1), (1, 3), (3, 0), (2, 0), (0, 2), (4, 1), (0, 1, 2), (2, 3, 1),
+               (4, 2, 0), (5, 0), (0, 5), (1, 5, 3), (5,), (2,)]
+    probs = model.probs()
+    for grouped in (True, False):
+        batched = model.marginals(probs, cliques, grouped)
+        for clique, got in zip(cliques, batched):
+            ps = [probs[c] @ merged[c] if grouped and len(clique) > 1 and c in merged
+                  else probs[c] for c in clique]
+            letters = "abc"[:len(clique)]
+            spec = ",".join(f"mk{x}" for x in letters) + "->m" + letters
+            assert torch.allclose(got, torch.einsum(spec, *ps).flatten(1) / 5, atol=1e-6)
+    rng = np.random.default_rng(3)
+    measured = [Measurement(c, torch.as_tensor(rng.normal(40, 5, len(m[0]))), 1.0 + i % 3)
+                for i, (c, m) in enumerate(zip(cliques, (model.marginal(probs, c)
+                                                        for c in cliques)))]
+    model.objective(measured, 100.0)().backward()
+    fast = model.scores.grad.clone()
+    model.scores.grad = None
+    weights = [(100.0 / m.sigma) ** 2 for m in measured]
+    definition = sum(w * (model.marginal(model.probs(), m.clique) - m.counts / 100.0)
+                     .pow(2).sum() for w, m in zip(weights, measured)) / sum(weights)
+    definition.backward()
+    assert torch.allclose(fast, model.scores.grad, atol=1e-6, rtol=1e-4)
+
+
 def test_the_estimators_adam_steps_are_torch_optims():
     """The estimator's Adam, written out (torch.optim would import torch._dynamo), takes the
     steps of torch.optim.Adam's defaults."""
