@@ -175,6 +175,32 @@ def test_binned_columns_count_by_runs_of_bins_in_higher_marginals_where_rounds_a
     assert survival and demo.survival.time not in survival  # the outcome keeps its bins
 
 
+def test_look_alike_columns_measure_their_recodings_within_the_budget():
+    """Where many columns look like recodings of one another from their noisy 1-way counts
+    (caravan's integer codes at epsilon 1), the pairs measured whole take at most
+    ``RECODING_MAX`` of what the rounds have left, the closest first: the spend stays within
+    the budget (measuring all 269 look-alike pairs here spent epsilon 2.8 of 1)."""
+    import pandas as pd
+
+    from schemas.parse import schema_from_dict
+    from synth.marginals import one_way
+
+    rng, d = np.random.default_rng(0), 24
+    frame = pd.DataFrame({f"c{i}": rng.integers(0, 10, 3000) for i in range(d)})
+    schema = schema_from_dict({"name": "alike", "version": "1", "columns": [
+        {"name": f"c{i}", "kind": "integer", "min": 0, "max": 9} for i in range(d)]}, "alike")
+    model = DPMarginals(components=8, iterations=2, max_candidates=50, noise_seed=0).fit(
+        frame, schema, PrivacyBudget(1.0))
+    assert model.epsilon_spent_ <= 1.0
+    pairs = len(model.recodings_)
+    assert 0 < pairs < d * (d - 1) // 2
+    log = model.privacy_.measurements
+    first = next(i for i, m in enumerate(log) if m.get("full"))  # the pairs come together
+    before = sum(m["rho"] for m in log[:first])
+    assert pairs * log[first]["rho"] <= one_way.RECODING_MAX * (
+        zcdp_rho(PrivacyBudget(1.0)) - before) + 1e-12
+
+
 def test_a_recoding_survives_coarsening_measured_once_at_full_resolution(adult, monkeypatch):
     """Where education-num counts by runs, its pair with education (a recoding) is found from
     the noisy 1-way counts alone and measured once at full resolution, charged like any

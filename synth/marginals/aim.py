@@ -89,7 +89,8 @@ class DPMarginals(Params):
             processing of noisy counts, chosen once before the rounds. Where it coarsens, each
             pair of columns that looks like a recoding (a code and its label) from the noisy
             1-way counts (see ``one_way.recodings``; ``recodings_`` names them) is measured
-            once at full resolution with the 1-way marginals' noise.
+            once at full resolution with the 1-way marginals' noise, the closest first, in
+            at most ``one_way.RECODING_MAX`` of the budget the rounds have left.
         fine_share: share of the budget spent on a histogram of each binned numeric column
             over finer states (one per value when a column has at most 2,000 whole values,
             else ten per bin): sampling places values inside a bin by it, so point masses
@@ -164,7 +165,7 @@ class DPMarginals(Params):
         rho = zcdp_rho(budget) * (1 - 1e-6)
         measurements, rounds = self._measure_one_way(mech, rho)
         evidence = self._evidence(measurements)  # before any shrinkage
-        total = self._group(measurements, mech, schema, rounds)
+        total = self._group(measurements, mech, schema, rounds, rho)
         model = self.model_ = self._model(mech, rounds, total)
         model.fit(measurements, total, 10 * self.iterations_, self.lr)
         candidates = _Candidates.of(mech.sizes, self.degree, mech.merged)
@@ -224,11 +225,12 @@ class DPMarginals(Params):
         return measurements, _Rounds.plan(rounds, rest, self.selection_share) if rounds else None
 
     def _group(self, measurements: list[Measurement], mech: _Mechanisms, schema: Schema,
-               rounds: _Rounds | None) -> float:
+               rounds: _Rounds | None, rho: float) -> float:
         """Post-processing of the 1-way measurements: merges rare codes (``merged_``), counts
         binned columns by runs of bins where the rounds are noisy (``coarsened_``), then
         measures the pairs that look like recodings whole (``recodings_``) with the 1-way
-        marginals' noise. Returns the noisy record count before those pairs."""
+        marginals' noise, the closest first, in at most ``one_way.RECODING_MAX`` of the
+        budget ``rho`` has left. Returns the noisy record count before those pairs."""
         blocks, sigma0 = self.encoder_.blocks, measurements[0].sigma
         self.merged_ = one_way.merge_rare(measurements, sigma0, mech, blocks, self.rare_merge)
         total = record_count(measurements)
@@ -239,6 +241,8 @@ class DPMarginals(Params):
             self.coarsened_ = one_way.coarsen(measurements, parts, outcomes, mech, blocks)
         pairs = one_way.recodings(measurements[:len(blocks)], blocks, self.coarsened_,
                                   self.merged_) if self.coarsened_ else []
+        # each costs 1 / (2 sigma0^2); together at most RECODING_MAX of what is left
+        pairs = pairs[:int(one_way.RECODING_MAX * (rho - mech.rho_spent) * 2 * sigma0**2)]
         self.recodings_ = [tuple(blocks[c].column.name for c in pair) for pair in pairs]
         measurements += [mech.measurement(pair, sigma0, full=True) for pair in pairs]
         return total

@@ -21,6 +21,7 @@ from synth.marginals.mechanisms import Clique, Measurement, _Mechanisms, record_
 ONE_WAY_MAX = 0.6  # the most of the budget the 1-way marginals may take (see top_up)
 RARE_MERGE_MIN_CATEGORIES = 20  # only high-cardinality code columns get rare codes merged
 RECODING_SPREAD = 4  # the fewest values a recoding's columns must fill (see recodings)
+RECODING_MAX = 0.25  # the most of the budget left for the rounds that recodings may take
 
 
 def top_up(measurements: list[Measurement], share: float, rho: float, mech: _Mechanisms,
@@ -104,9 +105,9 @@ def recodings(measurements: list[Measurement], blocks: Sequence[Block],
     and no merged codes, as many values each, filling at least ``RECODING_SPREAD`` of them
     effectively, one of them coarsened, and their counts in sorted order equal within the
     noise (squared differences summing to at most the number of values in noise variances:
-    about what noise alone gives)."""
+    about what noise alone gives). The closest pairs (in noise variances) first."""
     counts = [m.counts.numpy()[:b.n_values].clip(min=0) for m, b in zip(measurements, blocks)]
-    out: list[Clique] = []
+    out: list[tuple[float, Clique]] = []
     for i, j in itertools.combinations(range(len(blocks)), 2):
         a, b = blocks[i], blocks[j]
         if a.n_values != b.n_values or not {a.column.name, b.column.name} & set(
@@ -117,9 +118,10 @@ def recodings(measurements: list[Measurement], blocks: Sequence[Block],
         if min(_effective_cells(counts[i]), _effective_cells(counts[j])) < RECODING_SPREAD:
             continue
         var = measurements[i].sigma ** 2 + measurements[j].sigma ** 2
-        if ((np.sort(counts[i]) - np.sort(counts[j])) ** 2).sum() <= a.n_values * var:
-            out.append((i, j))
-    return out
+        distance = float(((np.sort(counts[i]) - np.sort(counts[j])) ** 2).sum()) / var
+        if distance <= a.n_values:
+            out.append((distance / a.n_values, (i, j)))
+    return [pair for _, pair in sorted(out)]
 
 
 def _effective_cells(p: np.ndarray) -> float:
