@@ -293,7 +293,7 @@ def calibrate_noise_after(budget: PrivacyBudget, prior: History, sampling_rate: 
 def discrete_gaussian(scale: float):
     """OpenDP's discrete Gaussian mechanism on vectors of integers (L2 distance), in zCDP.
     Its own modules, not its prelude: the prelude also imports its sklearn, polars and other
-    extras, about a second in every process that measures."""
+    extras, slow to import in every process that measures."""
     from opendp import domains, measurements, metrics, mod
 
     mod.enable_features("contrib")

@@ -345,7 +345,7 @@ def _adam(x: torch.Tensor, mean: torch.Tensor, square: torch.Tensor, step: int, 
           betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
     """Adam's ``step``-th update of ``x`` from its gradient (Kingma and Ba; the arithmetic of
     torch.optim.Adam's defaults). Written out because torch.optim's first use imports
-    torch._dynamo, over a second in every process that fits."""
+    torch._dynamo, slow to import in every process that fits."""
     grad = x.grad
     assert grad is not None
     mean.lerp_(grad, 1 - betas[0])
