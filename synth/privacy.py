@@ -2,7 +2,8 @@
 
 The budget goes in explicitly (``PrivacyBudget``); what was spent comes out explicitly
 (``PrivacyReport``), computed by Opacus's accountant from the exact history of
-(noise multiplier, sampling rate, steps) that training executed.
+(noise multiplier, sampling rate, steps) that training executed. The counting mechanisms
+(``discrete_gaussian``, ``noisy_max``) are OpenDP's, whose maps state their zCDP cost.
 """
 
 from __future__ import annotations

@@ -185,10 +185,10 @@ class DPMarginals(Params):
                 chosen.append(_select(mech, model, probs, pool, candidates, total, rounds,
                                       scored))
                 measurements.append(mech.measurement(chosen[-1], rounds.sigma))  # measure
-            before = [model.marginal(probs, r).cpu() for r in chosen]
+            before = [m.cpu() for m in model.marginals(probs, chosen)]
             total = record_count(measurements)
             model.fit(measurements, total, self.iterations_, self.lr)  # refit
-            after = [model.marginal(_first(model), r).cpu() for r in chosen]
+            after = [m.cpu() for m in model.marginals(_first(model), chosen)]
             rounds.anneal(total * sum(float((a - b).abs().sum()) for a, b in zip(after, before)),
                           sum(candidates.cells[r] for r in chosen))
             tick()
